@@ -1,0 +1,194 @@
+"""The only place that builds a boto3 S3 client: guards installed, errors translated, pagination."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sync_ci.errors import GuardViolation, SettingsError, StoreError, UnreachableError
+from sync_ci.guards import WritePolicy, install_s3_guard, is_loopback_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectInfo:
+    """One listed object."""
+
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreEndpoint:
+    """Where the bucket is and how to sign for it."""
+
+    bucket: str
+    endpoint_url: str
+    region_name: str
+    access_key_id: str
+    secret_access_key: str
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn botocore exceptions into the project's own errors."""
+    import botocore.exceptions as bex
+
+    try:
+        yield
+    except GuardViolation:
+        raise
+    except (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError) as exc:
+        raise UnreachableError(f"object store unreachable during {what}: {exc}") from None
+    except bex.NoCredentialsError:
+        raise SettingsError(
+            "no S3 credentials: set SYNC_CI_ACCESS_KEY_ID and SYNC_CI_SECRET_ACCESS_KEY"
+        ) from None
+    except bex.ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise StoreError(
+            f"object store refused {what}: {err.get('Code', '?')} {err.get('Message', '')}".rstrip()
+        ) from None
+    except bex.BotoCoreError as exc:
+        raise StoreError(f"object store error during {what}: {exc}") from None
+
+
+def build_client(endpoint: StoreEndpoint, policy: WritePolicy, *, max_pool: int = 16) -> S3Client:
+    """Build an S3 client with the write guard for `policy` installed before it is returned."""
+    import boto3
+    from botocore.config import Config
+
+    if policy.loopback_admin and not is_loopback_url(endpoint.endpoint_url):
+        raise GuardViolation(
+            f"refused the sandbox admin client for {endpoint.endpoint_url!r}: loopback endpoints only"
+        )
+    config = Config(
+        region_name=endpoint.region_name or "us-east-1",
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=max_pool,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session()
+    client = session.client(
+        "s3",
+        endpoint_url=endpoint.endpoint_url or None,
+        aws_access_key_id=endpoint.access_key_id or None,
+        aws_secret_access_key=endpoint.secret_access_key or None,
+        config=config,
+    )
+    install_s3_guard(client, policy)
+    return client
+
+
+class Store:
+    """A bucket seen through one guarded client."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def get(self, key: str) -> bytes | None:
+        """Return the object's bytes, or None when it does not exist."""
+        import botocore.exceptions as bex
+
+        with translate_errors(f"GET {key}"):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            body: bytes = answer["Body"].read()
+            return body
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Return the object's metadata, or None when it does not exist."""
+        import botocore.exceptions as bex
+
+        with translate_errors(f"HEAD {key}"):
+            try:
+                answer = self.client.head_object(Bucket=self.bucket, Key=key)
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            return ObjectInfo(
+                key=key,
+                size=int(answer["ContentLength"]),
+                last_modified=answer["LastModified"],
+                etag=str(answer.get("ETag", "")).strip('"'),
+            )
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write one object (the guard decides whether this key may be written)."""
+        with translate_errors(f"PUT {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def list(self, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """List every object under `prefix`, page by page."""
+        with translate_errors(f"LIST {prefix}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=int(item["Size"]),
+                        last_modified=item["LastModified"],
+                        etag=str(item.get("ETag", "")).strip('"'),
+                    )
+
+    def delete_many(self, keys: Sequence[str]) -> list[tuple[str, str]]:
+        """Delete keys in batches of 1,000; return (key, error code) for each that failed."""
+        failed: list[tuple[str, str]] = []
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with translate_errors(f"DeleteObjects ({len(batch)} keys)"):
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+            failed.extend((e.get("Key", "?"), e.get("Code", "?")) for e in answer.get("Errors", []))
+        return failed
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (sandbox admin clients only)."""
+        import botocore.exceptions as bex
+
+        with translate_errors(f"create bucket {self.bucket}"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except bex.ClientError:
+                self.client.create_bucket(Bucket=self.bucket)
+
+
+def endpoint_from_settings(settings: Any) -> StoreEndpoint:
+    """Build the store endpoint for a resolved Settings."""
+    return StoreEndpoint(
+        bucket=settings.bucket,
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region_name,
+        access_key_id=settings.secrets.access_key_id,
+        secret_access_key=settings.secrets.secret_access_key,
+    )
+
+
+def open_store(endpoint: StoreEndpoint, policy: WritePolicy, **kwargs: Any) -> Store:
+    """Build a guarded client and wrap it."""
+    return Store(build_client(endpoint, policy, **kwargs), endpoint.bucket)
