@@ -1,0 +1,69 @@
+"""nox sessions for sync-ci: each one installs a PEP 735 group and calls into the package."""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["check", "lint_sync", "smoke_sync", "tests"]
+nox.options.reuse_venv = "yes"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def check(session: nox.Session) -> None:
+    """Typecheck, lint, workflow audit and runtime drift."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "checks.static", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint_sync(session: nox.Session) -> None:
+    """Run the section-A lint catalogue over the repository."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"))
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "checks", *(session.posargs or ["--scope", "repo", "."]))
+
+
+@nox.session(python=PYTHON)
+def smoke_sync(session: nox.Session) -> None:
+    """Run the phase-mirror smoke (sandbox by default; writes only under snappy-os-ci/<sha>/)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"))
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "sync_ci", "smoke", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite against real servers on 127.0.0.1."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install("--no-deps", "-e", ".")
+    session.run("pytest", *(session.posargs or ["-n", "2"]))
+
+
+@nox.session(python=PYTHON, default=False, tags=["strict"])
+def tests_strict(session: nox.Session) -> None:
+    """Run the storage-facing tests against SeaweedFS, the strict store."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "strict"))
+    session.install("--no-deps", "-e", ".")
+    session.run("pytest", "-m", "strict_store", *session.posargs, env={"SYNC_CI_TEST_STORE": "seaweedfs"})
+
+
+@nox.session(python=PYTHON, default=False, tags=["bench"])
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and print ratios against their references."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False, tags=["gates"])
+def gates(session: nox.Session) -> None:
+    """Run every pre-launch gate (fails closed)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "runtime"))
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "sync_ci", "gate", *(session.posargs or ["all"]))

@@ -1,0 +1,84 @@
+"""The `sync-ci` console script: parses arguments and hands each subcommand to its module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+
+from sync_ci import __version__
+from sync_ci.errors import ExitCode, SyncCIError
+
+# Each module here defines `add_parser(subparsers)`, which registers one or more subcommands and
+# sets `func` (a callable taking the parsed Namespace and returning the exit code).
+COMMAND_MODULES = (
+    "sync_ci.smoke",
+    "sync_ci.ci_loop",
+    "sync_ci.sandbox.cli",
+    "sync_ci.config_cli",
+    "sync_ci.cleanup",
+    "sync_ci.doctor",
+    "sync_ci.alerts",
+    "sync_ci.cron",
+    "sync_ci.status",
+    "sync_ci.verify",
+    "sync_ci.gates.cli",
+    "checks.cli",
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sync-ci",
+        description="Feedback loops and launch gates for the sync layer (bucket + Worker).",
+        epilog="Exit codes: 0 all passed, 1 something failed, 2 usage or settings error, "
+        "3 could not measure (target unreachable); doctor returns its failure count.",
+    )
+    parser.add_argument("--version", action="version", version=f"sync-ci {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        module.add_parser(sub)
+    return parser
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Add the options every suite shares."""
+    parser.add_argument("--target", choices=("sandbox", "ci", "live"), help="what to run against (default: settings, else sandbox)")
+    parser.add_argument("--config", metavar="PATH", help="settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)")
+    parser.add_argument("--json", metavar="PATH", dest="json_path", help="also write the result document as JSON")
+    parser.add_argument("--junit", metavar="PATH", dest="junit_path", help="also write a JUnit XML report")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a subcommand, turning the project's errors into one stderr line and an exit code."""
+    try:
+        return handler(args)
+    except SyncCIError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"sync-ci: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("sync-ci: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the chosen subcommand."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return int(ExitCode.USAGE)
+    return run_handler(handler, args)

@@ -1,0 +1,125 @@
+"""Start an S3-compatible store as a subprocess bound to 127.0.0.1 and read its port back."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sync_ci.errors import SettingsError, UnreachableError
+
+StoreKind = Literal["moto", "seaweedfs"]
+STORE_KINDS: tuple[StoreKind, ...] = ("moto", "seaweedfs")
+READY_TIMEOUT_S = 20.0
+_RUNNING_ON = re.compile(rb"Running on http://127\.0\.0\.1:(\d+)")
+
+
+@dataclass(slots=True, kw_only=True)
+class StoreProcess:
+    """A running store: where it answers, its throwaway credentials, and how to stop it."""
+
+    kind: StoreKind
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        """The store's process id."""
+        return self.process.pid
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the store (SIGTERM, then SIGKILL after `timeout_s`)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout_s)
+
+
+def _moto_command() -> list[str]:
+    found = shutil.which("moto_server", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if found:
+        return [found]
+    return [sys.executable, "-m", "moto.server"]
+
+
+def start_moto(log_path: Path | None = None) -> StoreProcess:
+    """Start `moto_server` on an ephemeral loopback port."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        process = subprocess.Popen(
+            [*_moto_command(), "-H", "127.0.0.1", "-p", "0"],
+            stdout=log,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SettingsError(f"cannot start moto_server ({exc}); install it: pip install 'moto[server]'") from None
+    port = _read_moto_port(process)
+    return StoreProcess(
+        kind="moto",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        access_key_id="sandbox",
+        secret_access_key=secrets.token_hex(16),
+        process=process,
+    )
+
+
+def _read_moto_port(process: subprocess.Popen[bytes]) -> int:
+    assert process.stderr is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    seen = b""
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen += line
+        match = _RUNNING_ON.search(line)
+        if match:
+            # Keep draining stderr so the server never blocks on a full pipe.
+            _drain(process)
+            return int(match.group(1))
+    process.kill()
+    tail = seen.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    raise UnreachableError(f"moto_server did not start within {READY_TIMEOUT_S:g} s: {tail[0]}")
+
+
+def _drain(process: subprocess.Popen[bytes]) -> None:
+    import threading
+
+    def pump() -> None:
+        assert process.stderr is not None
+        for _ in iter(process.stderr.readline, b""):
+            pass
+
+    threading.Thread(target=pump, daemon=True, name="store-stderr").start()
+
+
+def start_store(kind: StoreKind = "moto", *, data_dir: Path | None = None) -> StoreProcess:
+    """Start the named store kind on 127.0.0.1."""
+    if kind == "moto":
+        return start_moto()
+    if kind == "seaweedfs":
+        from sync_ci.sandbox.seaweed import start_seaweedfs
+
+        return start_seaweedfs(data_dir=data_dir)
+    raise SettingsError(f"unknown store {kind!r}; use one of: {', '.join(STORE_KINDS)}")
