@@ -219,8 +219,13 @@ def load_settings(
     config: str | None = None,
     target: str | None = None,
     env: Mapping[str, str] | None = None,
+    check_remote: bool = True,
 ) -> Settings:
-    """Resolve settings: defaults < settings file < SYNC_CI_* env < explicit flags."""
+    """Resolve settings: defaults < settings file < SYNC_CI_* env < explicit flags.
+
+    `check_remote=False` is for field commands (doctor, alert, cron, status) on machines that
+    talk to the Worker only and hold no bucket credentials.
+    """
     env = os.environ if env is None else env
     path = find_config_file(config, env)
     data = read_config_file(path) if path else {}
@@ -304,7 +309,7 @@ def load_settings(
         config_path=str(path) if path else "",
         sources=sources,
     )
-    if chosen in ("ci", "live"):
+    if chosen in ("ci", "live") and check_remote:
         require_remote(settings)
     return settings
 

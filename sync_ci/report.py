@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from sync_ci import __version__
+from sync_ci.errors import ContractError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    import argparse
 
 SCHEMA = "sync-ci/result@1"
 Status = Literal["pass", "fail", "skip", "error"]
@@ -52,7 +64,7 @@ class Report:
     @property
     def counts(self) -> dict[str, int]:
         """Count results by status."""
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for result in self.results:
             counts[result.status] += 1
         return counts
@@ -108,3 +120,630 @@ def make_report(
         results=tuple(results),
         extra=dict(extra or {}),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Renderers. Pure functions unless named write_*/emit; tabulate is imported inside the two
+# functions that use it, because `import tabulate` costs ~70 ms and doctor's start-up matters.
+# --------------------------------------------------------------------------------------------
+
+STATUS_LABELS: Mapping[str, str] = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "skip": "SKIP",
+    "error": "ERROR",
+}
+_ANSI: Mapping[str, str] = {"pass": "32", "fail": "31", "skip": "33", "error": "35"}
+_MD_ICONS: Mapping[str, str] = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "⚠️"}
+
+# Marks of the parity matrix; `matrix_mark` maps a result status onto them.
+MARK_OK, MARK_DIFF, MARK_SKIP, MARK_ERR = "ok", "DIFF", "-", "ERR"
+_STATUS_MARKS: Mapping[str, str] = {
+    "pass": MARK_OK,
+    "fail": MARK_DIFF,
+    "skip": MARK_SKIP,
+    "error": MARK_ERR,
+}
+
+TABLE_DETAIL_CHARS = 80
+TABLE_TITLE_CHARS = 60
+# GitHub rejects a step summary over 1 MiB (the upload aborts); keep well under it.
+STEP_SUMMARY_BUDGET_BYTES = 900 * 1024
+STEP_SUMMARY_DETAIL_CHARS = 300
+# GitHub shows at most 10 error + 10 warning annotations per step and 50 per job; the rest are
+# dropped silently, so we cut them ourselves and say so.
+ANNOTATIONS_PER_LEVEL = 10
+ANNOTATIONS_TOTAL = 50
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# As _CONTROL but keeping CR, which annotations encode as %0D.
+_CONTROL_BUT_CR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_WHITESPACE = re.compile(r"\s+")
+# Characters XML 1.0 cannot carry at all, even escaped (plus lone surrogates). Compiled on first
+# use: this class takes ~6 ms to compile, and most commands never write JUnit.
+_XML_INVALID = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+
+def exit_code(report: Report) -> ExitCode:
+    """Return the exit code a report stands for: UNMEASURED beats FAILED beats OK."""
+    if is_unmeasured(report):
+        return ExitCode.UNMEASURED
+    return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def is_unmeasured(report: Report) -> bool:
+    """Tell whether the suite could not measure (gates fail closed on no data)."""
+    return bool(report.extra.get("unmeasured", False))
+
+
+def matrix_mark(status: Status) -> str:
+    """Map a result status onto a parity-matrix mark."""
+    return _STATUS_MARKS[status]
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds for people: '850 ms', '1.23 s', '2 min 05 s'."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _visible_controls(text: str, pattern: re.Pattern[str] = _CONTROL) -> str:
+    # Escape sequences in a detail (from a server, a file name) must not reach the terminal.
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def _one_line(text: str, limit: int) -> str:
+    """Collapse whitespace (newlines included), make controls visible, cut to `limit` chars."""
+    return _shorten(_visible_controls(_WHITESPACE.sub(" ", text).strip()), limit)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summary_line(report: Report) -> str:
+    """Say in one line what ran where and how it went."""
+    counts = report.counts
+    text = (
+        f"{report.suite} on {report.target} ({report.mode}): {counts['pass']} passed, "
+        f"{counts['fail']} failed, {counts['skip']} skipped, {_plural(counts['error'], 'error')} "
+        f"in {format_duration(report.duration_s)}"
+    )
+    if is_unmeasured(report):
+        text += " - could not measure, treated as a failure"
+    return text
+
+
+def color_wanted(stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Decide on colour: only on a TTY and only when NO_COLOR is unset or empty (no-color.org)."""
+    stream = sys.stdout if stream is None else stream
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR", ""):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def render_table(report: Report, *, only_failing: bool = False, color: bool | None = None) -> str:
+    """Render the results as a terminal table followed by the summary line."""
+    from tabulate import tabulate
+
+    use_color = color_wanted() if color is None else color
+    rows = report.failing() if only_failing else report.results
+    lines: list[str] = []
+    if rows:
+        table = [
+            [
+                _paint(STATUS_LABELS[r.status], _ANSI[r.status], use_color),
+                _one_line(r.id, 120),
+                _one_line(r.title, TABLE_TITLE_CHARS),
+                format_duration(r.duration_s),
+                _one_line(r.detail, TABLE_DETAIL_CHARS),
+            ]
+            for r in rows
+        ]
+        lines.append(
+            tabulate(
+                table,
+                headers=["status", "id", "title", "time", "detail"],
+                tablefmt="simple",
+                disable_numparse=True,
+            )
+        )
+    summary = summary_line(report)
+    good = report.ok and not is_unmeasured(report)
+    lines.append(_paint(summary, "32" if good else "1;31", use_color))
+    return "\n".join(lines)
+
+
+def render_matrix(
+    rows: Sequence[str], columns: Sequence[str], cells: Mapping[tuple[str, str], str]
+) -> str:
+    """Render the parity matrix (artifacts x surface pairs); a missing cell shows as skipped."""
+    from tabulate import tabulate
+
+    table = [
+        [_visible_controls(row), *(cells.get((row, col), MARK_SKIP) for col in columns)]
+        for row in rows
+    ]
+    body = tabulate(
+        table,
+        headers=["", *(_visible_controls(c) for c in columns)],
+        tablefmt="simple",
+        disable_numparse=True,
+    )
+    legend = (
+        f"{MARK_OK} = same, {MARK_DIFF} = differs, {MARK_SKIP} = skipped, "
+        f"{MARK_ERR} = could not compare"
+    )
+    return f"{body}\n{legend}"
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    # NaN/Infinity are not JSON; other tools (jq, check-jsonschema) reject them.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(str(v) for v in value)
+    return value
+
+
+def _inline_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(_json_safe(value), ensure_ascii=False, default=str)
+
+
+def to_json_text(report: Report) -> str:
+    """Render the `sync-ci/result@1` document as indented JSON text."""
+    return (
+        json.dumps(_json_safe(report.to_json()), indent=2, ensure_ascii=False, default=str) + "\n"
+    )
+
+
+def _write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write atomically, creating parent directories, so a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def write_json(report: Report, path: str | os.PathLike[str]) -> Path:
+    """Write the result document to `path` (parents created)."""
+    return _write_text(path, to_json_text(report))
+
+
+def _require(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in doc:
+        raise ContractError(f"{where}: missing field {key!r}")
+    value = doc[key]
+    # bool is an int subclass; a duration of `true` is still wrong.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ContractError(f"{where}: field {key!r} has the wrong type (bool)")
+    if not isinstance(value, kind):
+        raise ContractError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def report_from_json(doc: Any, *, source: str = "document") -> Report:
+    """Validate a parsed `sync-ci/result@1` document and build the Report."""
+    if not isinstance(doc, dict):
+        raise ContractError(f"{source}: not a {SCHEMA} document (top level is not an object)")
+    if doc.get("schema") != SCHEMA:
+        raise ContractError(f"{source}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+    number = (int, float)
+    raw_results = _require(doc, "results", list, source)
+    results: list[Result] = []
+    for index, raw in enumerate(raw_results):
+        where = f"{source}: results[{index}]"
+        if not isinstance(raw, dict):
+            raise ContractError(f"{where}: not an object")
+        status = _require(raw, "status", str, where)
+        if status not in STATUSES:
+            raise ContractError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
+        results.append(
+            Result(
+                id=_require(raw, "id", str, where),
+                title=_require(raw, "title", str, where),
+                status=status,
+                duration_s=float(_require(raw, "duration_s", number, where))
+                if "duration_s" in raw
+                else 0.0,
+                detail=_require(raw, "detail", str, where) if "detail" in raw else "",
+                observed=_require(raw, "observed", dict, where) if "observed" in raw else {},
+                threshold=_require(raw, "threshold", dict, where) if "threshold" in raw else {},
+            )
+        )
+    report = make_report(
+        suite=_require(doc, "suite", str, source),
+        target=_require(doc, "target", str, source),
+        mode=_require(doc, "mode", str, source),
+        sha=_require(doc, "sha", str, source),
+        started_at=_require(doc, "started_at", str, source),
+        duration_s=float(_require(doc, "duration_s", number, source)),
+        results=results,
+        extra=_require(doc, "extra", dict, source) if "extra" in doc else None,
+    )
+    # Derived fields must agree with the rows: a document claiming ok over failures is rejected.
+    if "counts" in doc and doc["counts"] != report.counts:
+        raise ContractError(f"{source}: counts {doc['counts']!r} do not match the results")
+    if "ok" in doc and doc["ok"] is not report.ok:
+        raise ContractError(f"{source}: ok={doc['ok']!r} does not match the results")
+    return report
+
+
+def read_json(path: str | os.PathLike[str]) -> Report:
+    """Read and validate a `sync-ci/result@1` file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read result file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: result file is not UTF-8 text") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(
+            f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    return report_from_json(doc, source=str(path))
+
+
+# --- JUnit -----------------------------------------------------------------------------------
+
+
+def _xml_text(text: str) -> str:
+    return re.compile(_XML_INVALID).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _details_block(result: Result) -> str:
+    parts = [result.detail] if result.detail else []
+    if result.observed:
+        parts.append("observed: " + _inline_json(result.observed))
+    if result.threshold:
+        parts.append("threshold: " + _inline_json(result.threshold))
+    return _xml_text("\n".join(parts))
+
+
+def render_junit(report: Report) -> str:
+    """Render the report as JUnit XML: one testsuite, one testcase per result."""
+    from xml.etree import ElementTree as ET
+
+    counts = report.counts
+    root = ET.Element(
+        "testsuites",
+        name=_xml_text(f"sync-ci {report.suite}"),
+        tests=str(len(report.results)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["skip"]),
+        time=f"{report.duration_s:.3f}",
+    )
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=_xml_text(report.suite),
+        tests=str(len(report.results)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["skip"]),
+        time=f"{report.duration_s:.3f}",
+        timestamp=_xml_text(report.started_at),
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("target", report.target),
+        ("mode", report.mode),
+        ("sha", report.sha),
+        ("sync-ci.version", __version__),
+        ("unmeasured", "true" if is_unmeasured(report) else "false"),
+    ):
+        ET.SubElement(props, "property", name=name, value=_xml_text(value))
+    classname = _xml_text(f"{report.suite}.{report.target}")
+    for result in report.results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            name=_xml_text(result.id),
+            classname=classname,
+            time=f"{result.duration_s:.3f}",
+        )
+        first_line = (result.detail.strip().splitlines() or [result.title])[0]
+        message = _xml_text(_shorten(first_line, 500))
+        if result.status == "fail":
+            node = ET.SubElement(case, "failure", message=message, type="fail")
+            node.text = _details_block(result)
+        elif result.status == "error":
+            node = ET.SubElement(case, "error", message=message, type="error")
+            node.text = _details_block(result)
+        elif result.status == "skip":
+            ET.SubElement(case, "skipped", message=message)
+        if result.title:
+            ET.SubElement(case, "system-out").text = _xml_text(result.title)
+    ET.indent(root)
+    body = ET.tostring(root, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
+
+
+def write_junit(report: Report, path: str | os.PathLike[str]) -> Path:
+    """Write the JUnit XML report to `path` (parents created)."""
+    return _write_text(path, render_junit(report))
+
+
+# --- Markdown (alert file, step summary) -----------------------------------------------------
+
+
+def _md_cell(text: str, limit: int | None = None) -> str:
+    """Make text safe inside one GitHub-flavoured markdown table cell."""
+    text = _visible_controls(text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " "))
+    if limit is not None:
+        text = _shorten(text, limit)
+    text = text.replace("|", "\\|").replace("<", "&lt;")
+    return text.strip().replace("\n", "<br>")
+
+
+def _md_row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+_MD_HEADER = (
+    _md_row(["status", "id", "title", "duration", "detail"]),
+    _md_row(["---"] * 5),
+)
+
+
+def _md_result_row(result: Result, detail_limit: int | None) -> str:
+    return _md_row(
+        [
+            f"{_MD_ICONS[result.status]} {result.status}",
+            f"`{_md_cell(result.id).replace('`', '')}`",
+            _md_cell(result.title, 300 if detail_limit else None),
+            format_duration(result.duration_s),
+            _md_cell(result.detail, detail_limit),
+        ]
+    )
+
+
+def _fenced(text: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{_visible_controls(text)}\n{fence}"
+
+
+def render_markdown(report: Report, *, title: str, next_steps: Sequence[str] = ()) -> str:
+    """Render the alert-file markdown: what failed first, the table, the run, what to do next."""
+    counts = report.counts
+    failing = report.failing()
+    lines = [f"# {_one_line(title, 200)}", ""]
+    lines += [f"**{summary_line(report)}**", ""]
+    lines += ["## What failed first", ""]
+    if failing:
+        first = failing[0]
+        first_id = _md_cell(first.id).replace("`", "")
+        lines.append(f"`{first_id}` {_md_cell(first.title)} ({first.status})")
+        if first.detail.strip():
+            lines += ["", _fenced(first.detail.strip())]
+        facts = [
+            (name, value)
+            for name, value in (("observed", first.observed), ("threshold", first.threshold))
+            if value
+        ]
+        if facts:
+            lines.append("")
+            lines += [
+                f"- {name}: `{_inline_json(value).replace('`', chr(39))}`" for name, value in facts
+            ]
+    elif is_unmeasured(report):
+        lines.append("Nothing could be measured (the target did not answer).")
+    else:
+        lines.append("Nothing failed.")
+    lines += ["", "## Results", ""]
+    if report.results:
+        lines += [*_MD_HEADER, *(_md_result_row(r, None) for r in report.results)]
+    else:
+        lines.append("No results.")
+    lines += [
+        "",
+        "## Run",
+        "",
+        f"- suite: {_md_cell(report.suite)}",
+        f"- target: {_md_cell(report.target)}",
+        f"- mode: {_md_cell(report.mode)}",
+        f"- sha: `{_md_cell(report.sha)}`",
+        f"- sync-ci version: {__version__}",
+        f"- started at: {_md_cell(report.started_at)}",
+        f"- duration: {format_duration(report.duration_s)}",
+        f"- counts: {counts['pass']} passed, {counts['fail']} failed, "
+        f"{counts['skip']} skipped, {_plural(counts['error'], 'error')}",
+    ]
+    if next_steps:
+        lines += ["", "## What to look at next", ""]
+        lines += [f"- {_one_line(step, 1000)}" for step in next_steps]
+    return "\n".join(lines) + "\n"
+
+
+def render_step_summary(report: Report, *, budget_bytes: int = STEP_SUMMARY_BUDGET_BYTES) -> str:
+    """Render the GitHub step summary, cutting rows (failures kept first) to stay in budget."""
+    good = report.ok and not is_unmeasured(report)
+    head = [
+        f"### {'✅' if good else '❌'} sync-ci {_md_cell(summary_line(report))}",
+        "",
+    ]
+    foot_meta = (
+        f"<sub>sync-ci {__version__} · sha `{_md_cell(report.sha)}` · "
+        f"started {_md_cell(report.started_at)}</sub>"
+    )
+    # Failures first so a cut never hides what broke; stable within each group.
+    ordered = [*report.failing(), *(r for r in report.results if r.status not in ("fail", "error"))]
+    cut_note_reserve = 300
+    used = sum(len(line.encode()) + 1 for line in head) + len(foot_meta.encode()) + 2
+    used += cut_note_reserve
+    body: list[str] = []
+    if ordered:
+        body = list(_MD_HEADER)
+        used += sum(len(line.encode()) + 1 for line in body)
+    shown = 0
+    for result in ordered:
+        row = _md_result_row(result, STEP_SUMMARY_DETAIL_CHARS)
+        size = len(row.encode()) + 1
+        if used + size > budget_bytes:
+            break
+        body.append(row)
+        used += size
+        shown += 1
+    lines = head + body
+    cut = len(ordered) - shown
+    if cut:
+        failing_cut = max(len(report.failing()) - shown, 0)
+        lines += [
+            "",
+            f"_{cut:,} more rows not shown ({failing_cut:,} of them failing) to stay under "
+            "GitHub's 1 MiB step-summary cap; the full report is in the JSON artifact._",
+        ]
+    if not ordered:
+        lines.append("No results.")
+    lines += ["", foot_meta]
+    return "\n".join(lines) + "\n"
+
+
+# --- GitHub Actions ----------------------------------------------------------------------------
+
+
+def escape_annotation_data(text: str) -> str:
+    """Escape an annotation message the way GitHub's toolkit does (%, CR, LF)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_annotation_property(text: str) -> str:
+    """Escape an annotation property value: as data, plus ':' and ','."""
+    return escape_annotation_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _annotation_level(result: Result) -> str:
+    level = result.observed.get("level", result.observed.get("severity"))
+    return "warning" if level == "warning" else "error"
+
+
+def _annotation(result: Result, level: str) -> str:
+    props: list[str] = []
+    file = result.observed.get("file")
+    if isinstance(file, str) and file:
+        props.append(f"file={escape_annotation_property(_visible_controls(file))}")
+        for key, name in (("line", "line"), ("end_line", "endLine"), ("col", "col")):
+            value = result.observed.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                props.append(f"{name}={value}")
+    title = f"{result.id}: {result.title}" if result.title else result.id
+    props.append(f"title={escape_annotation_property(_one_line(title, 200))}")
+    message = result.detail.strip() or result.title or result.id
+    if result.status == "error":
+        message = f"could not check: {message}"
+    message = _visible_controls(message, _CONTROL_BUT_CR)
+    return f"::{level} {','.join(props)}::{escape_annotation_data(message)}"
+
+
+def render_annotations(report: Report, *, max_per_level: int = ANNOTATIONS_PER_LEVEL) -> list[str]:
+    """Render failing results as workflow-command annotations within GitHub's caps."""
+    per_level = max(0, min(max_per_level, ANNOTATIONS_TOTAL))
+    findings = report.failing()
+    errors = [r for r in findings if _annotation_level(r) == "error"]
+    warnings = [r for r in findings if _annotation_level(r) == "warning"]
+    chosen = [(r, "error") for r in errors[:per_level]] + [
+        (r, "warning") for r in warnings[:per_level]
+    ]
+    if len(chosen) < len(findings):
+        chosen = chosen[: ANNOTATIONS_TOTAL - 1]  # leave room for the notice
+    else:
+        chosen = chosen[:ANNOTATIONS_TOTAL]
+    lines = [_annotation(r, level) for r, level in chosen]
+    missing = len(findings) - len(chosen)
+    if missing:
+        lines.append(
+            f"::notice::{missing} more findings not annotated; see the step summary / JSON artifact"
+        )
+    return lines
+
+
+def write_github_outputs(report: Report, env: Mapping[str, str] = os.environ) -> None:
+    """In GitHub Actions, append the step summary and print the annotations to stdout."""
+    if env.get("GITHUB_ACTIONS") != "true":
+        return
+    for line in render_annotations(report):
+        _print(line, sys.stdout)
+    summary_path = env.get("GITHUB_STEP_SUMMARY")
+    if not summary_path:
+        return
+    path = Path(summary_path)
+    try:
+        already = path.stat().st_size if path.exists() else 0
+        # Several commands may append to one step's summary; share the budget with them.
+        budget = max(STEP_SUMMARY_BUDGET_BYTES - already, 4096)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(render_step_summary(report, budget_bytes=budget))
+    except OSError as exc:
+        # A reporting side effect never changes the outcome of the job it reports.
+        print(
+            f"sync-ci: warning: cannot write step summary {path}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+
+
+# --- The one call every command makes at the end ---------------------------------------------
+
+
+def _print(text: str, stream: TextIO) -> None:
+    """Print, degrading characters the stream's encoding lacks instead of crashing."""
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
+
+
+def write_outputs(report: Report, args: argparse.Namespace) -> None:
+    """Write --json/--junit files and the GitHub outputs, printing nothing to stdout."""
+    for attr, option, writer in (
+        ("json_path", "--json", write_json),
+        ("junit_path", "--junit", write_junit),
+    ):
+        path = getattr(args, attr, None)
+        if path:
+            try:
+                writer(report, path)
+            except OSError as exc:
+                raise UsageError(f"cannot write {option} {path}: {exc.strerror or exc}") from exc
+    write_github_outputs(report, os.environ)
+
+
+def emit(report: Report, args: argparse.Namespace) -> int:
+    """Print the table, write --json/--junit and GitHub outputs, and return the exit code."""
+    code = exit_code(report)
+    if not getattr(args, "quiet", False):
+        _print(render_table(report), sys.stdout)
+    elif code != ExitCode.OK:
+        _print(render_table(report, only_failing=True), sys.stdout)
+    write_outputs(report, args)
+    return int(code)

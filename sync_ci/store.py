@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sync_ci.errors import GuardViolation, SettingsError, StoreError, UnreachableError
 from sync_ci.guards import WritePolicy, install_s3_guard, is_loopback_url
@@ -25,6 +27,37 @@ class ObjectInfo:
     size: int
     last_modified: datetime
     etag: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionInfo:
+    """One listed object version or delete marker ("null" version id on unversioned buckets)."""
+
+    key: str
+    version_id: str
+    size: int
+    last_modified: datetime
+    is_latest: bool = True
+    is_delete_marker: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadInfo:
+    """One incomplete multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteFailure:
+    """One key (version) a DeleteObjects call reported under Errors."""
+
+    key: str
+    version_id: str
+    code: str
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +187,7 @@ class Store:
                         etag=str(item.get("ETag", "")).strip('"'),
                     )
 
-    def delete_many(self, keys: Sequence[str]) -> list[tuple[str, str]]:
+    def delete_many(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
         """Delete keys in batches of 1,000; return (key, error code) for each that failed."""
         failed: list[tuple[str, str]] = []
         for start in range(0, len(keys), DELETE_BATCH):
@@ -166,6 +199,93 @@ class Store:
                 )
             failed.extend((e.get("Key", "?"), e.get("Code", "?")) for e in answer.get("Errors", []))
         return failed
+
+    def list_versions(self, prefix: str, *, page_size: int = 1000) -> Iterator[VersionInfo]:
+        """List every version and delete marker under `prefix` in one paginated pass."""
+        with translate_errors(f"LIST versions {prefix}"):
+            paginator = self.client.get_paginator("list_object_versions")
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+            )
+            for page in pages:
+                for item in page.get("Versions", []):
+                    yield VersionInfo(
+                        key=item["Key"],
+                        version_id=str(item.get("VersionId") or "null"),
+                        size=int(item.get("Size", 0)),
+                        last_modified=item["LastModified"],
+                        is_latest=bool(item.get("IsLatest", True)),
+                    )
+                for marker in page.get("DeleteMarkers", []):
+                    yield VersionInfo(
+                        key=marker["Key"],
+                        version_id=str(marker.get("VersionId") or "null"),
+                        size=0,
+                        last_modified=marker["LastModified"],
+                        is_latest=bool(marker.get("IsLatest", False)),
+                        is_delete_marker=True,
+                    )
+
+    def list_multipart_uploads(self, prefix: str) -> Iterator[UploadInfo]:
+        """List every incomplete multipart upload under `prefix`."""
+        with translate_errors(f"LIST uploads {prefix}"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Uploads", []):
+                    yield UploadInfo(
+                        key=item["Key"], upload_id=item["UploadId"], initiated=item["Initiated"]
+                    )
+
+    def delete_versions(self, items: Sequence[tuple[str, str]]) -> builtins.list[DeleteFailure]:
+        """Delete up to 1,000 (key, version id) pairs in one quiet DeleteObjects; return Errors."""
+        if not 0 < len(items) <= DELETE_BATCH:
+            raise StoreError(f"DeleteObjects takes 1 to {DELETE_BATCH} keys, not {len(items)}")
+        objects = [{"Key": key, "VersionId": version} for key, version in items]
+        with translate_errors(f"DeleteObjects ({len(items)} keys)"):
+            answer = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}  # type: ignore[typeddict-item]
+            )
+        return [
+            DeleteFailure(
+                key=str(e.get("Key", "?")),
+                version_id=str(e.get("VersionId") or "null"),
+                code=str(e.get("Code", "?")),
+                message=str(e.get("Message", "")),
+            )
+            for e in answer.get("Errors", [])
+        ]
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one incomplete multipart upload."""
+        with translate_errors(f"AbortMultipartUpload {key}"):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def versioning_status(self) -> str:
+        """Return the bucket's versioning status: "Enabled", "Suspended" or "" (never enabled)."""
+        with translate_errors(f"GET versioning {self.bucket}"):
+            answer = self.client.get_bucket_versioning(Bucket=self.bucket)
+        return str(answer.get("Status", ""))
+
+    def lifecycle_rules(self) -> builtins.list[dict[str, Any]]:
+        """Return the bucket's lifecycle rules (empty when none is set)."""
+        import botocore.exceptions as bex
+
+        with translate_errors(f"GET lifecycle {self.bucket}"):
+            try:
+                answer = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                    return []
+                raise
+        return [dict(rule) for rule in answer.get("Rules", [])]
+
+    def put_lifecycle_rules(self, rules: Sequence[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle configuration with `rules` (callers merge first)."""
+        with translate_errors(f"PUT lifecycle {self.bucket}"):
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket,
+                LifecycleConfiguration={"Rules": cast(Any, [*rules])},
+            )
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (sandbox admin clients only)."""
@@ -192,3 +312,14 @@ def endpoint_from_settings(settings: Any) -> StoreEndpoint:
 def open_store(endpoint: StoreEndpoint, policy: WritePolicy, **kwargs: Any) -> Store:
     """Build a guarded client and wrap it."""
     return Store(build_client(endpoint, policy, **kwargs), endpoint.bucket)
+
+
+def count_requests(store: Store) -> Counter[str]:
+    """Count the HTTP requests `store`'s client sends (retries included), by operation name."""
+    counts: Counter[str] = Counter()
+
+    def before_send(event_name: str, **_: Any) -> None:
+        counts[event_name.rsplit(".", 1)[-1]] += 1
+
+    store.client.meta.events.register("before-send.s3", before_send)
+    return counts

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class StoreProcess:
     secret_access_key: str
     process: subprocess.Popen[bytes]
     data_dir: Path | None = None
+    drain: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -51,6 +53,9 @@ class StoreProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=timeout_s)
+        finally:
+            if self.drain is not None:
+                self.drain.join(timeout=2)
 
 
 def _moto_command() -> list[str]:
@@ -74,6 +79,7 @@ def start_moto(log_path: Path | None = None) -> StoreProcess:
         raise SettingsError(f"cannot start moto_server ({exc}); install it: pip install 'moto[server]'") from None
     port = _read_moto_port(process)
     return StoreProcess(
+        drain=_drain(process),
         kind="moto",
         endpoint_url=f"http://127.0.0.1:{port}",
         access_key_id="sandbox",
@@ -95,23 +101,25 @@ def _read_moto_port(process: subprocess.Popen[bytes]) -> int:
         seen += line
         match = _RUNNING_ON.search(line)
         if match:
-            # Keep draining stderr so the server never blocks on a full pipe.
-            _drain(process)
             return int(match.group(1))
     process.kill()
     tail = seen.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
     raise UnreachableError(f"moto_server did not start within {READY_TIMEOUT_S:g} s: {tail[0]}")
 
 
-def _drain(process: subprocess.Popen[bytes]) -> None:
-    import threading
+def _drain(process: subprocess.Popen[bytes]) -> threading.Thread:
+    """Keep reading stderr so the server never blocks on a full pipe; close it at EOF."""
+    stream = process.stderr
+    assert stream is not None
 
     def pump() -> None:
-        assert process.stderr is not None
-        for _ in iter(process.stderr.readline, b""):
+        for _ in iter(stream.readline, b""):
             pass
+        stream.close()
 
-    threading.Thread(target=pump, daemon=True, name="store-stderr").start()
+    thread = threading.Thread(target=pump, daemon=True, name="store-stderr")
+    thread.start()
+    return thread
 
 
 def start_store(kind: StoreKind = "moto", *, data_dir: Path | None = None) -> StoreProcess:

@@ -1,0 +1,160 @@
+"""A sync-ci cron entry drifts from the seed: schedule, read-only target, lock, or quiet doctor.
+
+**Why:** the seed fixes two cron entries. The maintainer's `0 */6 * * *` runs `ci-loop` against
+the live target, which is read-only (a writing cron risks CI write, catalog rebuild, CI again), under
+`flock` so a slow pass never overlaps the next. Every tenant's `30 */6 * * *` runs
+`doctor --silent || sync-ci alert doctor-failed`: quiet on success, an explicit alert on failure.
+Classic cron mistakes break this silently: `* * * * *` (python-crontab's default when no minute is
+set), `@hourly` rewrites, a missing lock, a doctor that mails its output every six hours, a `%`
+that cron turns into a newline. In `repo` scope this reads `*.cron`/crontab files in the tree and
+the templates in `sync_ci/cron.py` (f-string placeholders are read as their expression text, so
+`{q(flock)}` counts as the lock). In `field` scope (doctor) it reads the installed user crontab's
+sync-ci lines.
+
+**Fix:** reinstall the entries with `sync-ci cron install --role maintainer|tenant` (or restore the
+template in `sync_ci/cron.py`) so each line has the seed's schedule, `flock -n <lock>`,
+`ci-loop --target live`, and `doctor --silent || sync-ci alert doctor-failed`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+
+from checks.catalogue import CRONTAB, Finding, Subject, example
+from checks.pysource import parse
+
+ID = "SA005"
+TITLE = "cron entry off the seed's schedule, target, lock or --silent"
+SCOPE = ("repo", "field")
+
+CRON_MODULE = "sync_ci/cron.py"
+CRON_FILES = ("*.cron", "*crontab", "*crontab.txt", "*.crontab")
+MAINTAINER, TENANT = "0 */6 * * *", "30 */6 * * *"
+FIELD = r"[\d*/,\-]+"
+SCHEDULE = re.compile(rf"^\s*({FIELD}(?:\s+{FIELD}){{4}}|@\w+)\s+(.*)$")
+SCHEDULE_ONLY = re.compile(rf"^{FIELD}(?:\s+{FIELD}){{4}}$|^@\w+$")
+CI_LOOP = re.compile(r"(?:sync-ci|\})['\"]?\s+ci-loop\b")
+DOCTOR = re.compile(r"(?:sync-ci|\})['\"]?\s+doctor\b")
+TARGET = re.compile(r"--target[= ]+(\S+)")
+ALERT = re.compile(r"\|\|.*\balert\s+doctor-failed\b")
+
+
+def command_problems(command: str) -> list[str]:
+    """Return what is wrong with one sync-ci command (cron line or template), without the schedule."""
+    problems = []
+    if CI_LOOP.search(command):
+        if "flock" not in command:
+            problems.append("ci-loop runs without a lock (flock -n <lock>)")
+        targets = TARGET.findall(command)
+        if targets != ["live"]:
+            problems.append(f"ci-loop must run on the read-only target (--target live), not {targets or 'the default'}")
+    if DOCTOR.search(command):
+        if "--silent" not in command:
+            problems.append("doctor runs without --silent (it must stay quiet on success)")
+        if not ALERT.search(command):
+            problems.append("doctor's failure is not followed by `|| sync-ci alert doctor-failed`")
+    return problems
+
+
+def line_problems(line: str) -> list[str]:
+    """Return what is wrong with one installed crontab line that runs sync-ci."""
+    match = SCHEDULE.match(line)
+    if match is None:
+        return []
+    schedule, command = " ".join(match.group(1).split()), match.group(2)
+    problems = command_problems(command)
+    if re.search(r"(?<!\\)%", command):
+        problems.append("unescaped '%' in the command: cron turns it into a newline")
+    if CI_LOOP.search(command) and schedule != MAINTAINER:
+        problems.append(f"ci-loop is scheduled {schedule!r}, the seed says {MAINTAINER!r}")
+    elif DOCTOR.search(command) and schedule != TENANT:
+        problems.append(f"doctor is scheduled {schedule!r}, the seed says {TENANT!r}")
+    elif schedule in ("* * * * *", "@reboot", "@hourly", "@minutely"):
+        problems.append(f"sync-ci entry scheduled {schedule!r}")
+    return problems
+
+
+def _crontab_lines(path: str, text: str) -> Iterator[Finding]:
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or "sync-ci" not in stripped:
+            continue
+        for problem in line_problems(stripped):
+            yield Finding(path=path, line=number, message=problem)
+
+
+def _template_text(node: ast.JoinedStr) -> str:
+    return "".join(
+        v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+        for v in node.values
+    )
+
+
+def _cron_module(path: str, tree: ast.Module) -> Iterator[Finding]:
+    schedules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SCHEDULE_ONLY.match(node.value):
+            schedules.add(node.value)
+            if node.value not in (MAINTAINER, TENANT):
+                yield Finding(path=path, line=node.lineno,
+                              message=f"schedule {node.value!r} is neither {MAINTAINER!r} nor {TENANT!r}")
+        elif isinstance(node, ast.Dict):
+            pairs = {
+                k.value: v.value
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+            }
+            for role, expected in (("maintainer", MAINTAINER), ("tenant", TENANT)):
+                if role in pairs and isinstance(pairs[role], str) and SCHEDULE_ONLY.match(pairs[role]) \
+                        and pairs[role] != expected:
+                    yield Finding(path=path, line=node.lineno,
+                                  message=f"the {role} schedule is {pairs[role]!r}, the seed says {expected!r}")
+        elif isinstance(node, ast.JoinedStr):
+            for problem in command_problems(_template_text(node)):
+                yield Finding(path=path, line=node.lineno, message=f"cron template: {problem}")
+    missing = {MAINTAINER, TENANT} - schedules
+    if missing:
+        yield Finding(path=path, line=1, message=f"the seed's schedule(s) {sorted(missing)} are not in the cron module")
+
+
+def check(subject: Subject) -> Iterator[Finding]:
+    """Check crontab lines (field: the user crontab; repo: crontab files and cron.py templates)."""
+    if subject.scope == "field":
+        yield from _crontab_lines(CRONTAB, subject.files.get(CRONTAB, ""))
+        return
+    for path, text in subject.matching(*CRON_FILES):
+        yield from _crontab_lines(path, text)
+    text = subject.files.get(CRON_MODULE)
+    tree = parse(text) if text is not None else None
+    if tree is not None:
+        yield from _cron_module(CRON_MODULE, tree)
+
+
+_MAINT = "0 */6 * * * cd /srv/repo && /usr/bin/flock -n /tmp/ci.lock /opt/bin/sync-ci ci-loop --target live"
+_TENANT = (
+    "30 */6 * * * /usr/bin/flock -n -E 0 /tmp/d.lock /opt/bin/sync-ci doctor --silent"
+    " || /opt/bin/sync-ci alert doctor-failed"
+)
+_MODULE = (
+    "SCHEDULES = {'maintainer': '0 */6 * * *', 'tenant': '30 */6 * * *'}\n"
+    "def job(role, flock, lock, exe):\n"
+    "    if role == 'maintainer':\n"
+    "        return f'{flock} -n {lock} {exe} ci-loop --target live'\n"
+    "    return f'{flock} -n {lock} {exe} doctor --silent || {exe} alert doctor-failed'\n"
+)
+GOOD = (
+    example({"docs/example.cron": f"# sync-ci\n{_MAINT}\n{_TENANT}\n", CRON_MODULE: _MODULE}),
+    example({CRONTAB: f"MAILTO=''\n{_TENANT}\n5 4 * * * /usr/bin/backup\n"}, scope="field"),
+)
+BAD = (
+    example({CRONTAB: _TENANT.replace(" --silent", "")}, scope="field"),
+    example({CRONTAB: _MAINT.replace("/usr/bin/flock -n /tmp/ci.lock ", "")}, scope="field"),
+    example({CRONTAB: _MAINT.replace("--target live", "--target ci")}, scope="field"),
+    example({CRONTAB: _MAINT.replace("0 */6 * * *", "* * * * *")}, scope="field"),
+    example({"ops/maintainer.cron": _TENANT.replace("30 */6", "0 */6")}),
+    example({CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")}),
+    example({CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")}),
+    example({CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")}, scope="field"),
+)

@@ -1,0 +1,1 @@
+"""Pre-launch gates: load burst, cold-KV latency across regions, platform recordings."""

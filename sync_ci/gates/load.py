@@ -1,0 +1,713 @@
+"""The load gate: one burst of installs and pushes, an optional open-model phase, exact latencies."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sync_ci.errors import ExitCode, SyncCIError, UsageError
+from sync_ci.gates import histogram
+from sync_ci.gates.scenario import (
+    INSTALL,
+    OPERATIONS,
+    PUSH,
+    PUSH_PATH,
+    LoadScenario,
+    PlannedRequest,
+    install_request,
+    open_model_operations,
+    plan_burst,
+    push_request,
+    split,
+)
+from sync_ci.gates.thresholds import Threshold
+from sync_ci.guards import check_http_request
+from sync_ci.report import Result
+
+if TYPE_CHECKING:
+    import aiohttp
+    from hdrh.histogram import HdrHistogram
+
+BURST = "burst"
+OPEN = "open"
+# Descriptors a process keeps beyond one socket per in-flight request (stdio, loop, pipes, imports).
+DESCRIPTOR_MARGIN = 64
+DEFAULT_TIMEOUT_S = 60.0
+ProgressFn = Callable[[str], None]
+
+
+class HostLimitError(SyncCIError):
+    """This host cannot run the scenario as planned (too few file descriptors): nothing measured."""
+
+    exit_code = ExitCode.UNMEASURED
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpStats:
+    """One operation's outcome in one phase; sums and merges exactly."""
+
+    planned: int = 0
+    ok: int = 0
+    status_5xx: int = 0
+    status_4xx: int = 0
+    network: int = 0
+    other: int = 0
+    histogram: str = ""
+    first_error: str = ""
+
+    @property
+    def errors(self) -> int:
+        """Failures that are not 5xx: 4xx, network errors, and unexpected 1xx/3xx answers."""
+        return self.status_4xx + self.network + self.other
+
+    @property
+    def missing(self) -> int:
+        """Planned requests with no successful sample."""
+        return max(self.planned - self.ok, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        """Render for the result document's `extra`."""
+        return {
+            "planned": self.planned,
+            "ok": self.ok,
+            "status_5xx": self.status_5xx,
+            "status_4xx": self.status_4xx,
+            "network": self.network,
+            "other": self.other,
+            "histogram": self.histogram,
+            "first_error": self.first_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpStats:
+        """Parse what `to_json` wrote."""
+        try:
+            return cls(
+                planned=int(data["planned"]),
+                ok=int(data["ok"]),
+                status_5xx=int(data["status_5xx"]),
+                status_4xx=int(data["status_4xx"]),
+                network=int(data["network"]),
+                other=int(data["other"]),
+                histogram=str(data["histogram"]),
+                first_error=str(data.get("first_error", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"load result has a malformed operation record ({exc})") from None
+
+
+def merge_ops(parts: Iterable[OpStats]) -> OpStats:
+    """Sum counts and merge histograms."""
+    parts = list(parts)
+    encoded = [p.histogram for p in parts if p.histogram]
+    return OpStats(
+        planned=sum(p.planned for p in parts),
+        ok=sum(p.ok for p in parts),
+        status_5xx=sum(p.status_5xx for p in parts),
+        status_4xx=sum(p.status_4xx for p in parts),
+        network=sum(p.network for p in parts),
+        other=sum(p.other for p in parts),
+        histogram=histogram.merge_encoded(encoded) if encoded else histogram.encode(histogram.new()),
+        first_error=next((p.first_error for p in parts if p.first_error), ""),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseOutcome:
+    """One phase (burst or open model) as measured by one or more client processes."""
+
+    phase: str
+    ops: Mapping[str, OpStats]
+    start_first_ns: int = 0
+    start_last_ns: int = 0
+    # Spread already combined across machines, whose clocks cannot be compared.
+    spread_floor_ms: float = 0.0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    processes: int = 1
+    rate: float = 0.0
+    duration_s: float = 0.0
+    max_lag_ms: float = 0.0
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def start_spread_ms(self) -> float:
+        """Time between the first and the last request leaving the client(s)."""
+        return max((self.start_last_ns - self.start_first_ns) / 1e6, self.spread_floor_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        """Render for the result document's `extra`."""
+        return {
+            "phase": self.phase,
+            "ops": {name: op.to_json() for name, op in self.ops.items()},
+            "start_first_ns": self.start_first_ns,
+            "start_last_ns": self.start_last_ns,
+            "start_spread_ms": round(self.start_spread_ms, 3),
+            "wall_s": round(self.wall_s, 6),
+            "cpu_s": round(self.cpu_s, 6),
+            "processes": self.processes,
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "max_lag_ms": round(self.max_lag_ms, 3),
+            "raw": dict(self.raw),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PhaseOutcome:
+        """Parse what `to_json` wrote."""
+        try:
+            return cls(
+                phase=str(data["phase"]),
+                ops={str(k): OpStats.from_json(v) for k, v in dict(data["ops"]).items()},
+                start_first_ns=int(data["start_first_ns"]),
+                start_last_ns=int(data["start_last_ns"]),
+                spread_floor_ms=float(data.get("start_spread_ms", 0.0)),
+                wall_s=float(data.get("wall_s", 0.0)),
+                cpu_s=float(data.get("cpu_s", 0.0)),
+                processes=int(data.get("processes", 1)),
+                rate=float(data.get("rate", 0.0)),
+                duration_s=float(data.get("duration_s", 0.0)),
+                max_lag_ms=float(data.get("max_lag_ms", 0.0)),
+                raw={str(k): str(v) for k, v in dict(data.get("raw", {})).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(f"load result has a malformed phase record ({exc})") from None
+
+
+def merge_phase(parts: Sequence[PhaseOutcome], *, same_clock: bool) -> PhaseOutcome:
+    """Combine one phase measured by several processes (same clock) or machines (not)."""
+    if not parts:
+        raise UsageError("nothing to merge")
+    names = sorted({name for p in parts for name in p.ops})
+    ops = {name: merge_ops(p.ops[name] for p in parts if name in p.ops) for name in names}
+    raw_names = sorted({name for p in parts for name in p.raw})
+    raw = {n: histogram.merge_encoded(p.raw[n] for p in parts if n in p.raw) for n in raw_names}
+    if same_clock:
+        first = min(p.start_first_ns for p in parts)
+        last = max(p.start_last_ns for p in parts)
+        floor = max(p.spread_floor_ms for p in parts)
+    else:
+        first = last = 0
+        floor = max(p.start_spread_ms for p in parts)
+    return PhaseOutcome(
+        phase=parts[0].phase,
+        ops=ops,
+        start_first_ns=first,
+        start_last_ns=last,
+        spread_floor_ms=floor,
+        wall_s=max(p.wall_s for p in parts),
+        cpu_s=sum(p.cpu_s for p in parts),
+        processes=sum(p.processes for p in parts),
+        rate=sum(p.rate for p in parts),
+        duration_s=max(p.duration_s for p in parts),
+        max_lag_ms=max(p.max_lag_ms for p in parts),
+        raw=raw,
+    )
+
+
+# --- pure evaluation ----------------------------------------------------------------------------
+
+
+def evaluate_phase(
+    outcome: PhaseOutcome,
+    thresholds: Mapping[str, Threshold],
+    required: Mapping[str, int] | None = None,
+) -> list[Result]:
+    """Judge one phase against the thresholds; `required` raises the planned counts (merges)."""
+    prefix = f"load.{outcome.phase}"
+    label = "burst" if outcome.phase == BURST else "open model (latency from intended send time)"
+    rows: list[Result] = []
+    for name in OPERATIONS:
+        op = outcome.ops.get(name, OpStats())
+        summary = histogram.summarize(histogram.decode(op.histogram)) if op.histogram else (
+            histogram.summarize(histogram.new())
+        )
+        limit = thresholds[f"load.{name}.p95_ms"]
+        passed = summary.count > 0 and limit.passes(summary.p95_ms)
+        observed = {**summary.to_json(), **{k: v for k, v in op.to_json().items() if k != "histogram"}}
+        detail = (
+            f"p95 {summary.p95_ms:.1f} ms over {summary.count} answers"
+            if summary.count
+            else "no answers measured"
+        )
+        rows.append(
+            Result(
+                id=f"{prefix}.{name}.p95_ms",
+                title=f"{label}: {name} p95 {limit.describe()}",
+                status="pass" if passed else "fail",
+                detail=detail if passed else f"breached load.{name}.p95_ms {limit.describe()}: {detail}",
+                observed=observed,
+                threshold=limit.to_json(),
+            )
+        )
+    ops = [outcome.ops.get(name, OpStats()) for name in OPERATIONS]
+    planned = {name: outcome.ops.get(name, OpStats()).planned for name in OPERATIONS}
+    for name, floor in (required or {}).items():
+        planned[name] = max(planned.get(name, 0), floor)
+    missing = sum(max(planned[name] - outcome.ops.get(name, OpStats()).ok, 0) for name in OPERATIONS)
+    counts = (
+        ("load.5xx", sum(op.status_5xx for op in ops), "5xx answers"),
+        ("load.errors", sum(op.errors for op in ops), "4xx, network and other errors"),
+        ("load.missing", missing, "planned requests without a successful sample"),
+    )
+    for threshold_id, value, what in counts:
+        limit = thresholds[threshold_id]
+        passed = limit.passes(value)
+        example = next((op.first_error for op in ops if op.first_error), "")
+        detail = f"{value} {what}" + (f" (first: {example})" if value and example else "")
+        per_op = {
+            name: {
+                "planned": planned[name],
+                "ok": op.ok,
+                "5xx": op.status_5xx,
+                "4xx": op.status_4xx,
+                "network": op.network,
+                "other": op.other,
+            }
+            for name, op in zip(OPERATIONS, ops, strict=True)
+        }
+        rows.append(
+            Result(
+                id=f"{prefix}.{threshold_id.removeprefix('load.')}",
+                title=f"{label}: {what} {limit.describe()}",
+                status="pass" if passed else "fail",
+                detail=detail if passed else f"breached {threshold_id} {limit.describe()}: {detail}",
+                observed={"value": value, "by_operation": per_op},
+                threshold=limit.to_json(),
+            )
+        )
+    if outcome.phase == BURST:
+        limit = thresholds["load.start_spread_ms"]
+        spread = outcome.start_spread_ms
+        passed = limit.passes(spread)
+        detail = f"all requests left within {spread:.1f} ms (client CPU {outcome.cpu_s:.2f} s)"
+        rows.append(
+            Result(
+                id=f"{prefix}.start_spread_ms",
+                title=f"burst: start spread {limit.describe()}",
+                status="pass" if passed else "fail",
+                detail=detail if passed else f"breached load.start_spread_ms {limit.describe()}: {detail}",
+                observed={
+                    "start_spread_ms": round(spread, 3),
+                    "cpu_s": round(outcome.cpu_s, 4),
+                    "wall_s": round(outcome.wall_s, 4),
+                    "processes": outcome.processes,
+                },
+                threshold=limit.to_json(),
+            )
+        )
+    return rows
+
+
+# --- the engine (edge) ---------------------------------------------------------------------------
+
+
+def ensure_descriptors(needed: int) -> int:
+    """Raise the soft open-file limit to the hard one; refuse when it still is below `needed`."""
+    try:
+        import resource
+    except ImportError:  # Windows: no RLIMIT_NOFILE; sockets are not bounded by it
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # macOS refuses values above OPEN_MAX; the check below decides
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise HostLimitError(
+            f"this host allows {soft} open files per process (hard limit "
+            f"{'unlimited' if hard == resource.RLIM_INFINITY else hard}) but the burst needs {needed}; "
+            f"raise it (e.g. `ulimit -n {needed}`) or spread the client with --processes"
+        )
+    return int(soft)
+
+
+def check_plan_allowed(plan: Iterable[PlannedRequest], base_url: str, read_only: bool) -> None:
+    """Refuse (before any byte is sent) a plan the target's write policy forbids."""
+    for method, path in sorted({(r.method, r.path) for r in plan}):
+        check_http_request(read_only, method, f"{base_url}{path}", allowed_posts=(PUSH_PATH,))
+
+
+class _Tally:
+    """Mutable per-operation counters and histograms for one process."""
+
+    def __init__(self, planned: Mapping[str, int]) -> None:
+        self.planned = dict(planned)
+        self.hist: dict[str, HdrHistogram] = {name: histogram.new() for name in planned}
+        self.raw: dict[str, HdrHistogram] = {}
+        self.counts: dict[str, dict[str, int]] = {
+            name: dict.fromkeys(("ok", "status_5xx", "status_4xx", "network", "other"), 0)
+            for name in planned
+        }
+        self.first_error: dict[str, str] = {}
+        self.done = 0
+
+    def record(self, operation: str, status: int, latency_ns: int, error: str = "") -> None:
+        counts = self.counts[operation]
+        self.done += 1
+        if status == 0:
+            counts["network"] += 1
+            self.first_error.setdefault(operation, error)
+            return
+        histogram.record_us(self.hist[operation], latency_ns // 1000)
+        if 200 <= status < 300:
+            counts["ok"] += 1
+            return
+        kind = "status_5xx" if status >= 500 else "status_4xx" if status >= 400 else "other"
+        counts[kind] += 1
+        self.first_error.setdefault(operation, f"{operation} answered {status}{error}")
+
+    def record_raw(self, operation: str, latency_ns: int) -> None:
+        target = self.raw.setdefault(operation, histogram.new())
+        histogram.record_us(target, latency_ns // 1000)
+
+    def ops(self) -> dict[str, OpStats]:
+        return {
+            name: OpStats(
+                planned=self.planned[name],
+                histogram=histogram.encode(self.hist[name]),
+                first_error=self.first_error.get(name, ""),
+                **self.counts[name],
+            )
+            for name in self.planned
+        }
+
+
+def _cpu_s() -> float:
+    return time.process_time()
+
+
+async def _send(
+    session: aiohttp.ClientSession, base_url: str, request: PlannedRequest
+) -> tuple[int, str]:
+    """Send one request and read the whole answer; return (status, or 0 on a network error; error)."""
+    import aiohttp
+
+    try:
+        async with session.request(
+            request.method,
+            f"{base_url}{request.path}",
+            data=request.body or None,
+            headers=request.headers,
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            reason = ""
+            if response.status >= 400:
+                reason = f" ({response.headers.get('cf-ray', 'no cf-ray')})"
+            return response.status, reason
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        return 0, f"{request.operation}: {type(exc).__name__}: {str(exc)[:120]}"
+
+
+def _new_session(timeout_s: float, root: str) -> aiohttp.ClientSession:
+    import aiohttp
+
+    from sync_ci.contract import ROOT_HEADER
+
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    headers = {"user-agent": "sync-ci-gate"}
+    if root:
+        headers[ROOT_HEADER] = root
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        headers=headers,
+    )
+
+
+async def _progress_ticker(tally: _Tally, total: int, label: str, progress: ProgressFn) -> None:
+    while True:
+        await asyncio.sleep(0.25)
+        progress(f"{label}: {tally.done}/{total} answered")
+
+
+async def fire_burst(
+    plan: Sequence[PlannedRequest],
+    base_url: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    root: str = "",
+    ready: Callable[[], None] | None = None,
+    progress: ProgressFn | None = None,
+) -> PhaseOutcome:
+    """Fire every planned request at once on one session; return exact per-operation outcomes."""
+    planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
+    tally = _Tally(planned)
+    starts: list[int] = []
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    wall_offset = time.time_ns() - time.perf_counter_ns()
+
+    async def one(request: PlannedRequest) -> None:
+        await gate.wait()
+        started = time.perf_counter_ns()
+        starts.append(started)
+        status, error = await _send(session, base_url, request)
+        tally.record(request.operation, status, time.perf_counter_ns() - started, error)
+
+    async with _new_session(timeout_s, root) as session:
+        tasks = [asyncio.create_task(one(r)) for r in plan]
+        await asyncio.sleep(0)  # let every task reach the gate before it opens
+        if ready is not None:
+            await loop.run_in_executor(None, ready)
+        ticker = (
+            asyncio.create_task(_progress_ticker(tally, len(plan), "burst", progress))
+            if progress
+            else None
+        )
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        gate.set()
+        await asyncio.gather(*tasks)
+        cpu, wall = _cpu_s() - cpu0, time.perf_counter() - wall0
+        if ticker:
+            ticker.cancel()
+    first = min(starts) + wall_offset if starts else 0
+    last = max(starts) + wall_offset if starts else 0
+    return PhaseOutcome(
+        phase=BURST,
+        ops=tally.ops(),
+        start_first_ns=first,
+        start_last_ns=last,
+        wall_s=wall,
+        cpu_s=cpu,
+    )
+
+
+async def run_open_model(
+    scenario: LoadScenario,
+    tenant_secret: str,
+    base_url: str,
+    *,
+    rate: float,
+    duration_s: float,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    root: str = "",
+    progress: ProgressFn | None = None,
+) -> PhaseOutcome:
+    """Send on a fixed schedule; latency counts from each request's intended send time (wrk2-style)."""
+    import secrets
+
+    if rate <= 0 or duration_s <= 0:
+        raise UsageError("--rate and --duration must both be positive")
+    total = int(round(rate * duration_s))
+    interval_ns = 1e9 / rate
+    schedule = open_model_operations(scenario)
+    operations = [next(schedule) for _ in range(total)]
+    planned = {name: operations.count(name) for name in OPERATIONS}
+    tally = _Tally(planned)
+    tenants = scenario.tenant_ids()
+    run = secrets.token_hex(4)
+    lags: list[int] = []
+
+    async def one(request: PlannedRequest, intended: int) -> None:
+        started = time.perf_counter_ns()
+        lags.append(started - intended)
+        status, error = await _send(session, base_url, request)
+        ended = time.perf_counter_ns()
+        tally.record(request.operation, status, ended - intended, error)
+        if status:
+            tally.record_raw(request.operation, ended - started)
+
+    tasks: list[asyncio.Task[None]] = []
+    async with _new_session(timeout_s, root) as session:
+        ticker = (
+            asyncio.create_task(_progress_ticker(tally, total, "open model", progress))
+            if progress
+            else None
+        )
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        begin = time.perf_counter_ns() + 5_000_000
+        pushes = 0
+        for i, operation in enumerate(operations):
+            intended = begin + int(i * interval_ns)
+            delay = intended - time.perf_counter_ns()
+            if delay > 0:
+                await asyncio.sleep(delay / 1e9)
+            if operation == PUSH:
+                tenant = tenants[pushes % len(tenants)]
+                request = push_request(tenant, tenant_secret, scenario.body_bytes, f"{run}-o{pushes}")
+                pushes += 1
+            else:
+                request = install_request()
+            tasks.append(asyncio.create_task(one(request, intended)))
+        await asyncio.gather(*tasks)
+        cpu, wall = _cpu_s() - cpu0, time.perf_counter() - wall0
+        if ticker:
+            ticker.cancel()
+    return PhaseOutcome(
+        phase=OPEN,
+        ops=tally.ops(),
+        wall_s=wall,
+        cpu_s=cpu,
+        rate=rate,
+        duration_s=duration_s,
+        max_lag_ms=max(lags, default=0) / 1e6,
+        raw={name: histogram.encode(h) for name, h in tally.raw.items()},
+    )
+
+
+async def preflight(base_url: str, timeout_s: float = 5.0, root: str = "") -> str:
+    """Return '' when the Worker answers GET /_health, else why it could not be reached."""
+    import aiohttp
+
+    async with _new_session(timeout_s, root) as session:
+        try:
+            async with session.get(f"{base_url}/_health", allow_redirects=False) as response:
+                await response.read()
+                return ""
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return f"{base_url}/_health: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadJob:
+    """Everything one client process needs (picklable for --processes)."""
+
+    plan: Sequence[PlannedRequest]
+    base_url: str
+    root: str = ""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    scenario: LoadScenario = field(default_factory=LoadScenario)
+    tenant_secret: str = ""
+    rate: float = 0.0
+    duration_s: float = 0.0
+
+
+async def _run_job(
+    job: LoadJob, ready: Callable[[], None] | None, progress: ProgressFn | None
+) -> list[PhaseOutcome]:
+    phases = [
+        await fire_burst(
+            job.plan, job.base_url, timeout_s=job.timeout_s, root=job.root, ready=ready,
+            progress=progress,
+        )
+    ]
+    if job.rate > 0:
+        phases.append(
+            await run_open_model(
+                job.scenario, job.tenant_secret, job.base_url, rate=job.rate,
+                duration_s=job.duration_s, timeout_s=job.timeout_s, root=job.root, progress=progress,
+            )
+        )
+    return phases
+
+
+def _child(job: LoadJob, barrier: Any, results: Any) -> None:
+    """Entry point of one client process: fire its slice when every process is ready."""
+    try:
+        ensure_descriptors(len(job.plan) + DESCRIPTOR_MARGIN)
+        phases = asyncio.run(_run_job(job, lambda: barrier.wait(timeout=60), None))
+        results.put(("ok", [p.to_json() for p in phases]))
+    except Exception as exc:  # reported to the parent, which turns it into one error line
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def run_load(
+    job: LoadJob, *, processes: int = 1, progress: ProgressFn | None = None
+) -> list[PhaseOutcome]:
+    """Run the burst (and open phase) in this process or spread over `processes` children."""
+    if processes < 1:
+        raise UsageError(f"--processes {processes} must be at least 1")
+    if processes == 1:
+        ensure_descriptors(len(job.plan) + DESCRIPTOR_MARGIN)
+        return asyncio.run(_run_job(job, None, progress))
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    results = context.Queue()
+    slices = split(job.plan, processes)
+    children = [
+        context.Process(
+            target=_child,
+            args=(
+                LoadJob(
+                    plan=part, base_url=job.base_url, root=job.root, timeout_s=job.timeout_s,
+                    scenario=job.scenario, tenant_secret=job.tenant_secret,
+                    rate=job.rate / processes, duration_s=job.duration_s,
+                ),
+                barrier,
+                results,
+            ),
+            daemon=True,
+        )
+        for part in slices
+    ]
+    for child in children:
+        child.start()
+    collected: list[list[PhaseOutcome]] = []
+    errors: list[str] = []
+    try:
+        try:
+            barrier.wait(timeout=60)
+        except Exception:  # threading.BrokenBarrierError: a child failed before the start line
+            errors.append("a client process failed to get ready")
+        if progress:
+            progress(f"burst: fired by {processes} processes")
+        deadline = time.monotonic() + job.timeout_s + job.duration_s + 120
+        for _ in children:
+            try:
+                kind, payload = results.get(timeout=max(deadline - time.monotonic(), 1))
+            except queue.Empty:
+                errors.append("a client process returned nothing in time")
+                break
+            if kind == "ok":
+                collected.append([PhaseOutcome.from_json(p) for p in payload])
+            else:
+                errors.append(str(payload))
+    finally:
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+    if errors:
+        raise HostLimitError(f"client processes could not measure: {errors[0]}")
+    return [
+        merge_phase([c[i] for c in collected], same_clock=True)
+        for i in range(len(collected[0]))
+    ]
+
+
+def plan_job(
+    scenario: LoadScenario,
+    base_url: str,
+    tenant_secret: str,
+    *,
+    read_only: bool,
+    root: str = "",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    rate: float = 0.0,
+    duration_s: float = 0.0,
+) -> LoadJob:
+    """Plan the burst and check the target allows every request in it."""
+    plan = plan_burst(scenario, tenant_secret)
+    check_plan_allowed(plan, base_url, read_only)
+    return LoadJob(
+        plan=plan, base_url=base_url, root=root, timeout_s=timeout_s, scenario=scenario,
+        tenant_secret=tenant_secret, rate=rate, duration_s=duration_s,
+    )
+
+
+def tty_progress() -> ProgressFn | None:
+    """Return a progress printer for stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(message: str) -> None:
+        sys.stderr.write(f"\r\x1b[2K{message}")
+        sys.stderr.flush()
+
+    return show
+

@@ -1,0 +1,154 @@
+"""The gate scenarios, defined once: operations, counts, bodies, tenants, probe keys.
+
+Every engine (the built-in aiohttp one, and any other) runs the requests planned here.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sync_ci.contract import tenant_token
+from sync_ci.errors import UsageError
+
+INSTALL = "install"
+PUSH = "push"
+OPERATIONS = (INSTALL, PUSH)
+INSTALL_PATH = "/install"
+PUSH_PATH = "/_push"
+PROBE_PATH = "/_probe/kv/"
+TENANT_HEADER = "x-sync-tenant"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadScenario:
+    """The load burst: concurrent installs and pushes fired together."""
+
+    installs: int = 1000
+    pushes: int = 100
+    tenants: int = 100
+    body_bytes: int = 10 * 1024
+    tenant_prefix: str = "gate"
+
+    def tenant_ids(self) -> list[str]:
+        """Return the distinct tenant ids the pushes use."""
+        return [f"{self.tenant_prefix}-{i:03d}" for i in range(self.tenants)]
+
+    def planned(self) -> dict[str, int]:
+        """Return the planned count per operation."""
+        return {INSTALL: self.installs, PUSH: self.pushes}
+
+    def to_json(self) -> dict[str, object]:
+        """Render for the result document."""
+        return {
+            "installs": self.installs,
+            "pushes": self.pushes,
+            "tenants": self.tenants,
+            "body_bytes": self.body_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatencyScenario:
+    """The cold-KV probe: samples per region at bounded concurrency."""
+
+    samples: int = 200
+    concurrency: int = 8
+
+    def to_json(self) -> dict[str, object]:
+        """Render for the result document."""
+        return {"samples": self.samples, "concurrency": self.concurrency}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedRequest:
+    """One request of a scenario, ready for any engine to send."""
+
+    operation: str
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def push_body(tenant_id: str, size: int, nonce: str) -> bytes:
+    """Return a JSON push body of exactly `size` bytes."""
+    document = {"schema": 1, "tenant": tenant_id, "source": "sync-ci gate load", "nonce": nonce, "pad": ""}
+    base = len(json.dumps(document, separators=(",", ":")).encode())
+    if size < base:
+        raise UsageError(f"push body of {size} bytes is too small for the push document ({base})")
+    document["pad"] = "x" * (size - base)
+    body = json.dumps(document, separators=(",", ":")).encode()
+    assert len(body) == size
+    return body
+
+
+def push_request(tenant_id: str, tenant_secret: str, size: int, nonce: str) -> PlannedRequest:
+    """Return one authenticated push for a tenant."""
+    return PlannedRequest(
+        operation=PUSH,
+        method="POST",
+        path=PUSH_PATH,
+        headers={
+            TENANT_HEADER: tenant_id,
+            "authorization": f"Bearer {tenant_token(tenant_secret, tenant_id)}",
+            "content-type": "application/json",
+        },
+        body=push_body(tenant_id, size, nonce),
+    )
+
+
+def install_request() -> PlannedRequest:
+    """Return one install manifest request."""
+    return PlannedRequest(operation=INSTALL, method="GET", path=INSTALL_PATH)
+
+
+def plan_burst(scenario: LoadScenario, tenant_secret: str) -> list[PlannedRequest]:
+    """Return every request of the burst: installs first, then one push per tenant in turn."""
+    if not tenant_secret:
+        raise UsageError("the load gate pushes as tenants and needs the tenant secret (SYNC_CI_TENANT_SECRET)")
+    if scenario.tenants < 1 and scenario.pushes:
+        raise UsageError("the load scenario needs at least one tenant")
+    run = secrets.token_hex(4)
+    tenants = scenario.tenant_ids()
+    plan = [install_request() for _ in range(scenario.installs)]
+    for i in range(scenario.pushes):
+        tenant = tenants[i % len(tenants)]
+        plan.append(push_request(tenant, tenant_secret, scenario.body_bytes, f"{run}-{i}"))
+    return plan
+
+
+def open_model_operations(scenario: LoadScenario) -> Iterator[str]:
+    """Yield operations forever in the scenario's install:push ratio, evenly interleaved."""
+    total = scenario.installs + scenario.pushes
+    if total == 0:
+        raise UsageError("the load scenario plans no requests")
+    # Bresenham-style interleave: push number k lands where k*total/pushes falls.
+    i = 0
+    while True:
+        position = i % total
+        is_push = scenario.pushes and (position * scenario.pushes) // total != (
+            (position + 1) * scenario.pushes
+        ) // total
+        yield PUSH if is_push else INSTALL
+        i += 1
+
+
+def split(plan: Sequence[PlannedRequest], parts: int) -> list[list[PlannedRequest]]:
+    """Deal a plan into `parts` slices (round robin, so each slice keeps the operation mix)."""
+    if parts < 1:
+        raise UsageError(f"cannot split a plan into {parts} parts")
+    return [list(plan[i::parts]) for i in range(parts)]
+
+
+def probe_path(nonce: str) -> str:
+    """Return the cold-KV probe path for a never-used key."""
+    return f"{PROBE_PATH}{nonce}"
+
+
+def probe_nonces(region: str, count: int) -> list[str]:
+    """Return `count` unique, never-reused probe keys for a region (random per run)."""
+    run = secrets.token_hex(8)
+    return [f"sync-ci-{region}-{run}-{i:05d}" for i in range(count)]

@@ -1,0 +1,491 @@
+"""Start the embedded sandbox (store, seeded "live" root, reference Worker); stop it by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind, StoreProcess
+
+SCHEMA = "sync-ci/sandbox@1"
+BUCKET = "sync-ci-sandbox"
+LIVE_ROOT = "snappy-os/"
+CI_ROOT = "snappy-os-ci/"
+TENANT_ID = "sandbox-tenant"
+STORE_REGION = "us-east-1"
+WORKER_READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+# The reference Worker; a module constant so a test can substitute a child that fails on purpose.
+WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sync_ci.sandbox.worker_main")
+DEFAULT_COLOS = ("SJC", "IAD", "FRA", "SIN", "GRU")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreInfo:
+    """Where the sandbox's bucket is and how to sign for it."""
+
+    kind: StoreKind
+    endpoint_url: str
+    bucket: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegionInfo:
+    """One Worker listener."""
+
+    name: str
+    colo: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    """The reference Worker process and its regions (the first region is its main URL)."""
+
+    pid: int
+    url: str
+    regions: tuple[RegionInfo, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxInfo:
+    """Everything a client needs to use a running sandbox; the ready file is its JSON."""
+
+    store: StoreInfo
+    worker: WorkerInfo
+    live_root: str
+    ci_root: str
+    tenant_id: str
+    tenant_secret: str = field(repr=False)
+    admin_token: str = field(repr=False)
+    started_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Render as the ready-file document (schema sync-ci/sandbox@1)."""
+        return {
+            "schema": SCHEMA,
+            "store": {
+                "kind": self.store.kind,
+                "endpoint_url": self.store.endpoint_url,
+                "bucket": self.store.bucket,
+                "access_key_id": self.store.access_key_id,
+                "secret_access_key": self.store.secret_access_key,
+                "pid": self.store.pid,
+            },
+            "worker": {
+                "pid": self.worker.pid,
+                "url": self.worker.url,
+                "regions": [
+                    {"name": r.name, "colo": r.colo, "url": r.url} for r in self.worker.regions
+                ],
+            },
+            "live_root": self.live_root,
+            "ci_root": self.ci_root,
+            "tenant_id": self.tenant_id,
+            "tenant_secret": self.tenant_secret,
+            "admin_token": self.admin_token,
+            "started_at": self.started_at,
+        }
+
+
+def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxInfo:
+    """Parse a ready-file document, raising SettingsError naming what is wrong."""
+
+    def need(mapping: Any, key: str, kind: type, where: str) -> Any:
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            raise SettingsError(f"{what}: {where}{key} is missing or not a {kind.__name__}")
+        return value
+
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise SettingsError(f"{what} is not a {SCHEMA} document")
+    store, worker = document.get("store"), document.get("worker")
+    regions = []
+    raw_regions = need(worker, "regions", list, "worker.")
+    for index, item in enumerate(raw_regions):
+        where = f"worker.regions[{index}]."
+        regions.append(
+            RegionInfo(
+                name=need(item, "name", str, where),
+                colo=need(item, "colo", str, where),
+                url=need(item, "url", str, where),
+            )
+        )
+    kind = need(store, "kind", str, "store.")
+    if kind not in STORE_KINDS:
+        raise SettingsError(f"{what}: store.kind {kind!r} is not one of {', '.join(STORE_KINDS)}")
+    return SandboxInfo(
+        store=StoreInfo(
+            kind=kind,
+            endpoint_url=need(store, "endpoint_url", str, "store."),
+            bucket=need(store, "bucket", str, "store."),
+            access_key_id=need(store, "access_key_id", str, "store."),
+            secret_access_key=need(store, "secret_access_key", str, "store."),
+            pid=need(store, "pid", int, "store."),
+        ),
+        worker=WorkerInfo(
+            pid=need(worker, "pid", int, "worker."),
+            url=need(worker, "url", str, "worker."),
+            regions=tuple(regions),
+        ),
+        live_root=need(document, "live_root", str, ""),
+        ci_root=need(document, "ci_root", str, ""),
+        tenant_id=need(document, "tenant_id", str, ""),
+        tenant_secret=need(document, "tenant_secret", str, ""),
+        admin_token=need(document, "admin_token", str, ""),
+        started_at=need(document, "started_at", str, ""),
+    )
+
+
+def write_ready_file(info: SandboxInfo, path: Path) -> Path:
+    """Write the ready file atomically, readable by the owner alone (mode 600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(info.to_json(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_ready_file(path: Path) -> SandboxInfo:
+    """Read a ready file, raising SettingsError when it is missing or malformed."""
+    hint = f"start a sandbox with `sync-ci sandbox --ready-file {path}`"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"SYNC_CI_SANDBOX names {path}, which does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read the sandbox ready file {path}: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"the sandbox ready file {path} is not JSON ({exc}); {hint}") from None
+    return info_from_json(document, f"the sandbox ready file {path}")
+
+
+def validate_faults(faults: Mapping[str, str], colos: Sequence[str] = DEFAULT_COLOS) -> None:
+    """Check fault names and values as the Worker will, so a typo is a usage error (exit 2)."""
+    from sync_ci.sandbox.worker_app import parse_fault_value
+
+    for key, value in faults.items():
+        parse_fault_value(key, value, colos)
+
+
+def validate_kv_miss_ms(
+    kv_miss_ms: Mapping[str, int], colos: Sequence[str] = DEFAULT_COLOS
+) -> None:
+    """Check every colo is served and every latency is 0..60,000 ms."""
+    for colo, value in kv_miss_ms.items():
+        if colo not in colos or isinstance(value, bool) or not 0 <= value <= 60_000:
+            raise UsageError(
+                f"--kv-miss-ms {colo}={value}: want COLO=MS with COLO one of {','.join(colos)} "
+                "and MS in 0..60000"
+            )
+
+
+class Sandbox:
+    """A running sandbox: store and Worker processes, their info, and how to stop both."""
+
+    def __init__(
+        self,
+        *,
+        info: SandboxInfo,
+        store: StoreProcess,
+        worker: subprocess.Popen[bytes],
+        workdir: Path,
+        owns_workdir: bool,
+    ) -> None:
+        self.info = info
+        self.store = store
+        self.worker = worker
+        self.workdir = workdir
+        self.owns_workdir = owns_workdir
+        self._stopped = False
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(worker={self.info.worker.url}, store={self.info.store.endpoint_url})"
+
+    def alive(self) -> bool:
+        """True while both the Worker and the store are running."""
+        return self.worker.poll() is None and self.store.process.poll() is None
+
+    def stop(self) -> None:
+        """Stop the Worker, then the store (their whole process groups), then tidy the workdir."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            stop_process_group(self.worker)
+        finally:
+            try:
+                self.store.stop()
+            finally:
+                if self.owns_workdir:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM a child's process group, SIGKILL it after `timeout_s`, and reap the child."""
+    if process.poll() is not None:
+        _kill_group(process.pid, signal.SIGKILL)
+        return
+    _kill_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)
+    # Anything the child left in its group goes too.
+    _kill_group(process.pid, signal.SIGKILL)
+
+
+def _kill_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def start_sandbox(
+    *,
+    store: StoreKind = "moto",
+    faults: Mapping[str, str] | None = None,
+    kv_miss_ms: Mapping[str, int] | None = None,
+    workdir: Path | None = None,
+) -> Sandbox:
+    """Start the store, seed the live root and start the reference Worker; return the sandbox."""
+    faults = dict(faults or {})
+    kv_miss_ms = dict(kv_miss_ms or {})
+    if store not in STORE_KINDS:
+        raise UsageError(f"unknown store {store!r}; use one of: {', '.join(STORE_KINDS)}")
+    validate_faults(faults)
+    validate_kv_miss_ms(kv_miss_ms)
+    owns_workdir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="sync-ci-sandbox-")) if workdir is None else workdir
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server: StoreProcess | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        server = _start_store(store, workdir)
+        store_info = StoreInfo(
+            kind=store,
+            endpoint_url=server.endpoint_url,
+            bucket=BUCKET,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+            pid=server.pid,
+        )
+        seed_store(store_info)
+        tenant_secret, admin_token = secrets.token_hex(32), secrets.token_hex(32)
+        worker, document = start_worker(
+            store_info,
+            workdir=workdir,
+            faults=faults,
+            kv_miss_ms=kv_miss_ms,
+            tenant_secret=tenant_secret,
+            admin_token=admin_token,
+        )
+        regions = tuple(
+            RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
+            for r in document["regions"]
+        )
+        info = SandboxInfo(
+            store=store_info,
+            worker=WorkerInfo(pid=worker.pid, url=regions[0].url, regions=regions),
+            live_root=LIVE_ROOT,
+            ci_root=CI_ROOT,
+            tenant_id=TENANT_ID,
+            tenant_secret=tenant_secret,
+            admin_token=admin_token,
+            started_at=_now_iso(),
+        )
+    except BaseException:
+        if worker is not None:
+            stop_process_group(worker)
+        if server is not None:
+            server.stop()
+        if owns_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Sandbox(
+        info=info, store=server, worker=worker, workdir=workdir, owns_workdir=owns_workdir
+    )
+
+
+def _start_store(kind: StoreKind, workdir: Path) -> StoreProcess:
+    from sync_ci.sandbox.store_server import start_store
+
+    data_dir = workdir / "store-data"
+    return start_store(kind, data_dir=data_dir)
+
+
+def seed_store(store_info: StoreInfo) -> None:
+    """Create the sandbox bucket and seed the live root through a loopback-only admin client."""
+    from sync_ci import guards
+    from sync_ci.sandbox.seed import seed_root
+    from sync_ci.store import StoreEndpoint, open_store
+
+    endpoint = StoreEndpoint(
+        bucket=store_info.bucket,
+        endpoint_url=store_info.endpoint_url,
+        region_name=STORE_REGION,
+        access_key_id=store_info.access_key_id,
+        secret_access_key=store_info.secret_access_key,
+    )
+    admin = open_store(endpoint, guards.sandbox_admin_policy())
+    admin.ensure_bucket()
+    seed_root(admin, LIVE_ROOT)
+
+
+def worker_arguments(
+    ready_file: Path, faults: Mapping[str, str], kv_miss_ms: Mapping[str, int]
+) -> list[str]:
+    """Build the reference Worker's command line for the sandbox."""
+    args = [
+        *WORKER_COMMAND,
+        "--ready-file", str(ready_file),
+        "--host", "127.0.0.1",
+        "--root", LIVE_ROOT,
+        "--ci-root", CI_ROOT,
+        "--write-prefix", LIVE_ROOT,
+        "--write-prefix", CI_ROOT,
+        "--allow-root-header",
+        "--sandbox-control",
+    ]
+    if kv_miss_ms:
+        args += ["--kv-miss-ms", ",".join(f"{c}={ms}" for c, ms in kv_miss_ms.items())]
+    for key, value in faults.items():
+        args += ["--fault", f"{key}={value}"]
+    return args
+
+
+def start_worker(
+    store_info: StoreInfo,
+    *,
+    workdir: Path,
+    faults: Mapping[str, str],
+    kv_miss_ms: Mapping[str, int],
+    tenant_secret: str,
+    admin_token: str,
+    timeout_s: float = WORKER_READY_TIMEOUT_S,
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start the reference Worker in its own session and wait for its ready file."""
+    ready_file = workdir / "worker-ready.json"
+    ready_file.unlink(missing_ok=True)
+    log_path = workdir / "worker.log"
+    package_parent = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_WORKER_")},
+        # The child imports sync_ci from the same tree even when it is not installed.
+        "PYTHONPATH": python_path,
+        "SYNC_CI_WORKER_STORE_ENDPOINT": store_info.endpoint_url,
+        "SYNC_CI_WORKER_BUCKET": store_info.bucket,
+        "SYNC_CI_WORKER_ACCESS_KEY_ID": store_info.access_key_id,
+        "SYNC_CI_WORKER_SECRET_ACCESS_KEY": store_info.secret_access_key,
+        "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
+        "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
+    }
+    with open(log_path, "wb") as log:
+        try:
+            worker = subprocess.Popen(
+                worker_arguments(ready_file, faults, kv_miss_ms),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SettingsError(f"cannot start the reference Worker: {exc}") from None
+    try:
+        document = wait_for_worker(worker, ready_file, log_path, timeout_s)
+    except BaseException:
+        stop_process_group(worker)
+        raise
+    return worker, document
+
+
+def wait_for_worker(
+    worker: subprocess.Popen[bytes], ready_file: Path, log_path: Path, timeout_s: float
+) -> dict[str, Any]:
+    """Poll for the Worker's ready file; raise UnreachableError if it dies or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = worker.poll()
+        if code is not None:
+            raise UnreachableError(
+                f"the reference Worker exited with code {code} before it was ready: "
+                f"{last_line(log_path)}"
+            )
+        document = _read_worker_ready(ready_file)
+        if document is not None:
+            return document
+        time.sleep(0.05)
+    raise UnreachableError(
+        f"the reference Worker was not ready within {timeout_s:g} s; "
+        f"last log line: {last_line(log_path)}"
+    )
+
+
+def _read_worker_ready(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not isinstance(document, dict):
+        document = {}
+    regions = document.get("regions")
+    if document.get("contract") != 1 or not isinstance(regions, list) or not regions:
+        raise UnreachableError(
+            f"the reference Worker wrote an unexpected ready file {path}: "
+            "want contract 1 and at least one region"
+        )
+    for region in regions:
+        if not isinstance(region, dict) or not {"name", "colo", "url"} <= region.keys():
+            raise UnreachableError(f"the reference Worker's ready file {path} has a bad region")
+    return document
+
+
+def last_line(path: Path) -> str:
+    """Return the last non-empty line of a log file (for one-line errors)."""
+    try:
+        lines = path.read_bytes().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip() if lines else "(no output)"

@@ -1,0 +1,459 @@
+"""Renderers of the one result model: table, matrix, JSON, JUnit, markdown, GitHub outputs, emit."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from sync_ci import __version__
+from sync_ci.errors import ContractError, ExitCode, UsageError
+from sync_ci.report import (
+    SCHEMA,
+    STEP_SUMMARY_BUDGET_BYTES,
+    Report,
+    Result,
+    Status,
+    color_wanted,
+    emit,
+    escape_annotation_data,
+    escape_annotation_property,
+    exit_code,
+    format_duration,
+    make_report,
+    matrix_mark,
+    read_json,
+    render_annotations,
+    render_junit,
+    render_markdown,
+    render_matrix,
+    render_step_summary,
+    render_table,
+    to_json_text,
+    write_github_outputs,
+    write_json,
+    write_junit,
+)
+
+NASTY = "línea 1 | pipe\nline 2 100% \x1b[31mred\r\n<b>&\"'"
+
+
+def _report(
+    results: list[Result] | None = None, *, extra: dict[str, object] | None = None
+) -> Report:
+    if results is None:
+        results = [
+            Result(id="catalog", title="catalog readable", status="pass", duration_s=0.12),
+            Result(
+                id="push",
+                title="push state 日本語",
+                status="fail",
+                duration_s=0.5,
+                detail=NASTY,
+                observed={"status": 500, "file": "tests/a,b:c.py", "line": 7},
+                threshold={"status": 201},
+            ),
+            Result(id="kv", title="kv probe", status="skip", detail="no KV here"),
+            Result(
+                id="worker", title="worker health", status="error", detail="timed out after 5 s"
+            ),
+        ]
+    return make_report(
+        suite="smoke",
+        target="sandbox",
+        mode="write",
+        sha="0123abc",
+        started_at="2026-01-02T03:04:05Z",
+        duration_s=1.234,
+        results=results,
+        extra=extra,
+    )
+
+
+def _many(n: int, status: Status = "pass", prefix: str = "row") -> list[Result]:
+    return [
+        Result(id=f"{prefix}-{i}", title=f"title {i}", status=status, detail="d" * 40)
+        for i in range(n)
+    ]
+
+
+# --- table -----------------------------------------------------------------------------------
+
+
+def test_render_table_rows_and_summary_line() -> None:
+    text = render_table(_report(), color=False)
+    lines = text.splitlines()
+    assert lines[0].split() == ["status", "id", "title", "time", "detail"]
+    assert lines[-1] == (
+        "smoke on sandbox (write): 1 passed, 1 failed, 1 skipped, 1 error in 1.23 s"
+    )
+    assert "\x1b" not in text
+    push = next(line for line in lines if " push " in line)
+    # newlines collapsed, the escape made visible, unicode kept, cut with an ellipsis
+    assert "push state 日本語" in push
+    assert "línea 1 | pipe line 2 100% \\x1b[31mred" in push
+    assert push.rstrip().endswith("<b>&\"'")
+    assert len(lines) == 2 + 4 + 1
+
+
+def test_render_table_shortens_long_details() -> None:
+    long = Result(id="long", title="t" * 100, status="fail", detail="word " * 100)
+    row = render_table(_report([long]), color=False).splitlines()[2]
+    assert row.rstrip().endswith("word…")
+    assert "t" * 59 + "…" in row
+    assert len(row) < 200
+
+
+def test_render_table_only_failing_and_color() -> None:
+    text = render_table(_report(), only_failing=True, color=True)
+    assert "catalog" not in text
+    assert "kv probe" not in text
+    assert "\x1b[31mFAIL\x1b[0m" in text
+    assert "\x1b[35mERROR\x1b[0m" in text
+    # counts in the summary still cover every row
+    assert "1 passed, 1 failed, 1 skipped, 1 error" in text
+
+
+def test_render_table_empty_and_unmeasured() -> None:
+    text = render_table(_report([], extra={"unmeasured": True}), color=False)
+    assert text == (
+        "smoke on sandbox (write): 0 passed, 0 failed, 0 skipped, 0 errors in 1.23 s"
+        " - could not measure, treated as a failure"
+    )
+
+
+def test_color_wanted_only_on_a_tty_without_no_color() -> None:
+    main_fd, other_fd = os.openpty()
+    with open(other_fd, "w") as tty:  # a real terminal device
+        assert color_wanted(tty, {}) is True
+        assert color_wanted(tty, {"NO_COLOR": ""}) is True
+        assert color_wanted(tty, {"NO_COLOR": "1"}) is False
+    os.close(main_fd)
+    assert color_wanted(io.StringIO(), {}) is False
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.0, "0 ms"), (0.8504, "850 ms"), (1.234, "1.23 s"), (125, "2 min 05 s")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+# --- matrix ----------------------------------------------------------------------------------
+
+
+def test_render_matrix_marks_and_missing_cells() -> None:
+    text = render_matrix(
+        ["catalog.json", "objects/ab"],
+        ["s3~worker", "worker~kv"],
+        {
+            ("catalog.json", "s3~worker"): matrix_mark("pass"),
+            ("catalog.json", "worker~kv"): matrix_mark("fail"),
+            ("objects/ab", "s3~worker"): matrix_mark("error"),
+        },
+    )
+    lines = text.splitlines()
+    assert lines[0].split() == ["s3~worker", "worker~kv"]
+    assert lines[2].split() == ["catalog.json", "ok", "DIFF"]
+    assert lines[3].split() == ["objects/ab", "ERR", "-"]
+    assert lines[-1].startswith("ok = same, DIFF = differs")
+    assert matrix_mark("skip") == "-"
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def test_json_round_trip_keeps_every_value(tmp_path: Path) -> None:
+    report = _report(extra={"unmeasured": False, "note": "ü"})
+    path = write_json(report, tmp_path / "deep" / "er" / "result.json")
+    assert path.exists()
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["schema"] == SCHEMA
+    assert doc["ok"] is False
+    assert doc["counts"] == {"pass": 1, "fail": 1, "skip": 1, "error": 1}
+    assert read_json(path) == report
+    assert read_json(path).results[1].detail == NASTY
+
+
+def test_json_text_is_strict_json_for_non_finite_and_odd_values() -> None:
+    report = _report(
+        [
+            Result(
+                id="p95",
+                title="p95",
+                status="error",
+                observed={"p95_ms": float("nan"), "where": Path("/x"), "tags": {"b", "a"}},
+                threshold={"p95_ms": float("inf")},
+            )
+        ]
+    )
+    text = to_json_text(report)
+
+    # Python's parser accepts NaN; a strict one must too, so parse with constants refused.
+    def refuse(name: str) -> None:
+        raise AssertionError(name)
+
+    doc = json.loads(text, parse_constant=refuse)
+    assert doc["results"][0]["observed"] == {"p95_ms": "nan", "where": "/x", "tags": ["a", "b"]}
+    assert doc["results"][0]["threshold"] == {"p95_ms": "inf"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema="sync-ci/result@2"), "schema is 'sync-ci/result@2'"),
+        (lambda d: d.pop("suite"), "missing field 'suite'"),
+        (lambda d: d.update(duration_s=True), "field 'duration_s' has the wrong type"),
+        (lambda d: d["results"][0].update(status="passed"), "results[0]: status 'passed'"),
+        (lambda d: d["results"][1].pop("id"), "results[1]: missing field 'id'"),
+        (lambda d: d["results"].append("x"), "results[4]: not an object"),
+        (lambda d: d.update(ok=True), "ok=True does not match"),
+        (lambda d: d["counts"].update(fail=0), "do not match the results"),
+    ],
+)
+def test_read_json_rejects_bad_documents(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    doc = _report().to_json()
+    mutate(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ContractError, match=re.escape(message)):
+        read_json(path)
+
+
+def test_read_json_unreadable_or_not_json(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="cannot read result file"):
+        read_json(tmp_path / "missing.json")
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ContractError, match=r"not JSON \(line 1"):
+        read_json(garbage)
+    listing = tmp_path / "list.json"
+    listing.write_text("[]", encoding="utf-8")
+    with pytest.raises(ContractError, match="top level is not an object"):
+        read_json(listing)
+
+
+# --- JUnit -----------------------------------------------------------------------------------
+
+
+def test_junit_parses_and_counts_match(tmp_path: Path) -> None:
+    report = _report([*_report().results, *_many(3, "fail", "f"), *_many(2, "skip", "s")])
+    path = write_junit(report, tmp_path / "a" / "junit.xml")
+    root = ET.parse(path).getroot()  # noqa: S314 (our own output)
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("name") == "smoke"
+    assert (
+        suite.get("tests"),
+        suite.get("failures"),
+        suite.get("errors"),
+        suite.get("skipped"),
+    ) == (
+        "9",
+        "4",
+        "1",
+        "3",
+    )
+    cases = suite.findall("testcase")
+    assert len(cases) == 9
+    assert {c.get("classname") for c in cases} == {"smoke.sandbox"}
+    assert len(suite.findall("testcase/failure")) == 4
+    assert len(suite.findall("testcase/error")) == 1
+    assert len(suite.findall("testcase/skipped")) == 3
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["sha"] == "0123abc"
+    assert props["sync-ci.version"] == __version__
+
+
+def test_junit_escapes_markup_quotes_and_control_characters() -> None:
+    root = ET.fromstring(render_junit(_report()))  # noqa: S314 (our own output)
+    push = next(c for c in root.iter("testcase") if c.get("name") == "push")
+    failure = push.find("failure")
+    assert failure is not None
+    assert failure.get("message") == "línea 1 | pipe"
+    assert failure.text is not None
+    # the ESC byte (invalid in XML 1.0) is written visibly instead of breaking the file
+    assert "\\x1b[31mred" in failure.text
+    assert "<b>&\"'" in failure.text
+    assert '"status": 201' in failure.text
+    assert push.get("time") == "0.500"
+
+
+# --- markdown --------------------------------------------------------------------------------
+
+
+def _cells(row: str) -> list[str]:
+    return re.split(r"(?<!\\)\|", row.strip().strip("|"))
+
+
+def test_render_markdown_alert_file() -> None:
+    text = render_markdown(
+        _report(), title="Sync degraded", next_steps=["check `GET /_health`", "rerun | later"]
+    )
+    assert text.startswith("# Sync degraded\n")
+    first = text.split("## What failed first", 1)[1].split("## Results", 1)[0]
+    assert "`push` push state 日本語 (fail)" in first
+    assert "```text\nlínea 1 | pipe\nline 2 100% \\x1b[31mred" in first
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 + 4
+    assert all(len(_cells(row)) == 5 for row in rows)
+    push_row = next(row for row in rows if "`push`" in row)
+    assert "línea 1 \\| pipe<br>line 2 100%" in push_row
+    assert "&lt;b>" in push_row
+    for fact in (
+        "target: sandbox",
+        "sha: `0123abc`",
+        f"sync-ci version: {__version__}",
+        "started at: 2026-01-02T03:04:05Z",
+        "duration: 1.23 s",
+    ):
+        assert f"- {fact}" in text
+    assert text.endswith("## What to look at next\n\n- check `GET /_health`\n- rerun | later\n")
+
+
+def test_render_markdown_when_nothing_failed() -> None:
+    text = render_markdown(_report(_many(2)), title="ok")
+    assert "Nothing failed." in text
+    assert "What to look at next" not in text
+
+
+# --- GitHub Actions ----------------------------------------------------------------------------
+
+
+def test_annotation_escaping() -> None:
+    assert escape_annotation_data("100%\r\nx:y,z") == "100%25%0D%0Ax:y,z"
+    assert escape_annotation_property("100%\r\nx:y,z") == "100%25%0D%0Ax%3Ay%2Cz"
+
+
+def test_render_annotations_levels_properties_and_escaping() -> None:
+    lines = render_annotations(_report())
+    assert lines == [
+        "::error file=tests/a%2Cb%3Ac.py,line=7,title=push%3A push state 日本語::"
+        "línea 1 | pipe%0Aline 2 100%25 \\x1b[31mred%0D%0A<b>&\"'",
+        "::error title=worker%3A worker health::could not check: timed out after 5 s",
+    ]
+
+
+def test_render_annotations_caps_and_notice() -> None:
+    warnings = [
+        Result(id=f"w{i}", title="w", status="fail", observed={"level": "warning"})
+        for i in range(15)
+    ]
+    report = _report([*_many(30, "fail", "e"), *warnings, *_many(5, "pass")])
+    lines = render_annotations(report)
+    assert sum(line.startswith("::error ") for line in lines) == 10
+    assert sum(line.startswith("::warning ") for line in lines) == 10
+    assert lines[-1] == (
+        "::notice::25 more findings not annotated; see the step summary / JSON artifact"
+    )
+    # raising the per-level cap still respects GitHub's 50 per job, notice included
+    wide = render_annotations(_report(_many(80, "error")), max_per_level=100)
+    assert len(wide) == 50
+    assert wide[-1].startswith("::notice::31 more findings")
+    assert render_annotations(_report(_many(3))) == []
+    exact = render_annotations(_report(_many(10, "fail")))
+    assert len(exact) == 10
+    assert not any(line.startswith("::notice") for line in exact)
+
+
+def test_step_summary_of_20000_rows_stays_under_the_cap() -> None:
+    failing = _many(50, "fail", "broken")
+    report = _report([*_many(19_950), *failing])
+    text = render_step_summary(report)
+    size = len(text.encode())
+    assert size <= STEP_SUMMARY_BUDGET_BYTES < 1024 * 1024
+    assert size > STEP_SUMMARY_BUDGET_BYTES - 4096  # the budget is used, not wasted
+    rows = [line for line in text.splitlines() if line.startswith("| ")][2:]
+    # failures come first even though they were last in the report
+    assert all("`broken-" in row for row in rows[:50])
+    cut = 20_000 - len(rows)
+    assert f"_{cut:,} more rows not shown (0 of them failing)" in text
+    assert text.startswith("### ❌ sync-ci smoke on sandbox (write): 19950 passed, 50 failed")
+
+
+def test_step_summary_small_report_is_whole_and_shortens_huge_details() -> None:
+    huge = Result(id="big", title="big", status="fail", detail="x" * 100_000)
+    text = render_step_summary(_report([huge, *_many(3)]))
+    assert "more rows not shown" not in text
+    assert len(text) < 5_000
+    assert "x" * 299 + "…" in text
+    assert f"sync-ci {__version__}" in text
+
+
+def test_write_github_outputs_only_in_actions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step text\n", encoding="utf-8")
+    write_github_outputs(_report(), {"GITHUB_STEP_SUMMARY": str(summary)})
+    assert summary.read_text(encoding="utf-8") == "earlier step text\n"
+    assert capsys.readouterr().out == ""
+
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    write_github_outputs(_report(), env)
+    content = summary.read_text(encoding="utf-8")
+    assert content.startswith("earlier step text\n### ❌ sync-ci smoke")
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[0] for line in out] == ["::error", "::error"]
+
+
+# --- emit --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep emit from writing GitHub outputs when the tests themselves run in Actions."""
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.mark.usefixtures("no_actions")
+def test_emit_exit_codes_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(
+        quiet=False,
+        json_path=str(tmp_path / "out" / "r.json"),
+        junit_path=str(tmp_path / "out" / "x" / "j.xml"),
+    )
+    assert emit(_report(), args) == 1
+    out = capsys.readouterr().out
+    assert "catalog readable" in out
+    assert out.rstrip().endswith("1 error in 1.23 s")
+    assert read_json(tmp_path / "out" / "r.json") == _report()
+    junit = ET.parse(tmp_path / "out" / "x" / "j.xml")  # noqa: S314 (our own output)
+    assert junit.getroot().tag == "testsuites"
+
+    assert emit(_report(_many(2)), argparse.Namespace()) == ExitCode.OK
+    unmeasured = _report(_many(2), extra={"unmeasured": True})
+    assert emit(unmeasured, argparse.Namespace()) == 3
+    assert exit_code(unmeasured) is ExitCode.UNMEASURED
+
+
+@pytest.mark.usefixtures("no_actions")
+def test_emit_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    assert emit(_report(_many(2)), argparse.Namespace(quiet=True)) == 0
+    assert capsys.readouterr() == ("", "")
+    assert emit(_report(), argparse.Namespace(quiet=True)) == 1
+    out = capsys.readouterr().out
+    assert "push" in out
+    assert "worker" in out
+    assert "catalog" not in out
+    assert "kv probe" not in out
+
+
+@pytest.mark.usefixtures("no_actions")
+def test_emit_unwritable_path_is_a_usage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    with pytest.raises(UsageError, match="cannot write --json"):
+        emit(_report(), argparse.Namespace(quiet=True, json_path=str(blocker / "r.json")))
