@@ -6,8 +6,8 @@ example subjects. Adding a rule touches that one file.
 
 Two scopes share this runner:
 
-* ``repo`` (PR time, `sync-ci lint`, `nox -s lint_sync`): the subject is the repository tree as text,
-  built by :func:`load_tree`.
+* ``repo`` (PR time, `sync-ci lint`, `nox -s lint_sync`): the subject is the repository tree as
+  text, built by :func:`load_tree`.
 * ``field`` (doctor, on a tenant machine): the subject is built by :func:`field_subject` from the
   installed user crontab and the settings/secrets files. Doctor calls::
 
@@ -48,15 +48,27 @@ MAX_FILE_BYTES = 1_000_000
 # Directories that hold caches, virtualenvs or build output, never project source.
 SKIP_DIRS = frozenset(
     {
-        ".git", ".hg", ".nox", ".tox", ".venv", "venv", "__pycache__", ".mypy_cache",
-        ".ruff_cache", ".pytest_cache", "node_modules", "build", "dist", ".eggs",
+        ".git",
+        ".hg",
+        ".nox",
+        ".tox",
+        ".venv",
+        "venv",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "node_modules",
+        "build",
+        "dist",
+        ".eggs",
     }
 )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
-    """One violation: what is wrong and where (path relative to the subject's root, 1-based line)."""
+    """One violation: what is wrong, and where (path relative to the root, 1-based line)."""
 
     message: str
     path: str = ""
@@ -120,7 +132,9 @@ def example(
 
 def _load_rule(module: ModuleType) -> Rule:
     name = module.__name__.rsplit(".", 1)[-1]
-    missing = [a for a in ("ID", "TITLE", "SCOPE", "check", "GOOD", "BAD") if not hasattr(module, a)]
+    missing = [
+        a for a in ("ID", "TITLE", "SCOPE", "check", "GOOD", "BAD") if not hasattr(module, a)
+    ]
     doc = (module.__doc__ or "").strip()
     if missing or "**Why:**" not in doc or "**Fix:**" not in doc:
         what = ", ".join(missing) or "a docstring with **Why:** and **Fix:**"
@@ -128,7 +142,9 @@ def _load_rule(module: ModuleType) -> Rule:
     rule_id = str(module.ID)
     match = RULE_MODULE.fullmatch(name)
     if match is None or rule_id != f"SA{match.group(1)}":
-        raise TypeError(f"rule module {name} must be named sa<NNN>_<slug> and define ID = 'SA<NNN>'")
+        raise TypeError(
+            f"rule module {name} must be named sa<NNN>_<slug> and define ID = 'SA<NNN>'"
+        )
     scopes = frozenset(cast(Iterable[Scope], module.SCOPE))
     if not scopes or not scopes <= set(SCOPES):
         raise TypeError(f"rule {rule_id}: SCOPE must be a non-empty subset of {SCOPES}")
@@ -207,7 +223,9 @@ def run_rules(
 
     tick = clock or time.perf_counter
     outcomes = []
-    for rule in select_rules(rules if rules is not None else discover(), scope=scope, select=select):
+    for rule in select_rules(
+        rules if rules is not None else discover(), scope=scope, select=select
+    ):
         started = tick()
         scoped = subject if subject.scope == scope else _rescope(subject, scope)
         try:
@@ -222,22 +240,31 @@ def run_rules(
 
 
 def _rescope(subject: Subject, scope: Scope) -> Subject:
-    return Subject(scope=scope, files=subject.files, secret_files=subject.secret_files, root=subject.root)
+    return Subject(
+        scope=scope, files=subject.files, secret_files=subject.secret_files, root=subject.root
+    )
 
 
 def to_results(outcomes: Iterable[RuleOutcome]) -> list[Result]:
-    """Turn outcomes into `sync_ci.report.Result` rows: one per finding, one `pass` per clean rule."""
+    """Turn outcomes into result rows: one per finding, one `pass` row per clean rule."""
     rows: list[Result] = []
     for outcome in outcomes:
         rule = outcome.rule
         if outcome.error:
             rows.append(
-                Result(id=rule.id, title=rule.title, status="error", duration_s=outcome.duration_s,
-                       detail=f"the rule itself failed: {outcome.error}")
+                Result(
+                    id=rule.id,
+                    title=rule.title,
+                    status="error",
+                    duration_s=outcome.duration_s,
+                    detail=f"the rule itself failed: {outcome.error}",
+                )
             )
             continue
         if not outcome.findings:
-            rows.append(Result(id=rule.id, title=rule.title, status="pass", duration_s=outcome.duration_s))
+            rows.append(
+                Result(id=rule.id, title=rule.title, status="pass", duration_s=outcome.duration_s)
+            )
             continue
         for finding in outcome.findings:
             where = finding.path + (f":{finding.line}" if finding.line else "")
@@ -248,7 +275,11 @@ def to_results(outcomes: Iterable[RuleOutcome]) -> list[Result]:
                     status="fail",
                     duration_s=outcome.duration_s / len(outcome.findings),
                     detail=f"{where}: {finding.message}" if where else finding.message,
-                    observed={"path": finding.path, "line": finding.line, "scope": rule.scope_label},
+                    observed={
+                        "path": finding.path,
+                        "line": finding.line,
+                        "scope": rule.scope_label,
+                    },
                 )
             )
     return rows
@@ -310,7 +341,7 @@ def field_subject(
     files: Iterable[Path] = (),
     secret_files: Iterable[Path] = (),
 ) -> Subject:
-    """Build the field subject: the user crontab text, settings files, and owner-only secret files."""
+    """Build the field subject: user crontab text, settings files, owner-only secret files."""
     texts: dict[str, str] = {CRONTAB: crontab}
     for path in files:
         text = _read_text(path)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator, Mapping
 
 UNKNOWN = "\x00"
 
 
+@functools.lru_cache(maxsize=512)
 def parse(text: str) -> ast.Module | None:
-    """Parse Python source, or return None when it does not parse (other tools report that)."""
+    """Parse Python source (cached: rules share trees and never change them), or None if invalid."""
     try:
         return ast.parse(text)
     except (SyntaxError, ValueError):
         return None
+
+
+@functools.lru_cache(maxsize=512)
+def nodes(tree: ast.AST) -> tuple[ast.AST, ...]:
+    """Return every node under `tree` (cached: `ast.walk` dominates the lint's run time)."""
+    return tuple(ast.walk(tree))
 
 
 def dotted(node: ast.expr) -> str:
@@ -28,10 +36,19 @@ def dotted(node: ast.expr) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=512)
+def _import_aliases(tree: ast.AST) -> tuple[tuple[str, str], ...]:
+    return tuple(_find_aliases(tree).items())
+
+
 def import_aliases(tree: ast.AST) -> dict[str, str]:
     """Map each local name bound by an import anywhere in the module to its full dotted origin."""
+    return dict(_import_aliases(tree))
+
+
+def _find_aliases(tree: ast.AST) -> dict[str, str]:
     aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -68,7 +85,7 @@ def keyword(call: ast.Call, name: str) -> ast.expr | None:
 def constant_strings(tree: ast.AST) -> dict[str, str]:
     """Map NAME -> value for every `NAME = "literal"` (or annotated) assignment in the tree."""
     found: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         targets: list[ast.expr] = []
         value: ast.expr | None = None
         if isinstance(node, ast.Assign):
@@ -104,7 +121,7 @@ def resolve_str(node: ast.expr | None, names: Mapping[str, str]) -> str:
 def string_literals(tree: ast.AST) -> Iterator[tuple[int, str]]:
     """Yield (line, text) for every string constant and f-string (placeholders as '{}')."""
     inside_fstrings = set()
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.JoinedStr):
             for value in node.values:
                 inside_fstrings.add(id(value))
@@ -113,7 +130,7 @@ def string_literals(tree: ast.AST) -> Iterator[tuple[int, str]]:
                 for v in node.values
             )
             yield node.lineno, text
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)

@@ -296,6 +296,22 @@ def _write_private(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def field_settings(settings: Settings) -> Settings:
+    """On the sandbox target, fill in the Worker and secrets from SYNC_CI_SANDBOX's ready file.
+
+    Field commands never start a sandbox of their own: they report on the one that is running.
+    """
+    if settings.target != "sandbox" or not settings.sandbox_file:
+        return settings
+    from sync_ci.sandbox.attach import settings_for
+    from sync_ci.sandbox.launcher import read_ready_file
+
+    info = read_ready_file(Path(settings.sandbox_file))
+    filled = settings_for(settings, info, f"sandbox {settings.sandbox_file}")
+    # An explicit Worker URL (settings file or SYNC_CI_WORKER_URL) still wins over the sandbox's.
+    return filled.with_values(worker_url=settings.worker_url) if settings.worker_url else filled
+
+
 # --- edge: delivery ----------------------------------------------------------------------------
 
 Poster = Callable[[Alert, float], "Answer"]
@@ -512,7 +528,7 @@ def command(
     """Send one alert; 0 when it reached the Worker, 1 when it waits in the spool."""
     from sync_ci.config import load_settings
 
-    settings = load_settings(config=config, check_remote=False)
+    settings = field_settings(load_settings(config=config, check_remote=False))
     result = send_alert(settings, check, message)
     spool_dir = Spool(settings.state_dir).dir
     if result.dropped:

@@ -861,6 +861,10 @@ def command(args: argparse.Namespace) -> int:
         store = open_store(endpoint_from_settings(settings), policy)
         requests = count_requests(store)
         mode = "dry-run" if args.dry_run else "delete"
+        if args.show_lifecycle:
+            mode = "show-lifecycle"
+        elif args.install_lifecycle:
+            mode = "install-lifecycle" + (" (dry-run)" if args.dry_run else "")
 
         def report_of(rows: Sequence[Result], extra: Mapping[str, Any]) -> Report:
             return make_report(

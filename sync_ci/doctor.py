@@ -587,7 +587,9 @@ def command(
     select_checks(names)
     settings: Settings | None
     try:
-        settings = load_settings(config=config, target=target, check_remote=False)
+        from sync_ci.alerts import field_settings
+
+        settings = field_settings(load_settings(config=config, target=target, check_remote=False))
         error = ""
     except SyncCIError as exc:
         settings, error = None, str(exc)

@@ -153,11 +153,25 @@ class WorkerClient:
 
 
 def expect(answer: Answer, *statuses: int) -> Answer:
-    """Return the answer if its status is one of `statuses`, else raise WorkerError."""
+    """Return the answer if its status is one of `statuses`, else raise WorkerError with its reason."""
     if answer.status not in statuses:
         ray = answer.header("cf-ray")
+        reason = error_text(answer)
         raise WorkerError(
             f"{answer.url} answered {answer.status}, expected {'/'.join(map(str, statuses))}"
+            + (f": {reason}" if reason else "")
             + (f" (cf-ray {ray})" if ray else "")
         )
     return answer
+
+
+def error_text(answer: Answer) -> str:
+    """Return the Worker's own error message from a JSON error body, shortened ('' if none)."""
+    import json
+
+    try:
+        document = json.loads(answer.body[:4096])
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    message = document.get("error") if isinstance(document, dict) else None
+    return " ".join(str(message).split())[:200] if message else ""

@@ -7,8 +7,10 @@ builds its own client with `boto3.client(...)`, `boto3.resource(...)` or a `Sess
 the firewall, and a write whose key resolves to the production root (`snappy-os/...`, through a
 constant, an f-string, a concatenation or `settings.live_root`) is exactly the mistake the seed
 says must be rejected before it runs. Aliases are followed (`s3 = boto3.client("s3")`,
-`obj = s3r.Object(bucket, key)`, `obj.put()`, `upload_file`, `.meta.client`). A write inside
-`with pytest.raises(...)` is a refusal test and is allowed.
+`obj = s3r.Object(bucket, key)`, `obj.put()`, `upload_file`, `.meta.client`). Two writes are
+allowed: one inside `with pytest.raises(...)` (a refusal test), and one through the `admin_store`
+fixture or another store built with `sandbox_admin_policy()`, which `build_client` accepts only for
+a loopback endpoint, so its `snappy-os/` is the sandbox's stand-in for production.
 
 **Fix:** write through the per-commit fixture (`ci_store`, whose keys live under
 `snappy-os-ci/<sha>/`), or `admin_store` to arrange a sandbox bucket, and build keys from the
@@ -23,7 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from checks.catalogue import Finding, Subject, example
-from checks.pysource import UNKNOWN, constant_strings, dotted, import_aliases, parse, qualified
+from checks.pysource import (
+    UNKNOWN,
+    constant_strings,
+    dotted,
+    import_aliases,
+    nodes,
+    parse,
+    qualified,
+)
 
 ID = "SA001"
 TITLE = "test writes to S3 outside the per-commit CI prefix"
@@ -34,27 +44,58 @@ PRODUCTION_ROOT = "snappy-os"
 PRODUCTION_NAMES = frozenset({"live_root", "LIVE_ROOT", "PRODUCTION_ROOT", "PROD_ROOT"})
 WRITE_METHODS = frozenset(
     {
-        "put_object", "upload_file", "upload_fileobj", "copy_object", "copy", "copy_from",
-        "delete_object", "delete_objects", "create_multipart_upload", "upload_part",
-        "upload_part_copy", "complete_multipart_upload", "put", "delete", "delete_many",
-        "put_object_acl", "put_object_tagging", "put_bucket_policy", "put_bucket_lifecycle_configuration",
-        "put_bucket_versioning", "put_bucket_cors", "initiate_multipart_upload",
+        "put_object",
+        "upload_file",
+        "upload_fileobj",
+        "copy_object",
+        "copy",
+        "copy_from",
+        "delete_object",
+        "delete_objects",
+        "create_multipart_upload",
+        "upload_part",
+        "upload_part_copy",
+        "complete_multipart_upload",
+        "put",
+        "delete",
+        "delete_many",
+        "put_object_acl",
+        "put_object_tagging",
+        "put_bucket_policy",
+        "put_bucket_lifecycle_configuration",
+        "put_bucket_versioning",
+        "put_bucket_cors",
+        "initiate_multipart_upload",
     }
 )
 # Which positional argument holds the key, per method, for calls that take it positionally.
 KEY_POSITION = {"upload_file": 2, "upload_fileobj": 2, "put": 0, "delete": 0}
 RAW_FACTORIES = frozenset(
-    {"boto3.client", "boto3.resource", "boto3.session.Session.client", "boto3.Session",
-     "boto3.session.Session", "botocore.session.get_session", "botocore.session.Session"}
+    {
+        "boto3.client",
+        "boto3.resource",
+        "boto3.session.Session.client",
+        "boto3.Session",
+        "boto3.session.Session",
+        "botocore.session.get_session",
+        "botocore.session.Session",
+    }
 )
+
+
+# Fixtures whose client build_client() only accepts for a loopback endpoint (sandbox_admin_policy):
+# they arrange the sandbox's stand-in for production and can never reach a real bucket.
+LOOPBACK_FIXTURES = frozenset({"admin_store"})
 
 
 @dataclass(frozen=True, slots=True)
 class Handle:
-    """What a name is bound to: a raw boto3 client/resource/object, and the key of an Object."""
+    """What a name is bound to: a raw boto3 client/resource/object (with an Object's key), or a
+    loopback-only sandbox admin store."""
 
     raw: bool
     key: ast.expr | None = None
+    loopback: bool = False
 
 
 def _is_production(value: str) -> bool:
@@ -72,6 +113,8 @@ class _Scanner:
 
     def handle(self, node: ast.expr) -> Handle | None:
         if isinstance(node, ast.Name):
+            if node.id in LOOPBACK_FIXTURES:
+                return Handle(raw=False, loopback=True)
             return self.handles.get(node.id)
         if isinstance(node, ast.Attribute):
             if node.attr == "client" and dotted(node).endswith("meta.client"):
@@ -82,6 +125,12 @@ class _Scanner:
             name = qualified(node.func, self.aliases)
             if name in RAW_FACTORIES or name.startswith("boto3."):
                 return Handle(raw=True)
+            if any(
+                dotted(n.func).endswith("sandbox_admin_policy")
+                for n in ast.walk(node)
+                if isinstance(n, ast.Call)
+            ):
+                return Handle(raw=False, loopback=True)
             if isinstance(node.func, ast.Attribute):
                 base = self.handle(node.func.value)
                 if base is not None and base.raw:
@@ -131,7 +180,7 @@ def _resolve(node: ast.expr | None, names: dict[str, str]) -> str:
 
 def _scan(path: str, tree: ast.Module) -> Iterator[Finding]:
     scanner = _Scanner(tree)
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.With | ast.AsyncWith):
             for item in node.items:
                 expr = item.context_expr
@@ -139,9 +188,15 @@ def _scan(path: str, tree: ast.Module) -> Iterator[Finding]:
                     scanner.refusals.append((node.lineno, node.end_lineno or node.lineno))
     # Bind names in source order so an alias is known before the calls that use it.
     ordered = sorted(
-        (n for n in ast.walk(tree) if isinstance(n, ast.Assign | ast.AnnAssign | ast.Call | ast.withitem)),
-        key=lambda n: (getattr(n, "lineno", getattr(getattr(n, "context_expr", None), "lineno", 0)),
-                       getattr(n, "col_offset", 0)),
+        (
+            n
+            for n in nodes(tree)
+            if isinstance(n, ast.Assign | ast.AnnAssign | ast.Call | ast.withitem)
+        ),
+        key=lambda n: (
+            getattr(n, "lineno", getattr(getattr(n, "context_expr", None), "lineno", 0)),
+            getattr(n, "col_offset", 0),
+        ),
     )
     for node in ordered:
         if isinstance(node, ast.Assign):
@@ -157,11 +212,12 @@ def _scan(path: str, tree: ast.Module) -> Iterator[Finding]:
                 continue
             handle = scanner.handle(node.func.value)
             key = _resolve(scanner.key_of(node, method, handle), scanner.strings)
-            if _is_production(key):
+            if _is_production(key) and not (handle is not None and handle.loopback):
                 yield Finding(
                     path=path,
                     line=node.lineno,
-                    message=f"{method}() writes to the production root ({key.replace(UNKNOWN, '…')!r}); "
+                    message=f"{method}() writes to the production root "
+                    f"({key.replace(UNKNOWN, '…')!r}); "
                     "tests write only under snappy-os-ci/<sha>/ through the ci_store fixture",
                 )
             elif handle is not None and handle.raw:
@@ -192,12 +248,17 @@ GOOD = (
                 "def test_refused(ci_store):\n"
                 "    with pytest.raises(GuardViolation):\n"
                 "        ci_store.put('snappy-os/catalog.json', b'{}')\n"
-                "def test_reads_live(admin_store):\n"
-                "    assert admin_store.get('snappy-os/catalog.json') is None\n"
+                "def test_seeds_sandbox_live(admin_store):\n"
+                "    admin_store.put('snappy-os/catalog.json', b'{}')\n"
             )
         }
     ),
-    example({"sync_ci/seed.py": "import boto3\nboto3.client('s3').put_object(Bucket='b', Key='snappy-os/x')\n"}),
+    example(
+        {
+            "sync_ci/seed.py": "import boto3\n"
+            "boto3.client('s3').put_object(Bucket='b', Key='snappy-os/x')\n"
+        }
+    ),
 )
 BAD = (
     example(
@@ -214,8 +275,8 @@ BAD = (
         {
             "tests/test_root.py": (
                 "ROOT = 'snappy-os/'\n"
-                "def test_seed(admin_store):\n"
-                "    admin_store.put(f'{ROOT}catalog.json', b'{}')\n"
+                "def test_seed(ci_store):\n"
+                "    ci_store.put(f'{ROOT}catalog.json', b'{}')\n"
             )
         }
     ),

@@ -20,7 +20,7 @@ import ast
 from collections.abc import Iterator
 
 from checks.catalogue import Finding, Subject, example
-from checks.pysource import dotted, has_keyword, import_aliases, parse, qualified
+from checks.pysource import dotted, has_keyword, import_aliases, nodes, parse, qualified
 
 ID = "SA002"
 TITLE = "network call without a timeout"
@@ -43,21 +43,29 @@ SESSION_FACTORIES = frozenset({"requests.Session", "requests.session", "requests
 def _sessions(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
     """Names and attributes bound to a requests session (assigned or annotated)."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             if qualified(node.value.func, aliases) in SESSION_FACTORIES:
                 names.update(dotted(t) for t in node.targets if dotted(t))
         elif isinstance(node, ast.AnnAssign):
-            annotation = qualified(node.annotation, aliases) if isinstance(
-                node.annotation, ast.Name | ast.Attribute
-            ) else ""
+            annotation = (
+                qualified(node.annotation, aliases)
+                if isinstance(node.annotation, ast.Name | ast.Attribute)
+                else ""
+            )
             value = node.value
-            made = isinstance(value, ast.Call) and qualified(value.func, aliases) in SESSION_FACTORIES
+            made = (
+                isinstance(value, ast.Call) and qualified(value.func, aliases) in SESSION_FACTORIES
+            )
             if annotation in SESSION_FACTORIES or made:
                 names.add(dotted(node.target))
-        elif isinstance(node, ast.withitem) and isinstance(node.context_expr, ast.Call):
-            if qualified(node.context_expr.func, aliases) in SESSION_FACTORIES and node.optional_vars:
-                names.add(dotted(node.optional_vars))
+        elif (
+            isinstance(node, ast.withitem)
+            and isinstance(node.context_expr, ast.Call)
+            and qualified(node.context_expr.func, aliases) in SESSION_FACTORIES
+            and node.optional_vars
+        ):
+            names.add(dotted(node.optional_vars))
     names.discard("")
     return names
 
@@ -89,7 +97,7 @@ def check(subject: Subject) -> Iterator[Finding]:
             continue
         aliases = import_aliases(tree)
         sessions = _sessions(tree, aliases)
-        for node in ast.walk(tree):
+        for node in nodes(tree):
             if isinstance(node, ast.Call):
                 problem = _problem(node, aliases, sessions)
                 if problem:

@@ -23,7 +23,7 @@ import ast
 from collections.abc import Iterator
 
 from checks.catalogue import Finding, Subject, example
-from checks.pysource import dotted, import_aliases, parse, qualified
+from checks.pysource import dotted, import_aliases, nodes, parse, qualified
 
 ID = "SA003"
 TITLE = "ci-loop path builds a client without the read-only guard"
@@ -32,11 +32,24 @@ SCOPE = ("repo",)
 ENTRY = "sync_ci/ci_loop.py"
 GUARDED_MODULES = {"sync_ci/store.py", "sync_ci/worker.py"}
 RAW_CLIENTS = (
-    "boto3.", "botocore.session", "requests.Session", "requests.session", "requests.get",
-    "requests.post", "requests.put", "requests.delete", "requests.request", "requests.patch",
-    "aiohttp.ClientSession", "aiohttp.request", "urllib.request.urlopen", "http.client.HTTP",
+    "boto3.",
+    "botocore.session",
+    "requests.Session",
+    "requests.session",
+    "requests.get",
+    "requests.post",
+    "requests.put",
+    "requests.delete",
+    "requests.request",
+    "requests.patch",
+    "aiohttp.ClientSession",
+    "aiohttp.request",
+    "urllib.request.urlopen",
+    "http.client.HTTP",
 )
-WRITE_POLICIES = frozenset({"prefix_policy", "cleanup_policy", "sandbox_admin_policy", "WritePolicy"})
+WRITE_POLICIES = frozenset(
+    {"prefix_policy", "cleanup_policy", "sandbox_admin_policy", "WritePolicy"}
+)
 
 
 def _module_path(name: str, files: set[str]) -> str:
@@ -49,7 +62,7 @@ def _module_path(name: str, files: set[str]) -> str:
 
 def _imports(path: str, tree: ast.Module, files: set[str]) -> Iterator[str]:
     package = path.rsplit("/", 1)[0].replace("/", ".")
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -86,11 +99,11 @@ def reachable(subject: Subject) -> dict[str, ast.Module]:
 
 
 def _calls(tree: ast.AST) -> Iterator[ast.Call]:
-    return (n for n in ast.walk(tree) if isinstance(n, ast.Call))
+    return (n for n in nodes(tree) if isinstance(n, ast.Call))
 
 
 def _function(tree: ast.AST, name: str) -> ast.AST | None:
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
             return node
     return None
@@ -106,7 +119,8 @@ def check(subject: Subject) -> Iterator[Finding]:
                 name = qualified(call.func, aliases)
                 if name.startswith(RAW_CLIENTS):
                     yield Finding(
-                        path=path, line=call.lineno,
+                        path=path,
+                        line=call.lineno,
                         message=f"{name}() builds a client outside sync_ci.store/sync_ci.worker, "
                         "so the read-only guard is not installed on it",
                     )
@@ -114,26 +128,46 @@ def check(subject: Subject) -> Iterator[Finding]:
             for call in _calls(tree):
                 name = dotted(call.func).rsplit(".", 1)[-1]
                 if name in WRITE_POLICIES:
-                    yield Finding(path=path, line=call.lineno,
-                                  message=f"ci-loop asks for a write policy ({name}); it is read-only")
+                    yield Finding(
+                        path=path,
+                        line=call.lineno,
+                        message=f"ci-loop asks for a write policy ({name}); it is read-only",
+                    )
                 for kw in call.keywords:
-                    if kw.arg == "read_only" and isinstance(kw.value, ast.Constant) and kw.value.value is False:
-                        yield Finding(path=path, line=call.lineno,
-                                      message="ci-loop passes read_only=False; it is read-only")
+                    if (
+                        kw.arg == "read_only"
+                        and isinstance(kw.value, ast.Constant)
+                        and kw.value.value is False
+                    ):
+                        yield Finding(
+                            path=path,
+                            line=call.lineno,
+                            message="ci-loop passes read_only=False; it is read-only",
+                        )
     store = modules.get("sync_ci/store.py")
     if store is not None:
         build = _function(store, "build_client")
-        if build is None or not any(dotted(c.func).endswith("install_s3_guard") for c in _calls(build)):
-            yield Finding(path="sync_ci/store.py", line=getattr(build, "lineno", 1),
-                          message="build_client() does not call install_s3_guard()")
+        if build is None or not any(
+            dotted(c.func).endswith("install_s3_guard") for c in _calls(build)
+        ):
+            yield Finding(
+                path="sync_ci/store.py",
+                line=getattr(build, "lineno", 1),
+                message="build_client() does not call install_s3_guard()",
+            )
     worker = modules.get("sync_ci/worker.py")
     if worker is not None:
         client = _function(worker, "WorkerClient")
-        mounts = client is not None and any(dotted(c.func).endswith(".mount") for c in _calls(client))
+        mounts = client is not None and any(
+            dotted(c.func).endswith(".mount") for c in _calls(client)
+        )
         checks = any(dotted(c.func).endswith("check_http_request") for c in _calls(worker))
         if not (mounts and checks):
-            yield Finding(path="sync_ci/worker.py", line=getattr(client, "lineno", 1),
-                          message="WorkerClient does not mount the guarded adapter (check_http_request)")
+            yield Finding(
+                path="sync_ci/worker.py",
+                line=getattr(client, "lineno", 1),
+                message="WorkerClient does not mount the guarded adapter (check_http_request)",
+            )
 
 
 _STORE = (

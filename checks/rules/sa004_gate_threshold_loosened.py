@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from checks.catalogue import Finding, Subject, example
-from checks.pysource import dotted, keyword, number, parse
+from checks.pysource import dotted, keyword, nodes, number, parse
 
 ID = "SA004"
 TITLE = "gate threshold looser than the canonical table"
@@ -70,21 +70,28 @@ def looser(code: Limit, canon: Limit) -> bool:
 
 def _thresholds(tree: ast.AST) -> dict[str, tuple[Limit, int]]:
     found: dict[str, tuple[Limit, int]] = {}
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.Call) and dotted(node.func).endswith("Threshold"):
             ident, kind = keyword(node, "id"), keyword(node, "kind")
             limit = number(keyword(node, "limit"))
             if isinstance(ident, ast.Constant) and isinstance(ident.value, str):
                 kind_text = kind.value if isinstance(kind, ast.Constant) else "?"
-                found[ident.value] = (Limit(str(kind_text), limit if limit is not None else float("nan")), node.lineno)
+                found[ident.value] = (
+                    Limit(str(kind_text), limit if limit is not None else float("nan")),
+                    node.lineno,
+                )
     return found
 
 
 def _assigned(tree: ast.AST, name: str) -> tuple[ast.expr, int] | None:
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.Assign) and any(dotted(t) == name for t in node.targets):
             return node.value, node.lineno
-        if isinstance(node, ast.AnnAssign) and node.value is not None and dotted(node.target) == name:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and node.value is not None
+            and dotted(node.target) == name
+        ):
             return node.value, node.lineno
     return None
 
@@ -105,24 +112,35 @@ def _check_thresholds(path: str, tree: ast.Module) -> Iterator[Finding]:
     found = _thresholds(tree)
     for ident, canon in CANONICAL.items():
         if ident not in found:
-            yield Finding(path=path, line=1, message=f"threshold {ident} is missing (canonical "
-                          f"{canon.kind} {canon.limit:g}); removing a threshold loosens it")
+            yield Finding(
+                path=path,
+                line=1,
+                message=f"threshold {ident} is missing (canonical "
+                f"{canon.kind} {canon.limit:g}); removing a threshold loosens it",
+            )
             continue
         code, line = found[ident]
         if looser(code, canon):
-            yield Finding(path=path, line=line, message=f"threshold {ident} is {code.kind} "
-                          f"{code.limit:g}, looser than the canonical {canon.kind} {canon.limit:g}")
+            yield Finding(
+                path=path,
+                line=line,
+                message=f"threshold {ident} is {code.kind} "
+                f"{code.limit:g}, looser than the canonical {canon.kind} {canon.limit:g}",
+            )
     assigned = _assigned(tree, "MIN_COUNTS")
     counts = _dict_numbers(assigned[0]) if assigned else {}
     for name, floor in MIN_COUNTS.items():
         if counts.get(name, -1.0) < floor:
-            yield Finding(path=path, line=assigned[1] if assigned else 1,
-                          message=f"MIN_COUNTS[{name!r}] is {counts.get(name, 'missing')}, "
-                          f"below the canonical {floor:g}")
+            yield Finding(
+                path=path,
+                line=assigned[1] if assigned else 1,
+                message=f"MIN_COUNTS[{name!r}] is {counts.get(name, 'missing')}, "
+                f"below the canonical {floor:g}",
+            )
 
 
 def _check_scenario(path: str, tree: ast.Module) -> Iterator[Finding]:
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.ClassDef) and node.name == "LoadScenario":
             defaults = {
                 dotted(s.target): (number(s.value), s.lineno)
@@ -132,8 +150,13 @@ def _check_scenario(path: str, tree: ast.Module) -> Iterator[Finding]:
             for name, floor in SCENARIO_FLOORS.items():
                 value, line = defaults.get(name, (None, node.lineno))
                 if value is None or value < floor:
-                    yield Finding(path=path, line=line, message=f"LoadScenario.{name} default is "
-                                  f"{'missing' if value is None else f'{value:g}'}, below the canonical {floor:g}")
+                    yield Finding(
+                        path=path,
+                        line=line,
+                        message=f"LoadScenario.{name} default is "
+                        f"{'missing' if value is None else f'{value:g}'}, "
+                        f"below the canonical {floor:g}",
+                    )
 
 
 def _check_platforms(path: str, tree: ast.Module) -> Iterator[Finding]:
@@ -142,21 +165,31 @@ def _check_platforms(path: str, tree: ast.Module) -> Iterator[Finding]:
         if assigned is None:
             continue
         value, line = assigned
-        count = len(value.elts) if isinstance(value, ast.Tuple | ast.List | ast.Set) else number(value)
+        count = (
+            len(value.elts) if isinstance(value, ast.Tuple | ast.List | ast.Set) else number(value)
+        )
         if count is not None and count < MIN_PLATFORMS:
-            yield Finding(path=path, line=line,
-                          message=f"{name} names {count:g} platforms, below the canonical {MIN_PLATFORMS}")
+            yield Finding(
+                path=path,
+                line=line,
+                message=f"{name} names {count:g} platforms, below the canonical {MIN_PLATFORMS}",
+            )
 
 
 def check(subject: Subject) -> Iterator[Finding]:
     """Compare the gate code's thresholds and sizes with this rule's canonical table."""
-    for path, checker in ((THRESHOLDS, _check_thresholds), (SCENARIO, _check_scenario),
-                          (PLATFORMS, _check_platforms)):
+    for path, checker in (
+        (THRESHOLDS, _check_thresholds),
+        (SCENARIO, _check_scenario),
+        (PLATFORMS, _check_platforms),
+    ):
         text = subject.files.get(path)
         tree = parse(text) if text is not None else None
         if tree is not None:
             yield from checker(path, tree)
-    if THRESHOLDS not in subject.files and (SCENARIO in subject.files or PLATFORMS in subject.files):
+    if THRESHOLDS not in subject.files and (
+        SCENARIO in subject.files or PLATFORMS in subject.files
+    ):
         yield Finding(path=THRESHOLDS, message="the gates exist but their threshold table is gone")
 
 
@@ -184,12 +217,27 @@ GOOD = (
 )
 BAD = (
     example({THRESHOLDS: _GOOD_TABLE.replace("limit=2000", "limit=2500")}),
-    example({THRESHOLDS: _GOOD_TABLE.replace("kind='below', limit=500,", "kind='at_most', limit=500,")}),
-    example({THRESHOLDS: _GOOD_TABLE.replace("'load.5xx', kind='at_most', limit=0", "'load.5xx', kind='at_most', limit=3")}),
+    example(
+        {THRESHOLDS: _GOOD_TABLE.replace("kind='below', limit=500,", "kind='at_most', limit=500,")}
+    ),
+    example(
+        {
+            THRESHOLDS: _GOOD_TABLE.replace(
+                "'load.5xx', kind='at_most', limit=0", "'load.5xx', kind='at_most', limit=3"
+            )
+        }
+    ),
     example({THRESHOLDS: _GOOD_TABLE.replace("limit=6", "limit=4")}),
     example({THRESHOLDS: _GOOD_TABLE.replace("'pushes': 100", "'pushes': 10")}),
-    example({THRESHOLDS: "\n".join(line for line in _GOOD_TABLE.splitlines() if "p99" not in line)}),
-    example({SCENARIO: "class LoadScenario:\n    installs: int = 1000\n    pushes: int = 100\n"
-             "    body_bytes: int = 1024\n", THRESHOLDS: _GOOD_TABLE}),
+    example(
+        {THRESHOLDS: "\n".join(line for line in _GOOD_TABLE.splitlines() if "p99" not in line)}
+    ),
+    example(
+        {
+            SCENARIO: "class LoadScenario:\n    installs: int = 1000\n    pushes: int = 100\n"
+            "    body_bytes: int = 1024\n",
+            THRESHOLDS: _GOOD_TABLE,
+        }
+    ),
     example({PLATFORMS: "PLATFORMS = ('ubuntu', 'macos')\n"}),
 )

@@ -1,8 +1,8 @@
 """A sync-ci cron entry drifts from the seed: schedule, read-only target, lock, or quiet doctor.
 
 **Why:** the seed fixes two cron entries. The maintainer's `0 */6 * * *` runs `ci-loop` against
-the live target, which is read-only (a writing cron risks CI write, catalog rebuild, CI again), under
-`flock` so a slow pass never overlaps the next. Every tenant's `30 */6 * * *` runs
+the live target, which is read-only (a writing cron risks CI write, catalog rebuild, CI again),
+under `flock` so a slow pass never overlaps the next. Every tenant's `30 */6 * * *` runs
 `doctor --silent || sync-ci alert doctor-failed`: quiet on success, an explicit alert on failure.
 Classic cron mistakes break this silently: `* * * * *` (python-crontab's default when no minute is
 set), `@hourly` rewrites, a missing lock, a doctor that mails its output every six hours, a `%`
@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator
 
 from checks.catalogue import CRONTAB, Finding, Subject, example
-from checks.pysource import parse
+from checks.pysource import nodes, parse
 
 ID = "SA005"
 TITLE = "cron entry off the seed's schedule, target, lock or --silent"
@@ -42,14 +42,17 @@ ALERT = re.compile(r"\|\|.*\balert\s+doctor-failed\b")
 
 
 def command_problems(command: str) -> list[str]:
-    """Return what is wrong with one sync-ci command (cron line or template), without the schedule."""
+    """Return what is wrong with one sync-ci command (cron line or template), schedule aside."""
     problems = []
     if CI_LOOP.search(command):
         if "flock" not in command:
             problems.append("ci-loop runs without a lock (flock -n <lock>)")
         targets = TARGET.findall(command)
         if targets != ["live"]:
-            problems.append(f"ci-loop must run on the read-only target (--target live), not {targets or 'the default'}")
+            problems.append(
+                "ci-loop must run on the read-only target (--target live), "
+                f"not {targets or 'the default'}"
+            )
     if DOCTOR.search(command):
         if "--silent" not in command:
             problems.append("doctor runs without --silent (it must stay quiet on success)")
@@ -87,36 +90,53 @@ def _crontab_lines(path: str, text: str) -> Iterator[Finding]:
 
 def _template_text(node: ast.JoinedStr) -> str:
     return "".join(
-        v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+        "{" + ast.unparse(v.value) + "}" if isinstance(v, ast.FormattedValue) else str(v.value)
         for v in node.values
     )
 
 
 def _cron_module(path: str, tree: ast.Module) -> Iterator[Finding]:
     schedules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SCHEDULE_ONLY.match(node.value):
+    for node in nodes(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and SCHEDULE_ONLY.match(node.value)
+        ):
             schedules.add(node.value)
             if node.value not in (MAINTAINER, TENANT):
-                yield Finding(path=path, line=node.lineno,
-                              message=f"schedule {node.value!r} is neither {MAINTAINER!r} nor {TENANT!r}")
+                yield Finding(
+                    path=path,
+                    line=node.lineno,
+                    message=f"schedule {node.value!r} is neither {MAINTAINER!r} nor {TENANT!r}",
+                )
         elif isinstance(node, ast.Dict):
-            pairs = {
+            pairs: dict[str, str] = {
                 k.value: v.value
                 for k, v in zip(node.keys, node.values, strict=True)
-                if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+                if isinstance(k, ast.Constant)
+                and isinstance(k.value, str)
+                and isinstance(v, ast.Constant)
+                and isinstance(v.value, str)
             }
             for role, expected in (("maintainer", MAINTAINER), ("tenant", TENANT)):
-                if role in pairs and isinstance(pairs[role], str) and SCHEDULE_ONLY.match(pairs[role]) \
-                        and pairs[role] != expected:
-                    yield Finding(path=path, line=node.lineno,
-                                  message=f"the {role} schedule is {pairs[role]!r}, the seed says {expected!r}")
+                if role in pairs and SCHEDULE_ONLY.match(pairs[role]) and pairs[role] != expected:
+                    yield Finding(
+                        path=path,
+                        line=node.lineno,
+                        message=f"the {role} schedule is {pairs[role]!r}, "
+                        f"the seed says {expected!r}",
+                    )
         elif isinstance(node, ast.JoinedStr):
             for problem in command_problems(_template_text(node)):
                 yield Finding(path=path, line=node.lineno, message=f"cron template: {problem}")
     missing = {MAINTAINER, TENANT} - schedules
     if missing:
-        yield Finding(path=path, line=1, message=f"the seed's schedule(s) {sorted(missing)} are not in the cron module")
+        yield Finding(
+            path=path,
+            line=1,
+            message=f"the seed's schedule(s) {sorted(missing)} are not in the cron module",
+        )
 
 
 def check(subject: Subject) -> Iterator[Finding]:
@@ -126,13 +146,16 @@ def check(subject: Subject) -> Iterator[Finding]:
         return
     for path, text in subject.matching(*CRON_FILES):
         yield from _crontab_lines(path, text)
-    text = subject.files.get(CRON_MODULE)
-    tree = parse(text) if text is not None else None
+    module = subject.files.get(CRON_MODULE)
+    tree = parse(module) if module is not None else None
     if tree is not None:
         yield from _cron_module(CRON_MODULE, tree)
 
 
-_MAINT = "0 */6 * * * cd /srv/repo && /usr/bin/flock -n /tmp/ci.lock /opt/bin/sync-ci ci-loop --target live"
+_MAINT = (
+    "0 */6 * * * cd /srv/repo && /usr/bin/flock -n /tmp/ci.lock"
+    " /opt/bin/sync-ci ci-loop --target live"
+)
 _TENANT = (
     "30 */6 * * * /usr/bin/flock -n -E 0 /tmp/d.lock /opt/bin/sync-ci doctor --silent"
     " || /opt/bin/sync-ci alert doctor-failed"
@@ -156,5 +179,8 @@ BAD = (
     example({"ops/maintainer.cron": _TENANT.replace("30 */6", "0 */6")}),
     example({CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")}),
     example({CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")}),
-    example({CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")}, scope="field"),
+    example(
+        {CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")},
+        scope="field",
+    ),
 )

@@ -1,0 +1,1 @@
+"""Performance measurements with ratios against reference tools: `python -m benchmarks [NAME]`."""

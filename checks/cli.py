@@ -1,0 +1,202 @@
+"""`sync-ci lint` and `python -m checks`: list, explain and run the rule catalogue."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from checks.catalogue import (
+    Rule,
+    RuleOutcome,
+    Subject,
+    discover,
+    explain,
+    field_subject,
+    load_paths,
+    read_user_crontab,
+    run_rules,
+    select_rules,
+    to_results,
+)
+from sync_ci import report as reports
+from sync_ci.errors import ExitCode, UsageError
+
+FORMATS = ("table", "json", "github")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the lint options to `parser` (shared by `sync-ci lint` and `python -m checks`)."""
+    parser.add_argument("paths", nargs="*", default=["."], help="directories or files (default: .)")
+    parser.add_argument("--list", action="store_true", help="list the rules and exit")
+    parser.add_argument("--explain", metavar="ID", help="print a rule's why and fix, and exit")
+    parser.add_argument(
+        "--select", metavar="IDS", default="", help="comma-separated rule IDs or prefixes"
+    )
+    parser.add_argument(
+        "--scope",
+        choices=("repo", "field", "all"),
+        default="repo",
+        help="repo: the tree (PR time); field: this machine (doctor); all: both",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        dest="output_format",
+        help="table (default), json (the result document on stdout), github "
+        "(annotations + step summary)",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", dest="json_path", help="also write the result document"
+    )
+    parser.add_argument(
+        "--junit", metavar="PATH", dest="junit_path", help="also write a JUnit XML report"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.set_defaults(func=command)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `sync-ci lint`."""
+    parser = sub.add_parser(
+        "lint",
+        help="run the section-A lint catalogue",
+        description="Run the section-A lint catalogue (one rule per file in checks/rules).",
+    )
+    configure(parser)
+
+
+def render_list(rules: Sequence[Rule]) -> str:
+    """Return the `--list` table: ID, scope, title."""
+    from tabulate import tabulate
+
+    return tabulate(
+        [(r.id, r.scope_label, r.title) for r in rules],
+        headers=("id", "scope", "title"),
+        tablefmt="plain",
+    )
+
+
+def _field() -> Subject:
+    from sync_ci.config import find_config_file
+
+    env = os.environ
+    files = []
+    config = (
+        find_config_file(None, env)
+        if env.get("SYNC_CI_CONFIG") or Path("sync-ci.toml").is_file()
+        else None
+    )
+    if config is not None:
+        files.append(config)
+    secrets = [Path(env["SYNC_CI_SECRETS_FILE"])] if env.get("SYNC_CI_SECRETS_FILE") else []
+    return field_subject(crontab=read_user_crontab(), files=files, secret_files=secrets)
+
+
+def collect(args: argparse.Namespace) -> list[RuleOutcome]:
+    """Run the chosen scopes over the chosen paths and return every rule's outcome."""
+    select = [s for s in args.select.split(",") if s.strip()]
+    outcomes: list[RuleOutcome] = []
+    if args.scope in ("repo", "all"):
+        paths = [Path(p) for p in args.paths]
+        for path in paths:
+            if not path.exists():
+                raise UsageError(f"{path} does not exist")
+        try:
+            subjects = load_paths(paths)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        for subject in subjects:
+            for outcome in run_rules(scope="repo", subject=subject, select=select):
+                outcomes.append(outcome)
+    if args.scope in ("field", "all"):
+        outcomes.extend(run_rules(scope="field", subject=_field(), select=select))
+    return outcomes
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run `sync-ci lint`: list, explain, or lint and report."""
+    rules = discover()
+    if args.list:
+        print(render_list(rules))
+        return int(ExitCode.OK)
+    if args.explain:
+        wanted = args.explain.strip().upper()
+        match = next((r for r in rules if r.id == wanted), None)
+        if match is None:
+            raise UsageError(f"no rule {args.explain!r}; see --list")
+        print(explain(match))
+        return int(ExitCode.OK)
+    select = [s for s in args.select.split(",") if s.strip()]
+    scopes = ("repo", "field") if args.scope == "all" else (args.scope,)
+    if select and not any(select_rules(rules, scope=s, select=select) for s in scopes):  # type: ignore[arg-type]
+        raise UsageError(f"--select {args.select!r} matches no {args.scope} rule; see --list")
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    outcomes = collect(args)
+    report = reports.make_report(
+        suite="lint",
+        target=args.scope,
+        mode="static",
+        sha=os.environ.get("GITHUB_SHA", ""),
+        started_at=started_at,
+        duration_s=time.perf_counter() - started,
+        results=to_results(outcomes),
+        extra={
+            "rules": len({o.rule.id for o in outcomes}),
+            "findings": sum(len(o.findings) for o in outcomes),
+        },
+    )
+    if args.output_format == "json":
+        print(reports.to_json_text(report))
+        _write_files(report, args)
+        return int(reports.exit_code(report))
+    if args.output_format == "github":
+        for line in reports.render_annotations(report):
+            print(line)
+        summary = reports.render_step_summary(report)
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if target:
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(summary)
+        else:
+            print(summary)
+        if not report.ok:
+            print(reports.render_table(report, only_failing=True))
+        _write_files(report, args)
+        return int(reports.exit_code(report))
+    return reports.emit(report, args)
+
+
+def _write_files(report: reports.Report, args: argparse.Namespace) -> None:
+    for path, writer in (
+        (args.json_path, reports.write_json),
+        (args.junit_path, reports.write_junit),
+    ):
+        if path:
+            try:
+                writer(report, path)
+            except OSError as exc:
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `python -m checks` arguments and run the lint."""
+    from sync_ci.cli import run_handler
+
+    parser = argparse.ArgumentParser(
+        prog="python -m checks", description="Run the section-A lint catalogue."
+    )
+    configure(parser)
+    args = parser.parse_args(argv)
+    return run_handler(command, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""The sandbox launcher, ready file, attach, run-time faults and the `sync-ci sandbox` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sync_ci import contract, guards
+from sync_ci.cli import main
+from sync_ci.config import Settings, load_settings
+from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.sandbox import launcher
+from sync_ci.sandbox.attach import attach, clear_faults, get_faults, set_faults
+from sync_ci.sandbox.launcher import (
+    Sandbox,
+    SandboxInfo,
+    read_ready_file,
+    start_sandbox,
+    write_ready_file,
+)
+from sync_ci.sandbox.seed import UNICODE_NAME, seed_files
+from sync_ci.store import StoreEndpoint, open_store
+from sync_ci.worker import WorkerClient, WorkerTarget
+from tests.conftest import FaultySandbox, sandbox_env_for
+
+REPO = Path(__file__).resolve().parents[2]
+READY_KEYS = {
+    "schema", "store", "worker", "live_root", "ci_root", "tenant_id", "tenant_secret",
+    "admin_token", "started_at",
+}
+
+
+def _alive(pid: int) -> bool:
+    """True when `pid` is a running (not zombie) process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[0] != "Z"
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _wait_gone(*pids: int, timeout_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _reader(settings: Settings) -> WorkerClient:
+    return WorkerClient(WorkerTarget(base_url=settings.worker_url, read_only=True, retries=0))
+
+
+def _cli_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+def _dead_info(info: SandboxInfo) -> SandboxInfo:
+    """The same sandbox, but with its Worker on a loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    regions = (replace(info.worker.regions[0], url=url),)
+    return replace(info, worker=replace(info.worker, url=url, regions=regions))
+
+
+# --- seed content ----------------------------------------------------------------------------
+
+
+def test_seed_files_are_deterministic_varied_and_distinct() -> None:
+    files = seed_files()
+    assert files == seed_files()
+    assert 10 <= len(files) <= 14
+    sizes = sorted(len(data) for data in files.values())
+    assert sizes[0] <= 8
+    assert 150 * 1024 <= sizes[-1] <= 210 * 1024
+    assert UNICODE_NAME in files
+    assert not UNICODE_NAME.isascii()
+    assert len({contract.sha256_hex(d) for d in files.values()}) == len(files)
+    assert seed_files(2)["VERSION"] != files["VERSION"]
+
+
+def test_seeded_live_root_matches_its_catalog(sandbox: Sandbox) -> None:
+    info = sandbox.info
+    endpoint = StoreEndpoint(
+        bucket=info.store.bucket,
+        endpoint_url=info.store.endpoint_url,
+        region_name="us-east-1",
+        access_key_id=info.store.access_key_id,
+        secret_access_key=info.store.secret_access_key,
+    )
+    store = open_store(endpoint, guards.read_only_policy())
+    raw = store.get(contract.catalog_key(info.live_root))
+    assert raw is not None
+    catalog = contract.parse_catalog(contract.parse_json(raw, "catalog"))
+    expected, _ = contract.build_catalog(seed_files(), 1)
+    assert catalog == expected
+    for entry in catalog.entries:
+        blob = store.get(contract.object_key(info.live_root, entry.sha256))
+        assert blob is not None
+        assert (contract.sha256_hex(blob), len(blob)) == (entry.sha256, entry.size)
+    by_name = {e.name: e for e in catalog.entries}
+    target = WorkerTarget(base_url=info.worker.url, read_only=True, retries=0)
+    with WorkerClient(target) as client:
+        assert client.get("/catalog").json() == catalog.to_json()
+        for name in (UNICODE_NAME, "bin/snappy"):
+            answer = client.get(f"/o/{by_name[name].sha256}")
+            assert answer.status == 200
+            assert contract.sha256_hex(answer.body) == by_name[name].sha256
+
+
+# --- ready file ------------------------------------------------------------------------------
+
+
+def test_ready_file_is_private_complete_and_round_trips(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "ready.json"
+    write_ready_file(sandbox.info, path)
+    write_ready_file(sandbox.info, path)  # replacing it keeps the mode and leaves no temp file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["ready.json"]
+    document = json.loads(path.read_text())
+    assert set(document) == READY_KEYS
+    assert document["schema"] == "sync-ci/sandbox@1"
+    assert document["store"]["pid"] == sandbox.store.pid
+    assert document["store"]["bucket"] == "sync-ci-sandbox"
+    assert set(document["store"]) == {
+        "kind", "endpoint_url", "bucket", "access_key_id", "secret_access_key", "pid",
+    }
+    worker = document["worker"]
+    assert worker["pid"] == sandbox.worker.pid
+    assert worker["url"] == worker["regions"][0]["url"]
+    assert [r["colo"] for r in worker["regions"]] == ["SJC", "IAD", "FRA", "SIN", "GRU"]
+    assert len({r["url"] for r in worker["regions"]}) == 5
+    assert (document["live_root"], document["ci_root"]) == ("snappy-os/", "snappy-os-ci/")
+    assert document["tenant_id"] == "sandbox-tenant"
+    assert len(document["admin_token"]) == 64
+    assert len(document["tenant_secret"]) == 64
+    assert read_ready_file(path) == sandbox.info
+    shown = repr(sandbox.info)
+    for secret in (document["admin_token"], document["tenant_secret"]):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not JSON"),
+        ('{"schema": "other"}', "is not a sync-ci/sandbox@1 document"),
+        ('{"schema": "sync-ci/sandbox@1", "store": {}, "worker": {}}', "worker.regions"),
+    ],
+)
+def test_a_missing_or_malformed_ready_file_is_a_settings_error(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "ready.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SettingsError, match=message):
+        read_ready_file(path)
+
+
+# --- attach ----------------------------------------------------------------------------------
+
+
+def test_sandbox_settings_point_at_the_session_sandbox(
+    sandbox_settings: Settings, sandbox: Sandbox
+) -> None:
+    info = sandbox.info
+    assert sandbox_settings.target == "sandbox"
+    assert sandbox_settings.worker_url == info.worker.url
+    assert (sandbox_settings.bucket, sandbox_settings.endpoint_url) == (
+        "sync-ci-sandbox", info.store.endpoint_url,
+    )
+    assert [r.colo for r in sandbox_settings.regions] == ["SJC", "IAD", "FRA", "SIN", "GRU"]
+    assert sandbox_settings.secrets.tenant_token == contract.tenant_token(
+        info.tenant_secret, sandbox_settings.tenant_id
+    )
+    assert sandbox_settings.secrets.admin_token == info.admin_token
+    assert sandbox_settings.ci_prefix.startswith("snappy-os-ci/")
+    assert len(sandbox_settings.sha) == 40
+    # The credentials are real: a write under this test's own CI prefix goes through.
+    store = open_store(
+        StoreEndpoint(
+            bucket=sandbox_settings.bucket,
+            endpoint_url=sandbox_settings.endpoint_url,
+            region_name=sandbox_settings.region_name,
+            access_key_id=sandbox_settings.secrets.access_key_id,
+            secret_access_key=sandbox_settings.secrets.secret_access_key,
+        ),
+        guards.prefix_policy(sandbox_settings.bucket, sandbox_settings.ci_prefix),
+    )
+    store.put(f"{sandbox_settings.ci_prefix}probe.txt", b"ok")
+    assert store.get(f"{sandbox_settings.ci_prefix}probe.txt") == b"ok"
+
+
+def test_attach_leaves_ci_and_live_targets_unchanged(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "SYNC_CI_CONFIG": str(tmp_path / "sync-ci.toml"),
+        "SYNC_CI_BUCKET": "real-bucket",
+        "SYNC_CI_ACCESS_KEY_ID": "k",
+        "SYNC_CI_SECRET_ACCESS_KEY": "s",
+        "SYNC_CI_SHA": "a" * 40,
+        "SYNC_CI_WORKER_URL": "https://worker.example",
+        "SYNC_CI_SANDBOX": str(tmp_path / "nope.json"),
+    }
+    (tmp_path / "sync-ci.toml").touch()
+    for target in ("ci", "live"):
+        settings = load_settings(target=target, env=env)
+        with attach(settings) as attached:
+            assert attached is settings
+
+
+def test_attach_to_a_dead_sandbox_is_unreachable(sandbox: Sandbox, tmp_path: Path) -> None:
+    ready = write_ready_file(_dead_info(sandbox.info), tmp_path / "dead.json")
+    settings = load_settings(env=sandbox_env_for(ready, tmp_path / "home"))
+    with pytest.raises(UnreachableError) as caught, attach(settings):
+        pass
+    assert str(caught.value) == (
+        f"the sandbox named by SYNC_CI_SANDBOX={ready} is not answering; "
+        f"start one with `sync-ci sandbox --ready-file {ready}`"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "sandbox-fault"],
+        env=_cli_env(sandbox_env_for(ready, tmp_path / "home2")),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [f"sync-ci: error: {caught.value}"]
+
+
+def test_attach_without_a_ready_file_runs_an_ephemeral_sandbox(tmp_path: Path) -> None:
+    env = sandbox_env_for(tmp_path / "unused.json", tmp_path / "home")
+    del env["SYNC_CI_SANDBOX"]
+    with attach(load_settings(env=env)) as settings, _reader(settings) as client:
+        answer = client.get("/catalog")
+        assert answer.status == 200
+        generation = answer.json()["generation"]
+        worker_url = settings.worker_url
+    assert generation == 1
+    target = WorkerTarget(base_url=worker_url, read_only=True, retries=0, timeout_s=2)
+    with pytest.raises(UnreachableError), WorkerClient(target) as client:
+        client.get("/_health")
+
+
+# --- start and stop --------------------------------------------------------------------------
+
+
+def test_stop_leaves_no_process_and_no_workdir() -> None:
+    running = start_sandbox()
+    pids = (running.store.pid, running.worker.pid)
+    assert all(_alive(p) for p in pids)
+    assert running.alive()
+    workdir = running.workdir
+    running.stop()
+    running.stop()  # idempotent
+    assert _wait_gone(*pids) == []
+    assert not workdir.exists()
+
+
+def test_a_worker_that_dies_at_start_reports_its_last_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = "import sys; print('starting'); sys.stderr.write('boom: no bucket\\n'); sys.exit(4)"
+    monkeypatch.setattr(launcher, "WORKER_COMMAND", (sys.executable, "-c", script))
+    before = _children(os.getpid())
+    with pytest.raises(UnreachableError, match=r"exited with code 4 .*: boom: no bucket$"):
+        start_sandbox(workdir=tmp_path / "work")
+    assert _children(os.getpid()) <= before
+
+
+def test_bad_fault_syntax_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["sandbox", "--fault", "nonsense"],
+        ["sandbox", "--fault", "bogus=1"],
+        ["sandbox", "--fault", "5xx_rate=2"],
+        ["sandbox", "--kv-miss-ms", "XYZ=5"],
+        ["sandbox-fault", "--set", "latency_ms"],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        lines = captured.err.splitlines()
+        assert len(lines) == 1, (argv, lines)
+        assert lines[0].startswith("sync-ci: error: "), (argv, lines)
+
+
+def test_sandbox_refuses_the_ready_file_of_a_running_sandbox(
+    sandbox_ready_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sandbox_ready_file.read_bytes()
+    assert main(["sandbox", "--ready-file", str(sandbox_ready_file)]) == 2
+    assert "a sandbox is already running" in capsys.readouterr().err
+    assert sandbox_ready_file.read_bytes() == before
+
+
+def test_sigterm_stops_the_sandbox_command_and_every_child(tmp_path: Path) -> None:
+    ready = tmp_path / "run" / "ready.json"
+    command = [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)]
+    with open(tmp_path / "out.txt", "wb") as out_file, open(tmp_path / "err.txt", "wb") as err:
+        process = subprocess.Popen(
+            command, stdout=out_file, stderr=err, env=_cli_env({"HOME": str(tmp_path)}),
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), (tmp_path / "err.txt").read_text()
+        info = read_ready_file(ready)
+        pids = (info.store.pid, info.worker.pid)
+        assert all(_alive(p) for p in pids)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert _wait_gone(*pids) == []
+    assert not ready.exists()
+    out = (tmp_path / "out.txt").read_text()
+    assert f"export SYNC_CI_SANDBOX={ready}" in out
+    assert info.worker.regions[-1].url in out
+    assert "(GRU)" in out
+    for secret in (info.admin_token, info.tenant_secret, info.store.secret_access_key):
+        assert secret not in out
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+def test_faults_set_at_run_time_are_observable(faulty_sandbox: FaultySandbox) -> None:
+    settings = faulty_sandbox()
+    with _reader(settings) as client:
+        assert client.get("/catalog").status == 200
+        assert set_faults(settings, {"5xx_rate": 1.0}) == {"5xx_rate": 1.0}
+        failing = client.get("/catalog")
+        assert failing.status == 503
+        assert contract.colo_from_ray(failing.header("cf-ray")) == "SJC"
+        assert get_faults(settings) == {"5xx_rate": 1.0}
+        assert set_faults(settings, {"5xx_rate": None, "latency_ms": 300}) == {"latency_ms": 300}
+        slow = client.get("/catalog")
+        assert slow.status == 200
+        assert slow.elapsed_s >= 0.3
+        assert clear_faults(settings) == {}
+        assert client.get("/catalog").elapsed_s < 0.3
+
+
+def test_faults_given_at_start_and_changed_by_the_cli(
+    faulty_sandbox: FaultySandbox, tmp_path: Path
+) -> None:
+    settings = faulty_sandbox(faults={"5xx_rate": "1"}, kv_miss_ms={"SIN": 5})
+    with _reader(settings) as client:
+        assert client.get("/catalog").status == 503
+    env = _cli_env(
+        {
+            "SYNC_CI_SANDBOX": settings.sandbox_file,
+            "SYNC_CI_CONFIG": str(Path(settings.sandbox_file).parent / "home" / "sync-ci.toml"),
+            "HOME": str(tmp_path),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "sandbox-fault", "--clear", "--set", "latency_ms=5"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"latency_ms": 5.0}
+    with _reader(settings) as client:
+        assert client.get("/catalog").status == 200
+
+
+def test_fault_changes_are_refused_off_the_sandbox_or_when_unknown(
+    sandbox_settings: Settings,
+) -> None:
+    with pytest.raises(UsageError, match="unknown fault 'bogus'"):
+        set_faults(sandbox_settings, {"bogus": 1})
+    with pytest.raises(UsageError, match="only on the sandbox"):
+        set_faults(sandbox_settings.with_values(target="ci"), {"5xx_rate": 1})
+    assert get_faults(sandbox_settings) == {}

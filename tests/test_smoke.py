@@ -1,0 +1,143 @@
+"""The phase-mirror smoke against the real sandbox: passes, fails by phase, never writes where it must not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync_ci import guards
+from sync_ci.config import Settings
+from sync_ci.contract import catalog_key, object_key
+from sync_ci.errors import GuardViolation, UsageError
+from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, open_run, run_smoke
+from sync_ci.store import Store, endpoint_from_settings, open_store
+from tests.conftest import FaultySandbox
+
+
+def admin(settings: Settings) -> Store:
+    return open_store(endpoint_from_settings(settings), guards.sandbox_admin_policy())
+
+
+def snapshot(store: Store, prefix: str = "") -> dict[str, bytes]:
+    return {o.key: store.get(o.key) or b"" for o in store.list(prefix)}
+
+
+def statuses(report_rows: tuple[object, ...]) -> dict[str, str]:
+    return {r.id.removeprefix("phase:"): r.status for r in report_rows}  # type: ignore[attr-defined]
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run([sys.executable, "-m", "sync_ci", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=env["HOME"])
+
+
+def test_write_mode_passes_and_writes_only_under_its_prefix(sandbox_settings: Settings) -> None:
+    store = admin(sandbox_settings)
+    live_before = snapshot(store, sandbox_settings.live_root)
+    others_before = {k for k in snapshot(store) if not k.startswith(sandbox_settings.ci_prefix)}
+    report = run_smoke(sandbox_settings, mode="write")
+    assert statuses(report.results) == dict.fromkeys(WRITE_PHASES, "pass"), report.results
+    assert report.ok
+    after = snapshot(store)
+    new_keys = {k for k in after if k not in others_before}
+    assert new_keys and all(k.startswith(sandbox_settings.ci_prefix) for k in new_keys)
+    assert f"{sandbox_settings.ci_prefix}_ci/run.json" in new_keys
+    assert snapshot(store, sandbox_settings.live_root) == live_before
+    assert any(c["status"] == "pass" for c in report.extra["parity"])
+
+
+def test_read_only_mode_writes_nothing(sandbox_settings: Settings) -> None:
+    store = admin(sandbox_settings)
+    before = snapshot(store)
+    report = run_smoke(sandbox_settings, mode="read-only", sample=3)
+    assert statuses(report.results) == dict.fromkeys(READ_ONLY_PHASES, "pass"), report.results
+    assert snapshot(store) == before
+    assert not sandbox_settings.mirror_dir.exists()
+
+
+def test_read_only_clients_refuse_writes(sandbox_settings: Settings) -> None:
+    with open_run(sandbox_settings, mode="read-only") as run:
+        with pytest.raises(GuardViolation):
+            run.store.put(f"{sandbox_settings.ci_prefix}x", b"x")
+        with pytest.raises(GuardViolation):
+            run.worker.post("/_alert", json_body={})
+
+
+def test_live_target_refuses_write_mode(sandbox_settings: Settings) -> None:
+    with pytest.raises(UsageError, match="read-only"), open_run(
+        sandbox_settings.with_values(target="live"), mode="write"
+    ):
+        pass
+
+
+def test_5xx_fault_fails_and_names_the_phase(faulty_sandbox: FaultySandbox) -> None:
+    settings = faulty_sandbox({"5xx_rate": "1"})
+    report = run_smoke(settings, mode="write")
+    rows = statuses(report.results)
+    assert rows["preflight"] == "pass" and rows["seed"] == "pass"
+    assert rows["install"] == "fail"
+    assert not report.ok
+    assert "503" in next(r.detail for r in report.results if r.id == "phase:install")
+
+
+def test_corrupt_object_and_malformed_catalog_fail_read_only(faulty_sandbox: FaultySandbox) -> None:
+    settings = faulty_sandbox()
+    store = admin(settings)
+    catalog = json.loads(store.get(catalog_key(settings.live_root)) or b"{}")
+    digest = next(iter(catalog["entries"].values()))["sha256"]
+    store.put(object_key(settings.live_root, digest), b"tampered bytes")
+    report = run_smoke(settings, mode="read-only", sample=0)
+    rows = statuses(report.results)
+    assert rows["pull-dry"] == "fail" and rows["parity"] == "fail"
+    assert digest[:12] in next(r.detail for r in report.results if r.id == "phase:pull-dry")
+
+    broken = faulty_sandbox()
+    broken_store = admin(broken)
+    broken_store.put(catalog_key(broken.live_root), b'{"schema": 1, "generation": -1, "entries": {}}')
+    report = run_smoke(broken, mode="read-only")
+    install = next(r for r in report.results if r.id == "phase:install")
+    assert install.status == "fail" and "generation" in install.detail
+
+
+def test_unreachable_worker_is_unmeasured(sandbox_settings: Settings) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = sandbox_settings.with_values(worker_url=f"http://127.0.0.1:{port}", worker_timeout_s=1.0)
+    report = run_smoke(dead, mode="read-only")
+    assert report.extra["unmeasured"] is True
+    assert statuses(report.results)["preflight"] == "fail"
+    assert all(s == "skip" for k, s in statuses(report.results).items() if k != "preflight")
+
+
+def test_cli_prints_table_and_matrix(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    out = run_cli(sandbox_env, "smoke", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+    assert out.returncode == 0, out.stderr
+    for phase in WRITE_PHASES:
+        assert f"phase:{phase}" in out.stdout
+    assert "bucket~worker" in out.stdout
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["schema"] == "sync-ci/result@1" and document["ok"] is True
+    assert "<testsuite" in (tmp_path / "r.xml").read_text()
+
+
+def test_cli_fault_on_ephemeral_sandbox_exits_1(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "SYNC_CI_SHA": "abcdef1234", "SYNC_CI_STATE_DIR": str(tmp_path / "state")}
+    out = run_cli(env, "smoke", "--fault", "5xx_rate=1")
+    assert out.returncode == 1, out.stderr
+    assert "FAIL" in out.stdout and "phase:install" in out.stdout
+
+
+def test_cli_bad_input_is_one_line(sandbox_env: dict[str, str]) -> None:
+    for args, code in ((["smoke", "--fault", "nonsense"], 2), (["smoke", "--sample", "-1"], 2)):
+        out = run_cli(sandbox_env, *args)
+        assert out.returncode == code, (args, out.stderr)
+        assert out.stderr.startswith("sync-ci: error:") and "Traceback" not in out.stderr
