@@ -276,7 +276,7 @@ def to_results(outcomes: Iterable[RuleOutcome]) -> list[Result]:
                     duration_s=outcome.duration_s / len(outcome.findings),
                     detail=f"{where}: {finding.message}" if where else finding.message,
                     observed={
-                        "path": finding.path,
+                        "file": finding.path,
                         "line": finding.line,
                         "scope": rule.scope_label,
                     },

@@ -507,7 +507,7 @@ def command(
     if sample < 0:
         raise UsageError(f"--sample {sample} must be 0 (all) or a positive count")
     mode: Mode = "read-only" if read_only or settings.read_only else "write"
-    with attach(settings, faults=parse_faults(faults)) as attached:
+    with attach(settings, faults=parse_faults(faults), ci_worker=True) as attached:
         report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
     code = emit(report, args)
     parity = [Result(**_result_args(c)) for c in report.extra.get("parity", [])]

@@ -15,7 +15,7 @@ from sync_ci.config import Settings
 from sync_ci.contract import catalog_key, object_key
 from sync_ci.errors import GuardViolation, UsageError
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, open_run, run_smoke
-from sync_ci.store import Store, endpoint_from_settings, open_store
+from sync_ci.store import Store, StoreEndpoint, endpoint_from_settings, open_store
 from tests.conftest import FaultySandbox
 
 
@@ -141,3 +141,36 @@ def test_cli_bad_input_is_one_line(sandbox_env: dict[str, str]) -> None:
         out = run_cli(sandbox_env, *args)
         assert out.returncode == code, (args, out.stderr)
         assert out.stderr.startswith("sync-ci: error:") and "Traceback" not in out.stderr
+
+
+def test_ci_target_with_local_worker_writes_only_its_prefix(
+    store_endpoint: StoreEndpoint, admin_store: Store, ci_sha: str, tmp_path: Path
+) -> None:
+    admin_store.put("snappy-os/catalog.json", b'{"schema": 1, "generation": 7, "entries": {}}')
+    admin_store.put("snappy-os-ci/0123456789/old.txt", b"another run")
+    before = snapshot(admin_store)
+    env = {
+        "HOME": str(tmp_path),
+        "SYNC_CI_TARGET": "ci",
+        "GITHUB_SHA": ci_sha,
+        "SYNC_CI_BUCKET": store_endpoint.bucket,
+        "SYNC_CI_ENDPOINT_URL": store_endpoint.endpoint_url,
+        "SYNC_CI_ACCESS_KEY_ID": store_endpoint.access_key_id,
+        "SYNC_CI_SECRET_ACCESS_KEY": store_endpoint.secret_access_key,
+        "SYNC_CI_STATE_DIR": str(tmp_path / "state"),
+    }
+    out = run_cli(env, "smoke")
+    assert out.returncode == 0, out.stdout + out.stderr
+    after = snapshot(admin_store)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith(f"snappy-os-ci/{ci_sha}/") for k in after.keys() - before.keys())
+    assert f"snappy-os-ci/{ci_sha}/tenants/ci-smoke/state.json" in after
+
+
+def test_live_target_smoke_is_read_only(sandbox_settings: Settings) -> None:
+    store = admin(sandbox_settings)
+    before = snapshot(store)
+    live = sandbox_settings.with_values(target="live")
+    report = run_smoke(live, mode="read-only")
+    assert report.ok and report.mode == "read-only"
+    assert snapshot(store) == before

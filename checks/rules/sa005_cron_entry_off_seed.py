@@ -89,10 +89,13 @@ def _crontab_lines(path: str, text: str) -> Iterator[Finding]:
 
 
 def _template_text(node: ast.JoinedStr) -> str:
-    return "".join(
-        "{" + ast.unparse(v.value) + "}" if isinstance(v, ast.FormattedValue) else str(v.value)
-        for v in node.values
-    )
+    parts = []
+    for value in node.values:
+        if isinstance(value, ast.FormattedValue):
+            parts.append("{" + ast.unparse(value.value) + "}")
+        elif isinstance(value, ast.Constant):
+            parts.append(str(value.value))
+    return "".join(parts)
 
 
 def _cron_module(path: str, tree: ast.Module) -> Iterator[Finding]:

@@ -107,8 +107,8 @@ def _hardening(path: str, text: str, doc: Mapping[Any, Any]) -> Iterator[Finding
         for step in steps:
             ref = step.get("uses")
             if isinstance(ref, str) and ref.startswith("actions/checkout@"):
-                with_ = step.get("with") if isinstance(step.get("with"), Mapping) else {}
-                if with_.get("persist-credentials") is not False:
+                inputs = step.get("with")
+                if not isinstance(inputs, Mapping) or inputs.get("persist-credentials") is not False:
                     yield Finding(
                         path=path,
                         line=_line_of(text, ref),

@@ -67,20 +67,103 @@ def check_alive(info: SandboxInfo, path: str) -> None:
 
 
 @contextlib.contextmanager
-def attach(settings: Settings) -> Iterator[Settings]:
-    """Yield settings pointed at a sandbox for the duration of the block (ci/live: unchanged)."""
+def attach(
+    settings: Settings,
+    *,
+    faults: Mapping[str, str] | None = None,
+    kv_miss_ms: Mapping[str, int] | None = None,
+    ci_worker: bool = False,
+) -> Iterator[Settings]:
+    """Yield settings pointed at what the target runs against, for the duration of the block.
+
+    sandbox: the one SYNC_CI_SANDBOX names (faults applied for the block, then restored) or an
+    ephemeral one started with `faults`. ci: unchanged, except that with `ci_worker` and no preview
+    URL a reference Worker is started locally over the run's CI prefix. live: unchanged.
+    """
     if settings.target != "sandbox":
+        if faults or kv_miss_ms:
+            raise UsageError(f"--fault and --kv-miss-ms apply to the sandbox only, not to {settings.target}")
+        if settings.target == "ci" and ci_worker and not settings.preview_url:
+            with local_ci_worker(settings) as local:
+                yield local
+            return
         yield settings
         return
     if settings.sandbox_file:
         info = read_ready_file(Path(settings.sandbox_file))
         check_alive(info, settings.sandbox_file)
-        yield settings_for(settings, info, f"sandbox {settings.sandbox_file}")
+        attached = settings_for(settings, info, f"sandbox {settings.sandbox_file}")
+        if kv_miss_ms:
+            raise UsageError("--kv-miss-ms is fixed when a sandbox starts; restart it with --kv-miss-ms")
+        if not faults:
+            yield attached
+            return
+        before = get_faults(attached)
+        set_faults(attached, dict(faults))
+        try:
+            yield attached
+        finally:
+            clear_faults(attached)
+            if before:
+                set_faults(attached, before)
         return
     from sync_ci.sandbox.launcher import start_sandbox
 
-    with start_sandbox() as sandbox:
+    with start_sandbox(faults=faults, kv_miss_ms=kv_miss_ms) as sandbox:
         yield settings_for(settings, sandbox.info, "ephemeral sandbox")
+
+
+@contextlib.contextmanager
+def local_ci_worker(settings: Settings) -> Iterator[Settings]:
+    """Start the reference Worker on loopback over `ci_prefix` of the real bucket (writes only there)."""
+    import os
+    import secrets as _secrets
+    import subprocess
+    import tempfile
+
+    from sync_ci.guards import is_full_ci_prefix
+    from sync_ci.sandbox.launcher import WORKER_COMMAND, stop_process_group, wait_for_worker
+
+    prefix = settings.ci_prefix
+    if not is_full_ci_prefix(prefix, settings.ci_root):
+        raise SettingsError(f"refusing to start a Worker over {prefix!r}: not a full {settings.ci_root}<sha>/")
+    tenant_id = settings.tenant_id or "ci-smoke"
+    tenant_secret = settings.secrets.tenant_secret or _secrets.token_hex(32)
+    admin_token = settings.secrets.admin_token or _secrets.token_hex(32)
+    with tempfile.TemporaryDirectory(prefix="sync-ci-worker-") as workdir:
+        ready, log_path = Path(workdir) / "ready.json", Path(workdir) / "worker.log"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_WORKER_")},
+            "SYNC_CI_WORKER_STORE_ENDPOINT": settings.endpoint_url,
+            "SYNC_CI_WORKER_STORE_REGION": settings.region_name,
+            "SYNC_CI_WORKER_BUCKET": settings.bucket,
+            "SYNC_CI_WORKER_ACCESS_KEY_ID": settings.secrets.access_key_id,
+            "SYNC_CI_WORKER_SECRET_ACCESS_KEY": settings.secrets.secret_access_key,
+            "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
+            "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
+        }
+        command = [*WORKER_COMMAND, "--ready-file", str(ready), "--root", prefix, "--ci-root",
+                   settings.ci_root, "--write-prefix", prefix]
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            document = wait_for_worker(worker, ready, log_path, 30.0)
+            regions = document["regions"]
+            yield settings.with_values(
+                worker_url=str(regions[0]["url"]),
+                tenant_id=tenant_id,
+                secrets=Secrets(
+                    access_key_id=settings.secrets.access_key_id,
+                    secret_access_key=settings.secrets.secret_access_key,
+                    tenant_secret=tenant_secret,
+                    tenant_token=contract.tenant_token(tenant_secret, tenant_id),
+                    admin_token=admin_token,
+                ),
+                sources={**settings.sources, "worker_url": "local reference Worker over the CI prefix"},
+            )
+        finally:
+            stop_process_group(worker)
 
 
 def _control_client(settings: Settings) -> WorkerClient:
