@@ -461,10 +461,13 @@ def open_run(
     )
     with ExitStack() as stack:
         stack.callback(worker.close)
-        if mirror_dir is None:
-            mirror_dir = (
-                settings.mirror_dir if mode == "read-only" else settings.state_dir / "smoke" / settings.sha / "mirror"
-            )
+        if mirror_dir is None and mode == "read-only":
+            mirror_dir = settings.mirror_dir
+        elif mirror_dir is None:
+            import tempfile
+
+            # A write-mode pull fills a throwaway mirror: the run leaves nothing on the machine.
+            mirror_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-ci-smoke-"))) / "mirror"
         yield SmokeRun(
             settings=settings, mode=mode, store=store, worker=worker, root=root, mirror_dir=mirror_dir,
             tenant_id=tenant, tenant_token=token, admin_token=settings.secrets.admin_token,
