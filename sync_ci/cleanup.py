@@ -69,6 +69,7 @@ class Listing:
 
     versions: tuple[VersionInfo, ...]
     uploads: tuple[UploadInfo, ...] = ()
+    versioned: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +147,7 @@ class Outcome:
     deleted: int
     deleted_bytes: int
     failures: tuple[DeleteFailure, ...] = ()
+    failed_entries: frozenset[tuple[str, str]] = frozenset()
     aborted: int = 0
     abort_failures: tuple[tuple[str, str], ...] = ()
     batches: int = 0
@@ -344,6 +346,20 @@ def make_batches(plan: Plan, size: int = DELETE_BATCH) -> list[list[Doomed]]:
     return [doomed[start : start + size] for start in range(0, len(doomed), size)]
 
 
+def failed_entries(
+    batches: Sequence[Sequence[Doomed]], failures: Sequence[DeleteFailure]
+) -> set[tuple[str, str]]:
+    """Match reported failures to planned entries; a failure without a version id names its key."""
+    exact = {(f.key, f.version_id) for f in failures if f.version_id}
+    whole_keys = {f.key for f in failures if not f.version_id}
+    return {
+        (d.key, d.version_id)
+        for batch in batches
+        for d in batch
+        if (d.key, d.version_id) in exact or d.key in whole_keys
+    }
+
+
 def retention_days(older_than: timedelta) -> int:
     """Whole days for the lifecycle rule: the retention period rounded up, at least one."""
     return max(1, math.ceil(older_than.total_seconds() / 86400))
@@ -529,7 +545,11 @@ def summarize_run(run: CleanupRun) -> list[Result]:
                     title=failure.key,
                     status="fail",
                     detail=f"{failure.code} {failure.message}".strip()
-                    + (f" (version {failure.version_id})" if failure.version_id != "null" else ""),
+                    + (
+                        f" (version {failure.version_id})"
+                        if failure.version_id not in ("", "null")
+                        else ""
+                    ),
                     observed={
                         "key": failure.key,
                         "version_id": failure.version_id,
@@ -558,7 +578,7 @@ def totals(run: CleanupRun) -> dict[str, Any]:
     """Totals for the report: bytes and objects under the CI root before and after."""
     plan, outcome = run.plan, run.outcome
     deleted_bytes = outcome.deleted_bytes if outcome else 0
-    failed = {(f.key, f.version_id) for f in outcome.failures} if outcome else set()
+    failed = outcome.failed_entries if outcome else frozenset()
     deleted_current = (
         sum(
             1
@@ -654,14 +674,27 @@ class Progress:
 
 
 def fetch_listing(store: Store, ci_root: str, progress: Progress | None = None) -> Listing:
-    """List every version, delete marker and incomplete upload under the CI root, one pass each."""
+    """List everything under the CI root in one paginated pass, then its incomplete uploads.
+
+    A bucket that never had versioning holds only current objects, so ListObjectsV2 lists it all;
+    otherwise every version and delete marker is listed (ListObjectVersions).
+    """
+    versioned = store.versioning_status() in ("Enabled", "Suspended")
+    entries: Iterator[VersionInfo] = (
+        store.list_versions(ci_root)
+        if versioned
+        else (
+            VersionInfo(key=o.key, version_id="", size=o.size, last_modified=o.last_modified)
+            for o in store.list(ci_root)
+        )
+    )
     versions: list[VersionInfo] = []
-    for item in store.list_versions(ci_root):
+    for item in entries:
         versions.append(item)
         if progress and len(versions) % 1000 == 0:
             progress.update(f"listing {ci_root}: {len(versions)} entries")
     uploads = tuple(store.list_multipart_uploads(ci_root))
-    return Listing(versions=tuple(versions), uploads=uploads)
+    return Listing(versions=tuple(versions), uploads=uploads, versioned=versioned)
 
 
 def delete_batch(
@@ -686,13 +719,13 @@ def delete_batch(
                 for d in pending
             )
             return final, isinstance(exc, UnreachableError)
-        retry_ids = set()
+        retry_ids: set[tuple[str, str]] = set()
         for failure in failures:
             if failure.code in PERMANENT_DELETE_CODES or attempt == attempts - 1:
                 final.append(failure)
             else:
                 retry_ids.add((failure.key, failure.version_id))
-        pending = [d for d in pending if (d.key, d.version_id) in retry_ids]
+        pending = [d for d in pending if {(d.key, d.version_id), (d.key, "")} & retry_ids]
         if not pending:
             break
         delay = base_delay_s * (2**attempt)
@@ -743,7 +776,7 @@ def apply_plan(
             else:
                 aborted += 1
 
-    failed_ids = {(f.key, f.version_id) for f in failures}
+    failed_ids = failed_entries(batches, failures)
     deleted_bytes = sum(
         d.size for batch in batches for d in batch if (d.key, d.version_id) not in failed_ids
     )
@@ -753,6 +786,7 @@ def apply_plan(
         deleted=total - len(failed_ids),
         deleted_bytes=deleted_bytes,
         failures=tuple(failures),
+        failed_entries=frozenset(failed_ids),
         aborted=aborted,
         abort_failures=tuple(abort_failures),
         batches=len(batches),

@@ -237,18 +237,26 @@ class Store:
                     )
 
     def delete_versions(self, items: Sequence[tuple[str, str]]) -> builtins.list[DeleteFailure]:
-        """Delete up to 1,000 (key, version id) pairs in one quiet DeleteObjects; return Errors."""
+        """Delete up to 1,000 (key, version id) pairs in one quiet DeleteObjects; return Errors.
+
+        An empty version id deletes the key itself (unversioned buckets); "null" names the null
+        version of a versioned or suspended bucket.
+        """
         if not 0 < len(items) <= DELETE_BATCH:
             raise StoreError(f"DeleteObjects takes 1 to {DELETE_BATCH} keys, not {len(items)}")
-        objects = [{"Key": key, "VersionId": version} for key, version in items]
+        objects = [
+            {"Key": key, "VersionId": version} if version else {"Key": key}
+            for key, version in items
+        ]
         with translate_errors(f"DeleteObjects ({len(items)} keys)"):
             answer = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}  # type: ignore[typeddict-item]
+                Bucket=self.bucket,
+                Delete={"Objects": objects, "Quiet": True},  # type: ignore[typeddict-item]
             )
         return [
             DeleteFailure(
                 key=str(e.get("Key", "?")),
-                version_id=str(e.get("VersionId") or "null"),
+                version_id=str(e.get("VersionId") or ""),
                 code=str(e.get("Code", "?")),
                 message=str(e.get("Message", "")),
             )
@@ -262,8 +270,16 @@ class Store:
 
     def versioning_status(self) -> str:
         """Return the bucket's versioning status: "Enabled", "Suspended" or "" (never enabled)."""
+        import botocore.exceptions as bex
+
         with translate_errors(f"GET versioning {self.bucket}"):
-            answer = self.client.get_bucket_versioning(Bucket=self.bucket)
+            try:
+                answer = self.client.get_bucket_versioning(Bucket=self.bucket)
+            except bex.ClientError as exc:
+                # Stores without versioning support (e.g. some S3-compatible ones) say so this way.
+                if exc.response.get("Error", {}).get("Code") == "NotImplemented":
+                    return ""
+                raise
         return str(answer.get("Status", ""))
 
     def lifecycle_rules(self) -> builtins.list[dict[str, Any]]:

@@ -434,7 +434,8 @@ def test_cleanup_deletes_old_prefixes_in_batches_and_nothing_else(
     assert upload_old["UploadId"] not in uploads
 
     assert dict(requests) == {
-        "ListObjectVersions": math.ceil(listed / 1000),
+        "GetBucketVersioning": 1,
+        "ListObjectsV2": math.ceil(listed / 1000),
         "ListMultipartUploads": 1,
         "DeleteObjects": math.ceil(len(old_keys) / 1000),
         "AbortMultipartUpload": 1,

@@ -108,7 +108,10 @@ def _hardening(path: str, text: str, doc: Mapping[Any, Any]) -> Iterator[Finding
             ref = step.get("uses")
             if isinstance(ref, str) and ref.startswith("actions/checkout@"):
                 inputs = step.get("with")
-                if not isinstance(inputs, Mapping) or inputs.get("persist-credentials") is not False:
+                if (
+                    not isinstance(inputs, Mapping)
+                    or inputs.get("persist-credentials") is not False
+                ):
                     yield Finding(
                         path=path,
                         line=_line_of(text, ref),

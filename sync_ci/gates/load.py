@@ -603,14 +603,45 @@ async def _run_job(
     return phases
 
 
-def _child(job: LoadJob, barrier: Any, results: Any) -> None:
+def _child(job: LoadJob, ready: Any, go: Any, results: Any) -> None:
     """Entry point of one client process: fire its slice when every process is ready."""
+
+    def wait_for_start() -> None:
+        ready.put("ready")
+        if not go.wait(timeout=120):
+            raise HostLimitError("the parent never gave the start signal")
+
     try:
         ensure_descriptors(len(job.plan) + DESCRIPTOR_MARGIN)
-        phases = asyncio.run(_run_job(job, lambda: barrier.wait(timeout=60), None))
+        phases = asyncio.run(_run_job(job, wait_for_start, None))
         results.put(("ok", [p.to_json() for p in phases]))
     except Exception as exc:  # reported to the parent, which turns it into one error line
         results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _await_ready(ready: Any, results: Any, children: Sequence[Any], bound_s: float) -> str:
+    """Wait until every child is ready; return why not ('' when all are)."""
+    import queue
+
+    pending = len(children)
+    deadline = time.monotonic() + bound_s
+    while pending:
+        try:
+            ready.get(timeout=0.1)
+            pending -= 1
+            continue
+        except queue.Empty:
+            pass
+        try:
+            kind, payload = results.get_nowait()
+            return str(payload) if kind == "error" else "a client process finished before the start"
+        except queue.Empty:
+            pass
+        if any(not c.is_alive() for c in children):
+            return f"a client process exited early (exit code {[c.exitcode for c in children]})"
+        if time.monotonic() > deadline:
+            return f"client processes were not ready within {bound_s:g} s"
+    return ""
 
 
 def run_load(
@@ -626,8 +657,7 @@ def run_load(
     import queue
 
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes + 1)
-    results = context.Queue()
+    ready, go, results = context.Queue(), context.Event(), context.Queue()
     slices = split(job.plan, processes)
     children = [
         context.Process(
@@ -638,7 +668,8 @@ def run_load(
                     scenario=job.scenario, tenant_secret=job.tenant_secret,
                     rate=job.rate / processes, duration_s=job.duration_s,
                 ),
-                barrier,
+                ready,
+                go,
                 results,
             ),
             daemon=True,
@@ -650,28 +681,30 @@ def run_load(
     collected: list[list[PhaseOutcome]] = []
     errors: list[str] = []
     try:
-        try:
-            barrier.wait(timeout=60)
-        except Exception:  # threading.BrokenBarrierError: a child failed before the start line
-            errors.append("a client process failed to get ready")
-        if progress:
-            progress(f"burst: fired by {processes} processes")
-        deadline = time.monotonic() + job.timeout_s + job.duration_s + 120
-        for _ in children:
-            try:
-                kind, payload = results.get(timeout=max(deadline - time.monotonic(), 1))
-            except queue.Empty:
-                errors.append("a client process returned nothing in time")
-                break
-            if kind == "ok":
-                collected.append([PhaseOutcome.from_json(p) for p in payload])
-            else:
-                errors.append(str(payload))
+        problem = _await_ready(ready, results, children, bound_s=60)
+        if problem:
+            errors.append(problem)
+        else:
+            go.set()
+            if progress:
+                progress(f"burst: fired by {processes} processes")
+            deadline = time.monotonic() + job.timeout_s + job.duration_s + 120
+            for _ in children:
+                try:
+                    kind, payload = results.get(timeout=max(deadline - time.monotonic(), 1))
+                except queue.Empty:
+                    errors.append("a client process returned nothing in time")
+                    break
+                if kind == "ok":
+                    collected.append([PhaseOutcome.from_json(p) for p in payload])
+                else:
+                    errors.append(str(payload))
     finally:
         for child in children:
             child.join(timeout=5)
             if child.is_alive():
                 child.kill()
+                child.join(timeout=5)
     if errors:
         raise HostLimitError(f"client processes could not measure: {errors[0]}")
     return [

@@ -9,8 +9,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 IGNORED = shutil.ignore_patterns(
-    ".git", ".nox", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-    "*.egg-info", "state", "results",
+    ".git",
+    ".nox",
+    ".venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "*.egg-info",
+    "state",
+    "results",
 )
 
 

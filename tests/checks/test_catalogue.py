@@ -44,9 +44,12 @@ def test_every_rule_is_complete_and_ids_are_unique() -> None:
     ids = [r.id for r in rules]
     assert len(ids) == len(set(ids)) >= 8
     for rule in rules:
-        assert rule.good and rule.bad, rule.id
+        assert rule.good, rule.id
+        assert rule.bad, rule.id
         text = explain(rule)
-        assert "**Why:**" in text and "**Fix:**" in text and rule.title in text
+        assert "**Why:**" in text
+        assert "**Fix:**" in text
+        assert rule.title in text
 
 
 def test_field_scope_has_cron_and_credentials_rules() -> None:
@@ -68,8 +71,16 @@ def test_broken_rule_becomes_an_error_row() -> None:
     def explode(subject: Subject) -> list[Finding]:
         raise ValueError("boom")
 
-    rule = Rule(id="SA999", title="t", scopes=frozenset({"repo"}), doc="", check=explode,
-                good=(), bad=(), module="x")
+    rule = Rule(
+        id="SA999",
+        title="t",
+        scopes=frozenset({"repo"}),
+        doc="",
+        check=explode,
+        good=(),
+        bad=(),
+        module="x",
+    )
     rows = to_results(run_rules(scope="repo", subject=example({}), rules=[rule]))
     assert [(r.id, r.status) for r in rows] == [("SA999", "error")]
 
@@ -97,8 +108,12 @@ def test_field_subject_reads_modes_and_flags_readable_secrets(tmp_path: Path) ->
 def test_field_cron_rule_accepts_the_lines_cron_py_renders() -> None:
     from sync_ci import cron
 
-    paths = cron.CronPaths(exe="/opt/venv/bin/sync-ci", flock="/usr/bin/flock",
-                           lock="/tmp/sync-ci.lock", repo="/srv/repo")
+    paths = cron.CronPaths(
+        exe="/opt/venv/bin/sync-ci",
+        flock="/usr/bin/flock",
+        lock="/tmp/sync-ci.lock",
+        repo="/srv/repo",
+    )
     text = "".join(cron.render_block(role, paths) for role in cron.ROLES)
     subject = field_subject(crontab=text)
     assert run_rules(scope="field", subject=subject, select=["SA005"])[0].findings == ()

@@ -1,4 +1,4 @@
-"""`python -m checks` over the real tree (passes) and over copies broken on purpose (fails, naming IDs)."""
+"""`python -m checks` over the real tree (passes) and over copies broken on purpose (fails)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ CHECKOUT_SHA = "11bd71901bbe5b1630ceea73d27597364c9af683"
 def lint(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "checks", *args, str(root)],
-        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
     )
 
 
@@ -62,7 +66,9 @@ def _inline_secret(root: Path) -> None:
 
 
 def _softened_threshold(root: Path) -> None:
-    replace(root / "sync_ci/gates/thresholds.py", "kind=\"below\", limit=2000", "kind=\"below\", limit=3000")
+    replace(
+        root / "sync_ci/gates/thresholds.py", 'kind="below", limit=2000', 'kind="below", limit=3000'
+    )
 
 
 def _cron_without_silent(root: Path) -> None:
@@ -75,7 +81,8 @@ def _retention(root: Path) -> None:
 
 def _no_timeout(root: Path) -> None:
     (root / "sync_ci" / "injected.py").write_text(
-        "import requests\n\n\ndef fetch(url: str) -> bytes:\n    return requests.get(url).content\n",
+        "import requests\n\n\ndef fetch(url: str) -> bytes:\n"
+        "    return requests.get(url).content\n",
         encoding="utf-8",
     )
 
@@ -87,8 +94,10 @@ def _unguarded_ci_loop(root: Path) -> None:
         encoding="utf-8",
     )
     path = root / "sync_ci" / "ci_loop.py"
-    path.write_text(path.read_text(encoding="utf-8") + "\nfrom sync_ci import injected  # noqa\n",
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8") + "\nfrom sync_ci import injected  # noqa\n",
+        encoding="utf-8",
+    )
 
 
 @pytest.mark.parametrize(
@@ -125,14 +134,18 @@ def test_github_format_annotates_findings(repo_copy: Path) -> None:
 
 def test_list_explain_and_usage_errors() -> None:
     listed = lint(REPO, "--list")
-    assert listed.returncode == 0 and "SA001" in listed.stdout and "repo+field" in listed.stdout
+    assert listed.returncode == 0
+    assert "SA001" in listed.stdout
+    assert "repo+field" in listed.stdout
     explained = lint(REPO, "--explain", "sa004")
-    assert explained.returncode == 0 and "**Why:**" in explained.stdout
+    assert explained.returncode == 0
+    assert "**Why:**" in explained.stdout
     unknown = lint(REPO, "--explain", "SA999")
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == ["sync-ci: error: no rule 'SA999'; see --list"]
     unmatched = lint(REPO, "--select", "SA999")
-    assert unmatched.returncode == 2 and unmatched.stderr.startswith("sync-ci: error:")
+    assert unmatched.returncode == 2
+    assert unmatched.stderr.startswith("sync-ci: error:")
 
 
 def test_sync_ci_lint_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,4 +153,6 @@ def test_sync_ci_lint_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["lint", "--select", "SA006,SA008", str(REPO)]) == 0
     out = capsys.readouterr().out
-    assert "SA006" in out and "SA008" in out and "SA001" not in out
+    assert "SA006" in out
+    assert "SA008" in out
+    assert "SA001" not in out

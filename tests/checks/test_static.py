@@ -1,4 +1,4 @@
-"""`python -m checks.static`: drift in a copy fails, the tree as it is passes; the pure evaluators."""
+"""`python -m checks.static`: drift in a copy fails, the tree as it is passes; pure evaluators."""
 
 from __future__ import annotations
 
@@ -25,9 +25,23 @@ DRIFT = "python-drift,lock-drift,workflow-schema,zizmor"
 
 def static(root: Path, select: str = DRIFT) -> tuple[int, dict[str, str]]:
     done = subprocess.run(
-        [sys.executable, "-m", "checks.static", "--root", str(root), "--select", select,
-         "--json", str(root / "check.json"), "--quiet"],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        [
+            sys.executable,
+            "-m",
+            "checks.static",
+            "--root",
+            str(root),
+            "--select",
+            select,
+            "--json",
+            str(root / "check.json"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
     )
     document = json.loads((root / "check.json").read_text(encoding="utf-8"))
     return done.returncode, {r["id"]: r["status"] for r in document["results"]}
@@ -49,23 +63,49 @@ def test_the_tree_as_it_is_has_no_drift(repo_copy: Path) -> None:
     ("file", "old", "new", "failing"),
     [
         pytest.param(".python-version", "3.11", "3.12", "python-drift", id="dot-python-version"),
-        pytest.param("noxfile.py", 'PYTHON = "3.11"', 'PYTHON = "3.12"', "python-drift", id="noxfile"),
-        pytest.param(WORKFLOW, 'python-version: "3.11"', 'python-version: "3.13"', "python-drift",
-                     id="workflow-python"),
-        pytest.param("pyproject.toml", 'requires-python = ">=3.11"', 'requires-python = ">=3.10"',
-                     "python-drift", id="requires-python"),
-        pytest.param("pyproject.toml", '"pytest==9.0.3",', '"pytest==9.0.2",', "lock-drift",
-                     id="pin-changed"),
-        pytest.param("pyproject.toml", '"tabulate>=0.9,<1",', '"tabulate>=0.9,<1", "rich>=13",',
-                     "lock-drift", id="dependency-added"),
-        pytest.param("requirements/lock.txt", "\nboto3==", "\nboto3-old==", "lock-drift",
-                     id="lock-edited"),
+        pytest.param(
+            "noxfile.py", 'PYTHON = "3.11"', 'PYTHON = "3.12"', "python-drift", id="noxfile"
+        ),
+        pytest.param(
+            WORKFLOW,
+            'python-version: "3.11"',
+            'python-version: "3.13"',
+            "python-drift",
+            id="workflow-python",
+        ),
+        pytest.param(
+            "pyproject.toml",
+            'requires-python = ">=3.11"',
+            'requires-python = ">=3.10"',
+            "python-drift",
+            id="requires-python",
+        ),
+        pytest.param(
+            "pyproject.toml", '"pytest==9.0.3",', '"pytest==9.0.2",', "lock-drift", id="pin-changed"
+        ),
+        pytest.param(
+            "pyproject.toml",
+            '"tabulate>=0.9,<1",',
+            '"tabulate>=0.9,<1", "rich>=13",',
+            "lock-drift",
+            id="dependency-added",
+        ),
+        pytest.param(
+            "requirements/lock.txt", "\nboto3==", "\nboto3-old==", "lock-drift", id="lock-edited"
+        ),
         pytest.param(WORKFLOW, "    timeout-minutes: 10\n", "", "workflow-schema", id="no-timeout"),
-        pytest.param(WORKFLOW, "persist-credentials: false", "persist-credentials: true", "zizmor",
-                     id="zizmor-artipacked"),
+        pytest.param(
+            WORKFLOW,
+            "run: python -m pip install .",
+            'run: echo "${{ github.event.pull_request.title }}"',
+            "zizmor",
+            id="zizmor-template-injection",
+        ),
     ],
 )
-def test_each_kind_of_drift_fails(repo_copy: Path, file: str, old: str, new: str, failing: str) -> None:
+def test_each_kind_of_drift_fails(
+    repo_copy: Path, file: str, old: str, new: str, failing: str
+) -> None:
     edit(repo_copy / file, old, new)
     code, rows = static(repo_copy)
     assert code == 1
@@ -109,7 +149,8 @@ def test_evaluate_lock() -> None:
     assert evaluate_lock(pyproject, LOCK).status == "pass"
     assert "boto3" in evaluate_lock({"project": {"dependencies": ["boto3>=2"]}}, LOCK).detail
     stale = evaluate_lock({"dependency-groups": {"runtime": ["boto3"]}}, LOCK)
-    assert stale.status == "fail" and "left-pad==1.0" in stale.detail
+    assert stale.status == "fail"
+    assert "left-pad==1.0" in stale.detail
     assert evaluate_lock(pyproject, None).status == "fail"
 
 
@@ -119,4 +160,5 @@ def test_schema_rejects_an_unpinned_step() -> None:
     assert evaluate_workflow_schema({"w.yml": doc}, schema).status == "pass"
     doc["jobs"]["check"]["steps"][0]["uses"] = "actions/checkout@v4"
     row = evaluate_workflow_schema({"w.yml": doc}, schema)
-    assert row.status == "fail" and "jobs/check/steps/0" in row.detail
+    assert row.status == "fail"
+    assert "jobs/check/steps/0" in row.detail
