@@ -50,7 +50,9 @@ def tests_strict(session: nox.Session) -> None:
     """Run the storage-facing tests against SeaweedFS, the strict store."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "strict"))
     session.install("--no-deps", "-e", ".")
-    session.run("pytest", "-m", "strict_store", *session.posargs, env={"SYNC_CI_TEST_STORE": "seaweedfs"})
+    session.run(
+        "pytest", "-m", "strict_store", *session.posargs, env={"SYNC_CI_TEST_STORE": "seaweedfs"}
+    )
 
 
 @nox.session(python=PYTHON, default=False, tags=["bench"])

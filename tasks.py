@@ -20,23 +20,55 @@ def _opt(flag: str, value: str) -> list[str]:
     return [flag, value] if value else []
 
 
-@task(help={"target": "sandbox, ci or live (default: settings, else sandbox)", "quiet": "no output on success"})
+@task(
+    help={
+        "target": "sandbox, ci or live (default: settings, else sandbox)",
+        "quiet": "no output on success",
+    }
+)
 def ci_loop(c: Context, target: str = "", quiet: bool = False) -> None:
     """Run one schedule-time pass: read-only smoke, alert file on failure."""
     _run("ci-loop", *_opt("--target", target), "--quiet" if quiet else "")
 
 
-@task(help={"target": "sandbox or ci (default: settings, else sandbox)", "read_only": "GET/HEAD only", "fault": "sandbox fault KEY=VALUE"})
+@task(
+    help={
+        "target": "sandbox or ci (default: settings, else sandbox)",
+        "read_only": "GET/HEAD only",
+        "fault": "sandbox fault KEY=VALUE",
+    }
+)
 def smoke(c: Context, target: str = "", read_only: bool = False, fault: str = "") -> None:
     """Run the phase-mirror smoke."""
-    _run("smoke", *_opt("--target", target), "--read-only" if read_only else "", *_opt("--fault", fault))
+    _run(
+        "smoke",
+        *_opt("--target", target),
+        "--read-only" if read_only else "",
+        *_opt("--fault", fault),
+    )
 
 
-@task(help={"older_than": "age to delete (e.g. 7d, 36h)", "dry_run": "plan only", "target": "sandbox or ci", "max_delete": "refuse plans larger than this (0: no cap)"})
-def cleanup(c: Context, older_than: str = "7d", dry_run: bool = False, target: str = "", max_delete: int = 0) -> None:
+@task(
+    help={
+        "older_than": "age to delete (e.g. 7d, 36h)",
+        "dry_run": "plan only",
+        "target": "sandbox or ci",
+        "max_delete": "refuse plans larger than this (0: no cap)",
+    }
+)
+def cleanup(
+    c: Context, older_than: str = "7d", dry_run: bool = False, target: str = "", max_delete: int = 0
+) -> None:
     """Delete CI prefixes older than the retention period."""
     cap = ["--max-delete", str(max_delete)] if max_delete else []
-    _run("cleanup", "--older-than", older_than, "--dry-run" if dry_run else "", *_opt("--target", target), *cap)
+    _run(
+        "cleanup",
+        "--older-than",
+        older_than,
+        "--dry-run" if dry_run else "",
+        *_opt("--target", target),
+        *cap,
+    )
 
 
 @task(help={"target": "sandbox or ci"})
@@ -75,7 +107,13 @@ def verify(c: Context, role: str = "tenant") -> None:
     _run("verify", "--role", role)
 
 
-@task(help={"store": "moto or seaweedfs", "ready_file": "where to write endpoints and credentials (mode 600)", "fault": "fault KEY=VALUE"})
+@task(
+    help={
+        "store": "moto or seaweedfs",
+        "ready_file": "where to write endpoints and credentials (mode 600)",
+        "fault": "fault KEY=VALUE",
+    }
+)
 def sandbox(c: Context, store: str = "moto", ready_file: str = "", fault: str = "") -> None:
     """Run the embedded sandbox (object store + reference Worker) until interrupted."""
     _run("sandbox", "--store", store, *_opt("--ready-file", ready_file), *_opt("--fault", fault))
@@ -113,6 +151,16 @@ def all_gates(c: Context, target: str = "", casts: str = "casts") -> None:
 
 gates = Collection("gates", load, latency, platforms, all_gates)
 ns = Collection(
-    ci_loop, smoke, cleanup, cleanup_lifecycle, install_cron, uninstall_cron, doctor, status, verify,
-    sandbox, record_cast, gates,
+    ci_loop,
+    smoke,
+    cleanup,
+    cleanup_lifecycle,
+    install_cron,
+    uninstall_cron,
+    doctor,
+    status,
+    verify,
+    sandbox,
+    record_cast,
+    gates,
 )

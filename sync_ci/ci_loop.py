@@ -54,7 +54,9 @@ def pass_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
-            raise LockBusy(f"another ci-loop pass holds {path} (pid {holder}); this one exits without running") from None
+            raise LockBusy(
+                f"another ci-loop pass holds {path} (pid {holder}); this one exits without running"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -91,7 +93,11 @@ def render_recovery(report: Report, previous: dict[str, Any], now: datetime) -> 
 
 
 def run_pass(
-    settings: Settings, *, alerts_dir: Path, now: datetime, budget_s: float = DEFAULT_BUDGET_S,
+    settings: Settings,
+    *,
+    alerts_dir: Path,
+    now: datetime,
+    budget_s: float = DEFAULT_BUDGET_S,
 ) -> PassOutcome:
     """Run one read-only pass and write the alert or recovery file it calls for."""
     from sync_ci.smoke import run_smoke
@@ -104,7 +110,10 @@ def run_pass(
     if not report.ok or report.extra.get("unmeasured"):
         alert_file = alerts_dir / f"sync-degraded-{timestamp(now)}.md"
         alert_file.write_text(render_alert(report, settings, now), encoding="utf-8")
-        _write_state(state_file, {"ok": False, "at": now.isoformat(timespec="seconds"), "alert_file": str(alert_file)})
+        _write_state(
+            state_file,
+            {"ok": False, "at": now.isoformat(timespec="seconds"), "alert_file": str(alert_file)},
+        )
     else:
         if previous.get("ok") is False:
             recovery_file = alerts_dir / f"sync-recovered-{timestamp(now)}.md"
@@ -128,7 +137,12 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
 
 
 def command(
-    *, target: str | None, config: str | None, alerts_dir: Path, budget_s: float, now: datetime | None,
+    *,
+    target: str | None,
+    config: str | None,
+    alerts_dir: Path,
+    budget_s: float,
+    now: datetime | None,
     args: argparse.Namespace,
 ) -> int:
     """One scheduled pass: exit 0 healthy (or lock busy), 1 degraded, 3 could not measure."""
@@ -139,7 +153,9 @@ def command(
     lock = settings.state_dir / "ci-loop.lock"
     try:
         with pass_lock(lock), attach(settings) as attached:
-            outcome = run_pass(attached, alerts_dir=alerts_dir, now=now or datetime.now(UTC), budget_s=budget_s)
+            outcome = run_pass(
+                attached, alerts_dir=alerts_dir, now=now or datetime.now(UTC), budget_s=budget_s
+            )
     except LockBusy as exc:
         print(f"sync-ci: ci-loop: {exc}", file=sys.stderr)
         return int(ExitCode.OK)
@@ -151,8 +167,10 @@ def command(
         print(f"ci-loop: degraded; alert written to {outcome.alert_file}")
     elif not quiet:
         extra = f"; recovery note {outcome.recovery_file}" if outcome.recovery_file else ""
-        print(f"ci-loop: ok, {report.counts['pass']} phases passed read-only against {report.target} "
-              f"in {report.duration_s:.2f} s{extra}")
+        print(
+            f"ci-loop: ok, {report.counts['pass']} phases passed read-only against {report.target} "
+            f"in {report.duration_s:.2f} s{extra}"
+        )
     if report.extra.get("unmeasured"):
         return int(ExitCode.UNMEASURED)
     return int(ExitCode.OK if report.ok else ExitCode.FAILED)
@@ -171,8 +189,20 @@ def add_parser(sub: Any) -> None:
         "writes a recovery note. Quiet on success apart from one line (--quiet: none).",
     )
     add_common(parser)
-    parser.add_argument("--alerts-dir", type=Path, default=DEFAULT_ALERTS_DIR, metavar="DIR", help="where alert files go (default %(default)s)")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS", help="bound on the whole pass (default %(default)s)")
+    parser.add_argument(
+        "--alerts-dir",
+        type=Path,
+        default=DEFAULT_ALERTS_DIR,
+        metavar="DIR",
+        help="where alert files go (default %(default)s)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        metavar="SECONDS",
+        help="bound on the whole pass (default %(default)s)",
+    )
     parser.add_argument("--now", metavar="ISO8601", help="reference time for file names (tests)")
     parser.set_defaults(func=_run)
 
@@ -185,9 +215,16 @@ def _run(args: argparse.Namespace) -> int:
         try:
             now = datetime.fromisoformat(args.now)
         except ValueError:
-            raise UsageError(f"--now {args.now!r} is not an ISO-8601 time (e.g. 2026-11-27T06:00:00Z)") from None
+            raise UsageError(
+                f"--now {args.now!r} is not an ISO-8601 time (e.g. 2026-11-27T06:00:00Z)"
+            ) from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
     return command(
-        target=args.target, config=args.config, alerts_dir=args.alerts_dir, budget_s=args.budget, now=now, args=args,
+        target=args.target,
+        config=args.config,
+        alerts_dir=args.alerts_dir,
+        budget_s=args.budget,
+        now=now,
+        args=args,
     )

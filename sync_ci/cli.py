@@ -51,10 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Add the options every suite shares."""
-    parser.add_argument("--target", choices=("sandbox", "ci", "live"), help="what to run against (default: settings, else sandbox)")
-    parser.add_argument("--config", metavar="PATH", help="settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)")
-    parser.add_argument("--json", metavar="PATH", dest="json_path", help="also write the result document as JSON")
-    parser.add_argument("--junit", metavar="PATH", dest="junit_path", help="also write a JUnit XML report")
+    parser.add_argument(
+        "--target",
+        choices=("sandbox", "ci", "live"),
+        help="what to run against (default: settings, else sandbox)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", dest="json_path", help="also write the result document as JSON"
+    )
+    parser.add_argument(
+        "--junit", metavar="PATH", dest="junit_path", help="also write a JUnit XML report"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 

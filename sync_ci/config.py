@@ -126,7 +126,12 @@ def validate_sha(value: str) -> str:
 def validate_root(name: str, value: str) -> str:
     """Check a root prefix: relative, ends in '/', no empty or '..' segments."""
     parts = value[:-1].split("/") if value.endswith("/") else None
-    if not value or parts is None or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    if (
+        not value
+        or parts is None
+        or value.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise SettingsError(
             f"setting {name} = {value!r} is not a prefix like 'snappy-os/': it must be relative, "
             "end with '/', and have no empty, '.' or '..' segments"
@@ -158,7 +163,9 @@ def _user_config_dir(env: Mapping[str, str]) -> Path:
 
 
 def _user_state_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local/state"
+    )
     return Path(base) / "sync-ci"
 
 
@@ -248,7 +255,7 @@ def load_settings(
             f"target {values['target']!r} is unknown ({sources['target']}); "
             f"use one of: {', '.join(TARGETS)}"
         )
-    chosen: Target = values["target"]  # type: ignore[assignment]
+    chosen: Target = values["target"]
 
     secret_source: dict[str, str] = dict(env)
     if env.get("SYNC_CI_SECRETS_FILE"):
@@ -285,7 +292,9 @@ def load_settings(
         validate_sha(sha)
 
     regions = tuple(_parse_regions(data.get("regions", []), path))
-    state_dir = Path(values["state_dir"]).expanduser() if values["state_dir"] else _user_state_dir(env)
+    state_dir = (
+        Path(values["state_dir"]).expanduser() if values["state_dir"] else _user_state_dir(env)
+    )
     mirror_dir = (
         Path(values["mirror_dir"]).expanduser() if values["mirror_dir"] else state_dir / "mirror"
     )

@@ -65,7 +65,9 @@ def token_matches(tenant_secret: str, tenant_id: str, token: str) -> bool:
 def validate_tenant_id(tenant_id: str) -> str:
     """Return the id if it is 1-63 of [a-z0-9_-], starting alphanumeric."""
     if not TENANT_RE.fullmatch(tenant_id):
-        raise ContractError(f"tenant id {tenant_id!r} must be 1-63 characters of a-z, 0-9, '_' or '-'")
+        raise ContractError(
+            f"tenant id {tenant_id!r} must be 1-63 characters of a-z, 0-9, '_' or '-'"
+        )
     return tenant_id
 
 
@@ -82,7 +84,9 @@ def parse_catalog(document: Any, what: str = "catalog") -> Catalog:
     if not isinstance(document, dict):
         raise ContractError(f"{what} is not a JSON object")
     if document.get("schema") != CATALOG_SCHEMA:
-        raise ContractError(f"{what} has schema {document.get('schema')!r}, expected {CATALOG_SCHEMA}")
+        raise ContractError(
+            f"{what} has schema {document.get('schema')!r}, expected {CATALOG_SCHEMA}"
+        )
     generation = document.get("generation")
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ContractError(f"{what} generation {generation!r} is not a non-negative integer")
@@ -144,7 +148,9 @@ def validate_alert(document: Any) -> dict[str, str]:
     """Check an alert body has every field as a short string."""
     if not isinstance(document, dict):
         raise ContractError("alert body is not a JSON object")
-    missing = [f for f in ALERT_FIELDS if not isinstance(document.get(f), str) or not document.get(f)]
+    missing = [
+        f for f in ALERT_FIELDS if not isinstance(document.get(f), str) or not document.get(f)
+    ]
     if missing:
         raise ContractError(f"alert body lacks {', '.join(missing)}")
     return {f: str(document[f]) for f in ALERT_FIELDS}

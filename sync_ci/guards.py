@@ -156,7 +156,9 @@ def check_s3_call(policy: WritePolicy, operation: str, method: str, params: dict
         return
     allowed_ops = CLEANUP_OPS if policy.cleanup_root else KEYED_WRITE_OPS.keys()
     if operation not in allowed_ops and not policy.loopback_admin:
-        raise GuardViolation(f"refused {operation} ({method}): not an allowed write ({policy.describe()})")
+        raise GuardViolation(
+            f"refused {operation} ({method}): not an allowed write ({policy.describe()})"
+        )
     for key in _keys_written(operation, params):
         check_write_key(policy, key, operation)
     if operation == "DeleteObjects" and not _keys_written(operation, params):
@@ -177,10 +179,14 @@ def install_s3_guard(client: Any, policy: WritePolicy) -> None:
     """Hook `policy` into a boto3 S3 client's events so no call on it can skip the check."""
     events = client.meta.events
 
-    def before_parameter_build(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    def before_parameter_build(
+        params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
         method = str(model.http.get("method", "POST"))
         if context.get("is_presign_request") and method.upper() not in READ_METHODS:
-            raise GuardViolation(f"refused presigned {model.name} ({method}): presigned writes are off")
+            raise GuardViolation(
+                f"refused presigned {model.name} ({method}): presigned writes are off"
+            )
         check_s3_call(policy, model.name, method, params)
         context["sync_ci_guard"] = model.name
 
@@ -190,12 +196,18 @@ def install_s3_guard(client: Any, policy: WritePolicy) -> None:
         if method in READ_METHODS:
             return
         context = getattr(request, "context", None) or {}
-        if policy.read_only or context.get("sync_ci_guard") != operation_name or context.get(
-            "is_presign_request"
+        if (
+            policy.read_only
+            or context.get("sync_ci_guard") != operation_name
+            or context.get("is_presign_request")
         ):
-            raise GuardViolation(f"refused {operation_name} ({method}) at signing ({policy.describe()})")
+            raise GuardViolation(
+                f"refused {operation_name} ({method}) at signing ({policy.describe()})"
+            )
 
-    events.register_first("before-parameter-build.s3", before_parameter_build, unique_id="sync-ci-guard-params")
+    events.register_first(
+        "before-parameter-build.s3", before_parameter_build, unique_id="sync-ci-guard-params"
+    )
     events.register_first("before-sign.s3", before_sign, unique_id="sync-ci-guard-sign")
 
 

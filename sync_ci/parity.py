@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from sync_ci.worker import WorkerClient
 
 SURFACES = ("bucket", "worker", "mirror")
-PAIRS: tuple[tuple[str, str], ...] = (("bucket", "worker"), ("worker", "mirror"), ("bucket", "mirror"))
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("bucket", "worker"),
+    ("worker", "mirror"),
+    ("bucket", "mirror"),
+)
 MISSING = "missing"
 
 
@@ -63,13 +67,20 @@ def evaluate_cells(
                     title=f"{artifact} {pair[0]} = {pair[1]}",
                     status=status,
                     detail=detail,
-                    observed={"artifact": artifact, "pair": pair_name(pair), pair[0]: left, pair[1]: right},
+                    observed={
+                        "artifact": artifact,
+                        "pair": pair_name(pair),
+                        pair[0]: left,
+                        pair[1]: right,
+                    },
                 )
             )
     return results
 
 
-def matrix_cells(results: Sequence[Result]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+def matrix_cells(
+    results: Sequence[Result],
+) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
     """Arrange parity results as rows (artifacts), columns (pairs) and cell marks."""
     marks = {"pass": "ok", "fail": "DIFF", "skip": "-", "error": "ERR"}
     rows: list[str] = []
@@ -122,7 +133,9 @@ def mirror_observations(catalog: Catalog, mirror_dir: Path) -> list[Observation]
     """Observe the local mirror for every catalog entry."""
     return [
         Observation(
-            artifact=entry.name, surface="mirror", digest=file_digest(mirror_path(mirror_dir, entry.name))
+            artifact=entry.name,
+            surface="mirror",
+            digest=file_digest(mirror_path(mirror_dir, entry.name)),
         )
         for entry in catalog.entries
     ]
@@ -134,6 +147,8 @@ def tenant_cells(worker: WorkerClient, mirror_dir: Path) -> list[Result]:
     from sync_ci.worker import expect
 
     catalog = parse_catalog(expect(worker.get("/catalog"), 200).json(), "Worker /catalog")
-    observations = [Observation(artifact=e.name, surface="worker", digest=e.sha256) for e in catalog.entries]
+    observations = [
+        Observation(artifact=e.name, surface="worker", digest=e.sha256) for e in catalog.entries
+    ]
     observations += mirror_observations(catalog, mirror_dir)
     return evaluate_cells(observations)

@@ -104,8 +104,14 @@ def phase_preflight(run: SmokeRun) -> str:
     except UnreachableError:
         run.unmeasured = True
         raise
-    if not isinstance(health, dict) or health.get("contract", 1) != 1 or health.get("ok") is not True:
-        raise PhaseFailed(f"Worker /_health answered {str(health)[:120]!r}, expected ok and contract 1")
+    if (
+        not isinstance(health, dict)
+        or health.get("contract", 1) != 1
+        or health.get("ok") is not True
+    ):
+        raise PhaseFailed(
+            f"Worker /_health answered {str(health)[:120]!r}, expected ok and contract 1"
+        )
     try:
         next(iter(run.store.list(run.root, page_size=1)), None)
     except UnreachableError:
@@ -162,9 +168,7 @@ def phase_push(run: SmokeRun) -> str:
         {"tenant": run.tenant_id, "sha": run.settings.sha, "pad": secrets.token_hex(5 * 1024)},
         separators=(",", ":"),
     ).encode()
-    answer = run.worker.post(
-        "/_push", data=body, headers=tenant_headers(run), retry=False
-    )
+    answer = run.worker.post("/_push", data=body, headers=tenant_headers(run), retry=False)
     expect(answer, 201)
     stored = run.store.get(tenant_state_key(run.root, run.tenant_id))
     if stored != body:
@@ -215,13 +219,19 @@ def phase_parity(run: SmokeRun) -> tuple[str, list[Result]]:
         Observation(artifact="catalog.json", surface="bucket", digest=bucket_catalog),
         Observation(artifact="catalog.json", surface="worker", digest=worker_catalog),
     ]
-    entries = run.catalog.entries if run.mode == "write" else sample_entries(run.catalog, run.sample)
+    entries = (
+        run.catalog.entries if run.mode == "write" else sample_entries(run.catalog, run.sample)
+    )
     expected = {}
     for entry in entries:
         expected[entry.name] = entry.sha256
         raw = run.store.get(object_key(run.root, entry.sha256))
         observations.append(
-            Observation(artifact=entry.name, surface="bucket", digest=sha256_hex(raw) if raw is not None else "missing")
+            Observation(
+                artifact=entry.name,
+                surface="bucket",
+                digest=sha256_hex(raw) if raw is not None else "missing",
+            )
         )
         answer = run.worker.get(f"/o/{entry.sha256}")
         observations.append(
@@ -237,15 +247,23 @@ def phase_parity(run: SmokeRun) -> tuple[str, list[Result]]:
     if run.pushed:
         state = run.store.get(tenant_state_key(run.root, run.tenant_id))
         observations += [
-            Observation(artifact=f"tenants/{run.tenant_id}/state.json", surface="bucket",
-                        digest=sha256_hex(state) if state is not None else "missing"),
-            Observation(artifact=f"tenants/{run.tenant_id}/state.json", surface="mirror",
-                        digest=sha256_hex(run.pushed)),
+            Observation(
+                artifact=f"tenants/{run.tenant_id}/state.json",
+                surface="bucket",
+                digest=sha256_hex(state) if state is not None else "missing",
+            ),
+            Observation(
+                artifact=f"tenants/{run.tenant_id}/state.json",
+                surface="mirror",
+                digest=sha256_hex(run.pushed),
+            ),
         ]
     cells = evaluate_cells(observations, expected=expected)
     failing = [c for c in cells if c.status == "fail"]
     passed = sum(c.status == "pass" for c in cells)
-    detail = f"{passed} cells equal" + (f", {len(failing)} differ: {failing[0].title}" if failing else "")
+    detail = f"{passed} cells equal" + (
+        f", {len(failing)} differ: {failing[0].title}" if failing else ""
+    )
     if failing:
         raise PhaseFailedWithCells(detail, cells)
     return detail, cells
@@ -270,8 +288,12 @@ def phase_alert(run: SmokeRun) -> str:
         "ts": datetime.now(UTC).isoformat(timespec="seconds"),
         "idempotency_key": run.alert_key,
     }
-    first = expect(run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 202)
-    second = expect(run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 200)
+    first = expect(
+        run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 202
+    )
+    second = expect(
+        run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 200
+    )
     return f"202 then {second.status} for key {run.alert_key} ({first.elapsed_s * 1000:.0f} ms)"
 
 
@@ -288,7 +310,9 @@ def phase_status(run: SmokeRun) -> str:
         if not entry or run.tenant_id not in entry.get("tenants", []):
             raise PhaseFailed("/_status does not show the smoke-roundtrip alert from this run")
         return f"smoke-roundtrip seen {entry.get('count')} time(s) across {len(entry.get('tenants', []))} tenant(s)"
-    return f"{len(checks)} check(s) alerting, {len(status.get('silent_tenants', []))} silent tenant(s)"
+    return (
+        f"{len(checks)} check(s) alerting, {len(status.get('silent_tenants', []))} silent tenant(s)"
+    )
 
 
 # ---- helpers of the phases ----
@@ -297,7 +321,9 @@ def phase_status(run: SmokeRun) -> str:
 def tenant_headers(run: SmokeRun) -> dict[str, str]:
     """Tenant auth headers of contract v1."""
     if not run.tenant_token:
-        raise Skipped("no tenant secret or token (SYNC_CI_TENANT_SECRET): push and alert not checked")
+        raise Skipped(
+            "no tenant secret or token (SYNC_CI_TENANT_SECRET): push and alert not checked"
+        )
     return {"x-sync-tenant": run.tenant_id, "authorization": f"Bearer {run.tenant_token}"}
 
 
@@ -306,7 +332,9 @@ def fetch_object(run: SmokeRun, digest: str) -> bytes:
     answer = expect(run.worker.get(f"/o/{digest}"), 200)
     actual = sha256_hex(answer.body)
     if actual != digest:
-        raise PhaseFailed(f"/o/{digest[:12]}… served {len(answer.body)} bytes hashing to {actual[:12]}…")
+        raise PhaseFailed(
+            f"/o/{digest[:12]}… served {len(answer.body)} bytes hashing to {actual[:12]}…"
+        )
     return answer.body
 
 
@@ -369,18 +397,30 @@ def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Resul
     blocked = ""
     for name in names:
         if blocked:
-            rows.append(Result(id=f"phase:{name}", title=TITLES[name], status="skip", detail=f"not run: {blocked}"))
+            rows.append(
+                Result(
+                    id=f"phase:{name}",
+                    title=TITLES[name],
+                    status="skip",
+                    detail=f"not run: {blocked}",
+                )
+            )
             continue
         if time.monotonic() > run.deadline:
             blocked = "time budget exceeded"
-            rows.append(Result(id=f"phase:{name}", title=TITLES[name], status="fail", detail=blocked))
+            rows.append(
+                Result(id=f"phase:{name}", title=TITLES[name], status="fail", detail=blocked)
+            )
             continue
         row, phase_cells = run_one(run, name)
         if row.status == "fail" and retry_failed and not run.unmeasured:
             retry, retry_cells = run_one(run, name)
             if retry.status == "pass":
                 row = Result(
-                    id=retry.id, title=retry.title, status="pass", duration_s=row.duration_s + retry.duration_s,
+                    id=retry.id,
+                    title=retry.title,
+                    status="pass",
+                    duration_s=row.duration_s + retry.duration_s,
                     detail=f"passed on retry (first try: {row.detail})",
                 )
                 phase_cells = retry_cells
@@ -414,8 +454,11 @@ def run_one(run: SmokeRun, name: str) -> tuple[Result, list[Result]]:
         status, detail = "fail", str(exc)
     return (
         Result(
-            id=f"phase:{name}", title=TITLES[name], status=status,
-            duration_s=time.perf_counter() - started, detail=detail,
+            id=f"phase:{name}",
+            title=TITLES[name],
+            status=status,
+            duration_s=time.perf_counter() - started,
+            detail=detail,
         ),
         cells,
     )
@@ -423,7 +466,11 @@ def run_one(run: SmokeRun, name: str) -> tuple[Result, list[Result]]:
 
 @contextmanager
 def open_run(
-    settings: Settings, *, mode: Mode, sample: int = DEFAULT_SAMPLE, budget_s: float = 600.0,
+    settings: Settings,
+    *,
+    mode: Mode,
+    sample: int = DEFAULT_SAMPLE,
+    budget_s: float = 600.0,
     mirror_dir: Path | None = None,
 ) -> Iterator[SmokeRun]:
     """Build the guarded store and Worker clients for a smoke run."""
@@ -431,16 +478,24 @@ def open_run(
     from sync_ci.store import endpoint_from_settings, open_store
 
     if mode == "write" and settings.target == "live":
-        raise UsageError("the live target is read-only: run the smoke with --read-only (or use --target ci)")
+        raise UsageError(
+            "the live target is read-only: run the smoke with --read-only (or use --target ci)"
+        )
     read_only = mode == "read-only" or settings.read_only
     root = settings.live_root if mode == "read-only" else settings.ci_prefix
     if read_only:
         policy = guards.read_only_policy()
     else:
         if not guards.is_full_ci_prefix(root, settings.ci_root):
-            raise SettingsError(f"refusing to write: {root!r} is not a full {settings.ci_root}<sha>/ prefix")
+            raise SettingsError(
+                f"refusing to write: {root!r} is not a full {settings.ci_root}<sha>/ prefix"
+            )
         policy = guards.prefix_policy(settings.bucket, root)
-    worker_url = settings.preview_url if settings.target == "ci" and settings.preview_url else settings.worker_url
+    worker_url = (
+        settings.preview_url
+        if settings.target == "ci" and settings.preview_url
+        else settings.worker_url
+    )
     if not worker_url:
         raise SettingsError(
             f"target {settings.target} needs a Worker URL: set SYNC_CI_WORKER_URL (or SYNC_CI_PREVIEW_URL for ci)"
@@ -467,22 +522,40 @@ def open_run(
             import tempfile
 
             # A write-mode pull fills a throwaway mirror: the run leaves nothing on the machine.
-            mirror_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-ci-smoke-"))) / "mirror"
+            mirror_dir = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-ci-smoke-")))
+                / "mirror"
+            )
         yield SmokeRun(
-            settings=settings, mode=mode, store=store, worker=worker, root=root, mirror_dir=mirror_dir,
-            tenant_id=tenant, tenant_token=token, admin_token=settings.secrets.admin_token,
-            sample=sample, deadline=time.monotonic() + budget_s,
+            settings=settings,
+            mode=mode,
+            store=store,
+            worker=worker,
+            root=root,
+            mirror_dir=mirror_dir,
+            tenant_id=tenant,
+            tenant_token=token,
+            admin_token=settings.secrets.admin_token,
+            sample=sample,
+            deadline=time.monotonic() + budget_s,
         )
 
 
 def run_smoke(
-    settings: Settings, *, mode: Mode, sample: int = DEFAULT_SAMPLE, budget_s: float = 600.0,
-    retry_failed: bool = False, mirror_dir: Path | None = None,
+    settings: Settings,
+    *,
+    mode: Mode,
+    sample: int = DEFAULT_SAMPLE,
+    budget_s: float = 600.0,
+    retry_failed: bool = False,
+    mirror_dir: Path | None = None,
 ) -> Report:
     """Run the smoke against already-attached settings and return its report."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.perf_counter()
-    with open_run(settings, mode=mode, sample=sample, budget_s=budget_s, mirror_dir=mirror_dir) as run:
+    with open_run(
+        settings, mode=mode, sample=sample, budget_s=budget_s, mirror_dir=mirror_dir
+    ) as run:
         rows, cells = run_phases(run, retry_failed=retry_failed)
     return make_report(
         suite="smoke",
@@ -492,13 +565,23 @@ def run_smoke(
         started_at=started_at,
         duration_s=time.perf_counter() - clock,
         results=rows,
-        extra={"root": run.root, "parity": [c.to_json() for c in cells], "unmeasured": run.unmeasured},
+        extra={
+            "root": run.root,
+            "parity": [c.to_json() for c in cells],
+            "unmeasured": run.unmeasured,
+        },
     )
 
 
 def command(
-    *, target: str | None, config: str | None, read_only: bool, sample: int, faults: list[str],
-    budget_s: float, args: argparse.Namespace,
+    *,
+    target: str | None,
+    config: str | None,
+    read_only: bool,
+    sample: int,
+    faults: list[str],
+    budget_s: float,
+    args: argparse.Namespace,
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
     from sync_ci.report import emit
@@ -533,7 +616,10 @@ def parse_faults(values: list[str]) -> dict[str, str]:
 
 
 def _result_args(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in ("id", "title", "status", "duration_s", "detail", "observed", "threshold")}
+    return {
+        k: doc[k]
+        for k in ("id", "title", "status", "duration_s", "detail", "observed", "threshold")
+    }
 
 
 def add_parser(sub: Any) -> None:
@@ -548,17 +634,44 @@ def add_parser(sub: Any) -> None:
         "install, pull-dry, parity, status; GET and HEAD only.",
     )
     add_common(parser)
-    parser.add_argument("--read-only", action="store_true", help="GET/HEAD only against the production root (always on for live)")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N", help="objects to verify in read-only mode (0: all; default %(default)s)")
-    parser.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE", help="sandbox only: start it with this fault (5xx_rate, latency_ms, bucket_latency_ms)")
-    parser.add_argument("--budget", type=float, default=600.0, metavar="SECONDS", help="bound on the whole run (default %(default)s)")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="GET/HEAD only against the production root (always on for live)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=DEFAULT_SAMPLE,
+        metavar="N",
+        help="objects to verify in read-only mode (0: all; default %(default)s)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sandbox only: start it with this fault (5xx_rate, latency_ms, bucket_latency_ms)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="bound on the whole run (default %(default)s)",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     return command(
-        target=args.target, config=args.config, read_only=args.read_only, sample=args.sample,
-        faults=args.fault, budget_s=args.budget, args=args,
+        target=args.target,
+        config=args.config,
+        read_only=args.read_only,
+        sample=args.sample,
+        faults=args.fault,
+        budget_s=args.budget,
+        args=args,
     )
 
 

@@ -66,7 +66,9 @@ def _adapter_class() -> type:
             self.allowed_posts = allowed_posts
 
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            check_http_request(self.read_only, request.method or "GET", request.url or "", self.allowed_posts)
+            check_http_request(
+                self.read_only, request.method or "GET", request.url or "", self.allowed_posts
+            )
             if kwargs.get("timeout") is None:
                 raise GuardViolation(f"refused {request.method} {request.url}: no timeout given")
             return super().send(request, *args, **kwargs)
@@ -119,8 +121,13 @@ class WorkerClient:
             started = time.perf_counter()
             try:
                 response = self.session.request(
-                    method, url, json=json_body, data=data, headers=headers,
-                    timeout=self.target.timeout_s, allow_redirects=False,
+                    method,
+                    url,
+                    json=json_body,
+                    data=data,
+                    headers=headers,
+                    timeout=self.target.timeout_s,
+                    allow_redirects=False,
                 )
             except requests.exceptions.Timeout:
                 last_error = f"timed out after {self.target.timeout_s:g} s"

@@ -17,7 +17,9 @@ from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.store_server import StoreKind, StoreProcess, start_store
 from sync_ci.store import Store, StoreEndpoint, open_store
 
-STORE_KIND: StoreKind = "seaweedfs" if os.environ.get("SYNC_CI_TEST_STORE") == "seaweedfs" else "moto"
+STORE_KIND: StoreKind = (
+    "seaweedfs" if os.environ.get("SYNC_CI_TEST_STORE") == "seaweedfs" else "moto"
+)
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,19 @@ from tests.conftest import FaultySandbox
 
 def run_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     full_env = {**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.run([sys.executable, "-m", "sync_ci", "ci-loop", *args], capture_output=True,
-                          text=True, env=full_env, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "sync_ci", "ci-loop", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd=cwd,
+    )
 
 
-def test_healthy_pass_writes_nothing_and_prints_one_line(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+def test_healthy_pass_writes_nothing_and_prints_one_line(
+    sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
     out = run_cli(sandbox_env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("\n") == 1 and out.stdout.startswith("ci-loop: ok")
@@ -28,7 +36,9 @@ def test_healthy_pass_writes_nothing_and_prints_one_line(sandbox_env: dict[str, 
     assert quiet.returncode == 0 and quiet.stdout == ""
 
 
-def test_degraded_pass_writes_one_alert_then_a_recovery_note(faulty_sandbox: FaultySandbox, tmp_path: Path) -> None:
+def test_degraded_pass_writes_one_alert_then_a_recovery_note(
+    faulty_sandbox: FaultySandbox, tmp_path: Path
+) -> None:
     from sync_ci.sandbox.attach import clear_faults
 
     settings: Settings = faulty_sandbox({"5xx_rate": "1"})
@@ -48,8 +58,8 @@ def test_degraded_pass_writes_one_alert_then_a_recovery_note(faulty_sandbox: Fau
 
 
 def test_read_only_even_on_a_writable_target(faulty_sandbox: FaultySandbox, tmp_path: Path) -> None:
-    from sync_ci.store import endpoint_from_settings, open_store
     from sync_ci import guards
+    from sync_ci.store import endpoint_from_settings, open_store
 
     settings = faulty_sandbox()
     store = open_store(endpoint_from_settings(settings), guards.sandbox_admin_policy())

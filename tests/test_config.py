@@ -34,8 +34,15 @@ def test_fresh_checkout_defaults_to_sandbox(tmp_path: Path) -> None:
 
 
 def test_precedence_file_env_flag(tmp_path: Path) -> None:
-    config = write(tmp_path / "s.toml", 'target = "live"\n[store]\nbucket = "from-file"\nlive_root = "prod/"\n')
-    env = {**REMOTE_ENV, "HOME": str(tmp_path), "SYNC_CI_CONFIG": str(config), "SYNC_CI_BUCKET": "from-env"}
+    config = write(
+        tmp_path / "s.toml", 'target = "live"\n[store]\nbucket = "from-file"\nlive_root = "prod/"\n'
+    )
+    env = {
+        **REMOTE_ENV,
+        "HOME": str(tmp_path),
+        "SYNC_CI_CONFIG": str(config),
+        "SYNC_CI_BUCKET": "from-env",
+    }
     settings = load_settings(env=env)
     assert (settings.target, settings.bucket, settings.live_root) == ("live", "from-env", "prod/")
     assert settings.read_only
@@ -82,7 +89,9 @@ def test_remote_targets_need_bucket_and_credentials(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="credentials"):
         load_settings(env=env, target="ci")
     with pytest.raises(SettingsError, match="needs the production Worker"):
-        load_settings(env={**REMOTE_ENV, "HOME": str(tmp_path), "SYNC_CI_WORKER_URL": ""}, target="live")
+        load_settings(
+            env={**REMOTE_ENV, "HOME": str(tmp_path), "SYNC_CI_WORKER_URL": ""}, target="live"
+        )
 
 
 def test_ci_sha_from_github(tmp_path: Path) -> None:
@@ -103,13 +112,24 @@ def test_describe_redacts_every_secret(tmp_path: Path) -> None:
 
 def test_config_show_cli_redacts_and_errors_cleanly(tmp_path: Path) -> None:
     env = {**REMOTE_ENV, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    shown = subprocess.run([sys.executable, "-m", "sync_ci", "config", "show", "--target", "live"],
-                           capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    shown = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "config", "show", "--target", "live"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "s3cr3t-value-never-shown" not in shown.stdout and "robert-storage" in shown.stdout
-    bad = subprocess.run([sys.executable, "-m", "sync_ci", "config", "show", "--target", "ci"],
-                         capture_output=True, text=True, env={"HOME": str(tmp_path), "SYNC_CI_SHA": SHA},
-                         timeout=60, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "config", "show", "--target", "ci"],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "SYNC_CI_SHA": SHA},
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2
     assert bad.stderr.startswith("sync-ci: error: target ci needs a bucket")
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

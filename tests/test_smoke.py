@@ -31,10 +31,18 @@ def statuses(report_rows: tuple[object, ...]) -> dict[str, str]:
     return {r.id.removeprefix("phase:"): r.status for r in report_rows}  # type: ignore[attr-defined]
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full_env = {**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.run([sys.executable, "-m", "sync_ci", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=env["HOME"])
+    return subprocess.run(
+        [sys.executable, "-m", "sync_ci", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=env["HOME"],
+    )
 
 
 def test_write_mode_passes_and_writes_only_under_its_prefix(sandbox_settings: Settings) -> None:
@@ -70,8 +78,9 @@ def test_read_only_clients_refuse_writes(sandbox_settings: Settings) -> None:
 
 
 def test_live_target_refuses_write_mode(sandbox_settings: Settings) -> None:
-    with pytest.raises(UsageError, match="read-only"), open_run(
-        sandbox_settings.with_values(target="live"), mode="write"
+    with (
+        pytest.raises(UsageError, match="read-only"),
+        open_run(sandbox_settings.with_values(target="live"), mode="write"),
     ):
         pass
 
@@ -99,7 +108,9 @@ def test_corrupt_object_and_malformed_catalog_fail_read_only(faulty_sandbox: Fau
 
     broken = faulty_sandbox()
     broken_store = admin(broken)
-    broken_store.put(catalog_key(broken.live_root), b'{"schema": 1, "generation": -1, "entries": {}}')
+    broken_store.put(
+        catalog_key(broken.live_root), b'{"schema": 1, "generation": -1, "entries": {}}'
+    )
     report = run_smoke(broken, mode="read-only")
     install = next(r for r in report.results if r.id == "phase:install")
     assert install.status == "fail" and "generation" in install.detail
@@ -119,7 +130,9 @@ def test_unreachable_worker_is_unmeasured(sandbox_settings: Settings) -> None:
 
 
 def test_cli_prints_table_and_matrix(sandbox_env: dict[str, str], tmp_path: Path) -> None:
-    out = run_cli(sandbox_env, "smoke", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+    out = run_cli(
+        sandbox_env, "smoke", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")
+    )
     assert out.returncode == 0, out.stderr
     for phase in WRITE_PHASES:
         assert f"phase:{phase}" in out.stdout
@@ -130,7 +143,11 @@ def test_cli_prints_table_and_matrix(sandbox_env: dict[str, str], tmp_path: Path
 
 
 def test_cli_fault_on_ephemeral_sandbox_exits_1(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "SYNC_CI_SHA": "abcdef1234", "SYNC_CI_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        "HOME": str(tmp_path),
+        "SYNC_CI_SHA": "abcdef1234",
+        "SYNC_CI_STATE_DIR": str(tmp_path / "state"),
+    }
     out = run_cli(env, "smoke", "--fault", "5xx_rate=1")
     assert out.returncode == 1, out.stderr
     assert "FAIL" in out.stdout and "phase:install" in out.stdout

@@ -82,7 +82,9 @@ def attach(
     """
     if settings.target != "sandbox":
         if faults or kv_miss_ms:
-            raise UsageError(f"--fault and --kv-miss-ms apply to the sandbox only, not to {settings.target}")
+            raise UsageError(
+                f"--fault and --kv-miss-ms apply to the sandbox only, not to {settings.target}"
+            )
         if settings.target == "ci" and ci_worker and not settings.preview_url:
             with local_ci_worker(settings) as local:
                 yield local
@@ -94,7 +96,9 @@ def attach(
         check_alive(info, settings.sandbox_file)
         attached = settings_for(settings, info, f"sandbox {settings.sandbox_file}")
         if kv_miss_ms:
-            raise UsageError("--kv-miss-ms is fixed when a sandbox starts; restart it with --kv-miss-ms")
+            raise UsageError(
+                "--kv-miss-ms is fixed when a sandbox starts; restart it with --kv-miss-ms"
+            )
         if not faults:
             yield attached
             return
@@ -126,7 +130,9 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
 
     prefix = settings.ci_prefix
     if not is_full_ci_prefix(prefix, settings.ci_root):
-        raise SettingsError(f"refusing to start a Worker over {prefix!r}: not a full {settings.ci_root}<sha>/")
+        raise SettingsError(
+            f"refusing to start a Worker over {prefix!r}: not a full {settings.ci_root}<sha>/"
+        )
     tenant_id = settings.tenant_id or "ci-smoke"
     tenant_secret = settings.secrets.tenant_secret or _secrets.token_hex(32)
     admin_token = settings.secrets.admin_token or _secrets.token_hex(32)
@@ -142,11 +148,26 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
             "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
             "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
         }
-        command = [*WORKER_COMMAND, "--ready-file", str(ready), "--root", prefix, "--ci-root",
-                   settings.ci_root, "--write-prefix", prefix]
+        command = [
+            *WORKER_COMMAND,
+            "--ready-file",
+            str(ready),
+            "--root",
+            prefix,
+            "--ci-root",
+            settings.ci_root,
+            "--write-prefix",
+            prefix,
+        ]
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            worker = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         try:
             document = wait_for_worker(worker, ready, log_path, 30.0)
             regions = document["regions"]
@@ -160,7 +181,10 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
                     tenant_token=contract.tenant_token(tenant_secret, tenant_id),
                     admin_token=admin_token,
                 ),
-                sources={**settings.sources, "worker_url": "local reference Worker over the CI prefix"},
+                sources={
+                    **settings.sources,
+                    "worker_url": "local reference Worker over the CI prefix",
+                },
             )
         finally:
             stop_process_group(worker)
@@ -219,4 +243,3 @@ def set_faults(settings: Settings, faults: Mapping[str, object]) -> dict[str, An
 def clear_faults(settings: Settings) -> dict[str, Any]:
     """Remove every fault; return the (empty) faults now in force."""
     return _faults_call(settings, {"clear": True})
-

@@ -189,15 +189,24 @@ def add_parser(sub: Any) -> None:
         "--store", choices=STORE_KINDS, default="moto", help="object store (default moto)"
     )
     parser.add_argument(
-        "--fault", action="append", default=[], metavar="KEY=VALUE",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="fault from the start: 5xx_rate, latency_ms, bucket_latency_ms, kv_miss_ms.<COLO>",
     )
     parser.add_argument(
-        "--kv-miss-ms", action="append", default=[], metavar="COLO=MS",
+        "--kv-miss-ms",
+        action="append",
+        default=[],
+        metavar="COLO=MS",
         help="cold KV miss latency of a region (e.g. SIN=150)",
     )
-    parser.add_argument("--ready-file", metavar="PATH", help="where to write the ready file "
-                        "(default: $XDG_STATE_HOME/sync-ci/sandbox.json)")
+    parser.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="where to write the ready file (default: $XDG_STATE_HOME/sync-ci/sandbox.json)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.set_defaults(func=_run_sandbox)
@@ -207,7 +216,11 @@ def add_parser(sub: Any) -> None:
         help="change the faults of the running sandbox (SYNC_CI_SANDBOX) and print them",
     )
     fault.add_argument(
-        "--set", action="append", default=[], dest="set_items", metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        dest="set_items",
+        metavar="KEY=VALUE",
         help="set a fault (VALUE a number, or null to remove it)",
     )
     fault.add_argument("--clear", action="store_true", help="remove every fault first")
@@ -221,8 +234,11 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     kv_miss_ms = parse_kv_miss(args.kv_miss_ms)
     ready_file = Path(args.ready_file) if args.ready_file else default_ready_file()
     return run_sandbox(
-        store=args.store, faults=faults, kv_miss_ms=kv_miss_ms,
-        ready_file=ready_file.expanduser().absolute(), quiet=args.quiet,
+        store=args.store,
+        faults=faults,
+        kv_miss_ms=kv_miss_ms,
+        ready_file=ready_file.expanduser().absolute(),
+        quiet=args.quiet,
     )
 
 

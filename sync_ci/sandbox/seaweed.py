@@ -293,4 +293,3 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "(no log)"
     return lines[-1].strip() if lines else "(empty log)"
-

@@ -59,7 +59,10 @@ class StoreProcess:
 
 
 def _moto_command() -> list[str]:
-    found = shutil.which("moto_server", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    found = shutil.which(
+        "moto_server",
+        path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    )
     if found:
         return [found]
     return [sys.executable, "-m", "moto.server"]
@@ -76,7 +79,9 @@ def start_moto(log_path: Path | None = None) -> StoreProcess:
             start_new_session=True,
         )
     except OSError as exc:
-        raise SettingsError(f"cannot start moto_server ({exc}); install it: pip install 'moto[server]'") from None
+        raise SettingsError(
+            f"cannot start moto_server ({exc}); install it: pip install 'moto[server]'"
+        ) from None
     port = _read_moto_port(process)
     return StoreProcess(
         drain=_drain(process),

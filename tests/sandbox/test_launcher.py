@@ -35,8 +35,15 @@ from tests.conftest import FaultySandbox, sandbox_env_for
 
 REPO = Path(__file__).resolve().parents[2]
 READY_KEYS = {
-    "schema", "store", "worker", "live_root", "ci_root", "tenant_id", "tenant_secret",
-    "admin_token", "started_at",
+    "schema",
+    "store",
+    "worker",
+    "live_root",
+    "ci_root",
+    "tenant_id",
+    "tenant_secret",
+    "admin_token",
+    "started_at",
 }
 
 
@@ -150,7 +157,12 @@ def test_ready_file_is_private_complete_and_round_trips(sandbox: Sandbox, tmp_pa
     assert document["store"]["pid"] == sandbox.store.pid
     assert document["store"]["bucket"] == "sync-ci-sandbox"
     assert set(document["store"]) == {
-        "kind", "endpoint_url", "bucket", "access_key_id", "secret_access_key", "pid",
+        "kind",
+        "endpoint_url",
+        "bucket",
+        "access_key_id",
+        "secret_access_key",
+        "pid",
     }
     worker = document["worker"]
     assert worker["pid"] == sandbox.worker.pid
@@ -196,7 +208,8 @@ def test_sandbox_settings_point_at_the_session_sandbox(
     assert sandbox_settings.target == "sandbox"
     assert sandbox_settings.worker_url == info.worker.url
     assert (sandbox_settings.bucket, sandbox_settings.endpoint_url) == (
-        "sync-ci-sandbox", info.store.endpoint_url,
+        "sync-ci-sandbox",
+        info.store.endpoint_url,
     )
     assert [r.colo for r in sandbox_settings.regions] == ["SJC", "IAD", "FRA", "SIN", "GRU"]
     assert sandbox_settings.secrets.tenant_token == contract.tenant_token(
@@ -250,7 +263,10 @@ def test_attach_to_a_dead_sandbox_is_unreachable(sandbox: Sandbox, tmp_path: Pat
     done = subprocess.run(
         [sys.executable, "-m", "sync_ci", "sandbox-fault"],
         env=_cli_env(sandbox_env_for(ready, tmp_path / "home2")),
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert done.returncode == 3
     assert done.stdout == ""
@@ -327,7 +343,10 @@ def test_sigterm_stops_the_sandbox_command_and_every_child(tmp_path: Path) -> No
     command = [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)]
     with open(tmp_path / "out.txt", "wb") as out_file, open(tmp_path / "err.txt", "wb") as err:
         process = subprocess.Popen(
-            command, stdout=out_file, stderr=err, env=_cli_env({"HOME": str(tmp_path)}),
+            command,
+            stdout=out_file,
+            stderr=err,
+            env=_cli_env({"HOME": str(tmp_path)}),
             cwd=tmp_path,
         )
     try:
@@ -389,7 +408,11 @@ def test_faults_given_at_start_and_changed_by_the_cli(
     )
     done = subprocess.run(
         [sys.executable, "-m", "sync_ci", "sandbox-fault", "--clear", "--set", "latency_ms=5"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"latency_ms": 5.0}

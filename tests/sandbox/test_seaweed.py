@@ -59,12 +59,22 @@ def _listening(port: int) -> bool:
 def test_command_line_sets_every_port_and_stays_on_loopback(tmp_path: Path) -> None:
     ports = dict(zip(SERVICES, (21000, 21001, 21002, 21003, 21004), strict=True))
     args = weed_arguments(
-        tmp_path / "weed", data_dir=tmp_path / "d", runtime_dir=tmp_path / "r", ports=ports,
+        tmp_path / "weed",
+        data_dir=tmp_path / "d",
+        runtime_dir=tmp_path / "r",
+        ports=ports,
         s3_config=tmp_path / "s3.json",
     )
     assert args[1] == "mini"
-    for flag in ("-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"):
+    for flag in (
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ):
         assert flag in args
     for service, port in ports.items():
         assert f"-{service}.port={port}" in args
@@ -99,8 +109,11 @@ def test_weed_mini_is_strict_isolated_and_stops_clean(tmp_path: Path) -> None:
             wrong.get("snappy-os-ci/abc1234/x.txt")
         # The second instance has its own credentials: the first one's are unknown there.
         crossed = StoreEndpoint(
-            bucket="strict-a", endpoint_url=second.endpoint_url, region_name="us-east-1",
-            access_key_id=first.access_key_id, secret_access_key=first.secret_access_key,
+            bucket="strict-a",
+            endpoint_url=second.endpoint_url,
+            region_name="us-east-1",
+            access_key_id=first.access_key_id,
+            secret_access_key=first.secret_access_key,
         )
         with pytest.raises(StoreError, match=r"InvalidAccessKeyId|AccessDenied"):
             open_store(crossed, guards.read_only_policy()).get("snappy-os-ci/abc1234/x.txt")
