@@ -11,12 +11,14 @@ nox.options.reuse_venv = "yes"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
+# Every install is constrained by the lock, so CI resolves the same versions every time.
+LOCK = ("-c", "requirements/lock.txt")
 
 
 @nox.session(python=PYTHON)
 def check(session: nox.Session) -> None:
     """Typecheck, lint, workflow audit and runtime drift."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-m", "checks.static", *session.posargs)
 
@@ -24,7 +26,7 @@ def check(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint_sync(session: nox.Session) -> None:
     """Run the section-A lint catalogue over the repository."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-m", "checks", *(session.posargs or ["--scope", "repo", "."]))
 
@@ -32,7 +34,7 @@ def lint_sync(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def smoke_sync(session: nox.Session) -> None:
     """Run the phase-mirror smoke (sandbox by default; writes only under snappy-os-ci/<sha>/)."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "smoke"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-m", "sync_ci", "smoke", *session.posargs)
 
@@ -40,7 +42,7 @@ def smoke_sync(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite against real servers on 127.0.0.1."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("pytest", *(session.posargs or ["-n", "2"]))
 
@@ -48,7 +50,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False, tags=["strict"])
 def tests_strict(session: nox.Session) -> None:
     """Run the storage-facing tests against SeaweedFS, the strict store."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "strict"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "strict"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run(
         "pytest", "-m", "strict_store", *session.posargs, env={"SYNC_CI_TEST_STORE": "seaweedfs"}
@@ -58,7 +60,7 @@ def tests_strict(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False, tags=["bench"])
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print ratios against their references."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
@@ -66,6 +68,6 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False, tags=["gates"])
 def gates(session: nox.Session) -> None:
     """Run every pre-launch gate (fails closed)."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "runtime"))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "runtime"), *LOCK)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-m", "sync_ci", "gate", *(session.posargs or ["all"]))

@@ -124,3 +124,11 @@ def faulty_sandbox(tmp_path: Path) -> Iterator[FaultySandbox]:
             return stack.enter_context(attach(load_settings(env=env)))
 
         yield start
+
+
+@pytest.fixture
+def ci_store(store_endpoint: StoreEndpoint, ci_sha: str) -> Store:
+    """The per-commit CI-prefix client: writes only under `snappy-os-ci/<ci_sha>/` (the firewall refuses the rest)."""
+    return open_store(
+        store_endpoint, guards.prefix_policy(store_endpoint.bucket, f"snappy-os-ci/{ci_sha}/")
+    )

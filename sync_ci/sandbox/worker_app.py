@@ -11,6 +11,7 @@ import math
 import random
 import re
 import secrets
+from email.utils import formatdate
 import sys
 import time
 from collections import OrderedDict
@@ -496,6 +497,8 @@ async def contract_middleware(request: web.Request, handler: Handler) -> web.Str
     if close:
         response.force_close()
     response.headers["cf-ray"] = f"{secrets.token_hex(8)}-{_region(request).spec.colo}"
+    # The Date header follows the Worker's clock, so /_sandbox/clock can simulate skew.
+    response.headers["date"] = formatdate(request.app[STATE_KEY].now(), usegmt=True)
     if CACHE in request:
         response.headers["x-cache"] = request[CACHE]
     total_ms = (time.perf_counter() - started) * 1000
