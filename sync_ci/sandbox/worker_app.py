@@ -11,7 +11,6 @@ import math
 import random
 import re
 import secrets
-from email.utils import formatdate
 import sys
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import Any, TypeVar
 
 from aiohttp import web
