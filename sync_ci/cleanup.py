@@ -29,7 +29,7 @@ from sync_ci.errors import (
     UnreachableError,
     UsageError,
 )
-from sync_ci.report import Report, Result, make_report
+from sync_ci.report import Report, Result, emit, make_report
 from sync_ci.store import DELETE_BATCH, DeleteFailure, Store, UploadInfo, VersionInfo
 
 SUITE = "cleanup"
@@ -859,13 +859,6 @@ def _resolved_settings(args: argparse.Namespace) -> Iterator[Any]:
         yield settings
 
 
-def _emit(report: Report, args: argparse.Namespace) -> int:
-    from sync_ci import report as report_module
-
-    emit: Callable[[Report, argparse.Namespace], int] = report_module.emit
-    return emit(report, args)
-
-
 def command(args: argparse.Namespace) -> int:
     """Run `sync-ci cleanup`: settings, guarded client, plan, delete, report, exit code."""
     from sync_ci.store import count_requests, endpoint_from_settings, open_store
@@ -892,7 +885,7 @@ def command(args: argparse.Namespace) -> int:
             if writes
             else guards.read_only_policy()
         )
-        store = open_store(endpoint_from_settings(settings), policy)
+        store = open_store(endpoint_from_settings(settings), policy, fast_timestamps=True)
         requests = count_requests(store)
         mode = "dry-run" if args.dry_run else "delete"
         if args.show_lifecycle:
@@ -915,13 +908,11 @@ def command(args: argparse.Namespace) -> int:
         if args.show_lifecycle:
             rules = store.lifecycle_rules()
             rows = summarize_lifecycle(rules, settings.ci_root)
-            return _emit(report_of(rows, {"lifecycle": rules}), args)
+            return emit(report_of(rows, {"lifecycle": rules}), args)
         if args.install_lifecycle:
             merged = install_lifecycle(store, settings.ci_root, older_than, dry_run=args.dry_run)
             rows = summarize_lifecycle(merged, settings.ci_root)
-            return _emit(
-                report_of(rows, {"lifecycle": merged, "installed": not args.dry_run}), args
-            )
+            return emit(report_of(rows, {"lifecycle": merged, "installed": not args.dry_run}), args)
 
         progress = Progress(enabled=None if not quiet else False)
         run = run_cleanup(
@@ -941,7 +932,7 @@ def command(args: argparse.Namespace) -> int:
             duration_s=run.duration_s,
             requests=dict(requests),
         )
-        return _emit(report_of(summarize_run(run), totals(run)), args)
+        return emit(report_of(summarize_run(run), totals(run)), args)
 
 
 def add_parser(sub: Any) -> None:

@@ -7,7 +7,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sync_ci.errors import GuardViolation, SettingsError, StoreError, UnreachableError
@@ -95,7 +95,27 @@ def translate_errors(what: str) -> Iterator[None]:
         raise StoreError(f"object store error during {what}: {exc}") from None
 
 
-def build_client(endpoint: StoreEndpoint, policy: WritePolicy, *, max_pool: int = 16) -> S3Client:
+def parse_timestamp_fast(value: Any) -> datetime:
+    """Parse a response timestamp: ISO-8601 by the standard library, anything else by botocore."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
+
+
+def build_client(
+    endpoint: StoreEndpoint,
+    policy: WritePolicy,
+    *,
+    max_pool: int = 16,
+    fast_timestamps: bool = False,
+) -> S3Client:
     """Build an S3 client with the write guard for `policy` installed before it is returned."""
     import boto3
     from botocore.config import Config
@@ -115,7 +135,18 @@ def build_client(endpoint: StoreEndpoint, policy: WritePolicy, *, max_pool: int 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session()
+    if fast_timestamps:
+        # botocore parses every LastModified with dateutil (about 150 us each): listing 10,000
+        # keys spent 1.5 s there. ISO-8601 from the standard library is some 50x cheaper.
+        import botocore.session
+
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp_fast
+        )
+        session = boto3.session.Session(botocore_session=core)
+    else:
+        session = boto3.session.Session()
     client = session.client(
         "s3",
         endpoint_url=endpoint.endpoint_url or None,

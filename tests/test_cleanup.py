@@ -25,6 +25,7 @@ from sync_ci.store import (
     VersionInfo,
     count_requests,
     open_store,
+    parse_timestamp_fast,
 )
 
 CI = "snappy-os-ci/"
@@ -298,6 +299,30 @@ def test_progress_draws_only_when_enabled(tmp_path: Path) -> None:
     assert text.endswith("\r\x1b[K")
 
 
+def test_failed_entries_match_by_version_or_by_whole_key() -> None:
+    batch = [
+        cleanup.Doomed(key="a", version_id="v1", size=1),
+        cleanup.Doomed(key="a", version_id="v2", size=1),
+        cleanup.Doomed(key="b", version_id="v3", size=1),
+        cleanup.Doomed(key="c", version_id="", size=1),
+    ]
+    failures = [
+        DeleteFailure(key="a", version_id="v2", code="AccessDenied"),
+        DeleteFailure(key="c", version_id="", code="AccessDenied"),
+    ]
+    assert cleanup.failed_entries([batch], failures) == {("a", "v2"), ("c", "")}
+    assert cleanup.failed_entries([batch], [DeleteFailure(key="a", version_id="", code="X")]) == {
+        ("a", "v1"),
+        ("a", "v2"),
+    }
+
+
+def test_fast_timestamps_match_botocore() -> None:
+    assert parse_timestamp_fast("2026-03-01T12:00:00.000Z") == NOW
+    assert parse_timestamp_fast("Sun, 01 Mar 2026 12:00:00 GMT") == NOW
+    assert parse_timestamp_fast("2026-03-01T12:00:00.000Z").utcoffset() == timedelta(0)
+
+
 def test_cleanup_is_a_registered_subcommand() -> None:
     args = cli.build_parser().parse_args(["cleanup", "--dry-run", "--older-than", "36h"])
     assert args.func is cleanup.command
@@ -343,6 +368,7 @@ def cleanup_store(endpoint: StoreEndpoint, bucket: str | None = None) -> Store:
             secret_access_key=endpoint.secret_access_key,
         ),
         guards.cleanup_policy(target, CI),
+        fast_timestamps=True,
     )
 
 
@@ -460,7 +486,7 @@ def test_cleanup_removes_every_version_and_delete_marker(
     admin_store.client.put_bucket_versioning(
         Bucket=admin_store.bucket, VersioningConfiguration={"Status": "Enabled"}
     )
-    old, kept = sha(), sha()
+    old = sha()
     for round_ in range(2):
         put_all(admin_store, [f"{CI}{old}/k{i}" for i in range(3)], body=b"v%d" % round_)
     admin_store.client.delete_object(Bucket=admin_store.bucket, Key=f"{CI}{old}/k0")
@@ -469,8 +495,10 @@ def test_cleanup_removes_every_version_and_delete_marker(
     live_versions = sorted((v.key, v.version_id) for v in admin_store.list_versions(LIVE))
     assert len(list(admin_store.list_versions(f"{CI}{old}/"))) == 7
 
+    store = cleanup_store(store_endpoint)
+    requests = count_requests(store)
     run = cleanup.run_cleanup(
-        cleanup_store(store_endpoint),
+        store,
         ci_root=CI,
         now=datetime.now(UTC) + timedelta(days=8),
         older_than=WEEK,
@@ -478,8 +506,9 @@ def test_cleanup_removes_every_version_and_delete_marker(
     assert run.outcome is not None
     assert run.outcome.deleted == 7
     assert list(admin_store.list_versions(f"{CI}{old}/")) == []
+    assert requests["ListObjectVersions"] == 1
+    assert "ListObjectsV2" not in requests
     assert sorted((v.key, v.version_id) for v in admin_store.list_versions(LIVE)) == live_versions
-    assert kept  # a second sha is never listed: nothing was written under it
 
 
 @pytest.mark.strict_store
@@ -637,3 +666,22 @@ def test_live_target_refuses_to_delete(
     monkeypatch.setenv("SYNC_CI_WORKER_URL", "http://127.0.0.1:9")
     assert cli.main(["cleanup", "--target", "live"]) == 2
     assert "read-only" in capsys.readouterr().err
+
+
+@pytest.mark.strict_store
+def test_sandbox_target_with_an_explicit_loopback_store_runs_without_attaching(
+    cli_env: StoreEndpoint, admin_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = sha()
+    admin_store.put(f"{CI}{old}/a", b"x")
+    assert cli.main(["cleanup", "--target", "sandbox", "--dry-run", "--now", later()]) == 0
+    assert "would delete" in capsys.readouterr().out
+    assert admin_store.head(f"{CI}{old}/a") is not None
+
+
+def test_sandbox_target_refuses_a_remote_store(
+    cli_env: StoreEndpoint, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SYNC_CI_ENDPOINT_URL", "http://192.0.2.1:9000")
+    assert cli.main(["cleanup", "--target", "sandbox"]) == 2
+    assert "loopback" in capsys.readouterr().err
