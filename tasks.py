@@ -122,7 +122,7 @@ def sandbox(c: Context, store: str = "moto", ready_file: str = "", fault: str = 
 @task(help={"platform": "ubuntu, macos or wsl2", "output": "where to write the .cast file"})
 def record_cast(c: Context, platform: str = "ubuntu", output: str = "") -> None:
     """Record the standard launch script with asciinema for one platform."""
-    _run("gate", "record-cast", "--platform", platform, *_opt("--output", output))
+    _run("gate", "record-cast", "--platform", platform, *_opt("--out", output))
 
 
 @task(help={"target": "sandbox, ci or live", "fault": "sandbox fault KEY=VALUE"})
