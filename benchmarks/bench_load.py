@@ -82,12 +82,33 @@ def run_hey(hey: str, url: str, secret: str, workdir: Path) -> Run:
     push = push_request("gate-000", secret, LoadScenario().body_bytes, "hey")
     body = workdir / "push.json"
     body.write_bytes(push.body)
-    headers = [arg for name, value in push.headers.items() if name != "content-type"
-               for arg in ("-H", f"{name}: {value}")]
+    headers = [
+        arg
+        for name, value in push.headers.items()
+        if name != "content-type"
+        for arg in ("-H", f"{name}: {value}")
+    ]
     commands = [
         [hey, "-n", "1000", "-c", "1000", "-t", "60", "-o", "csv", f"{url}/install"],
-        [hey, "-n", "100", "-c", "100", "-t", "60", "-o", "csv", "-m", "POST",
-         "-T", "application/json", "-D", str(body), *headers, f"{url}/_push"],
+        [
+            hey,
+            "-n",
+            "100",
+            "-c",
+            "100",
+            "-t",
+            "60",
+            "-o",
+            "csv",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body),
+            *headers,
+            f"{url}/_push",
+        ],
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -121,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=50, help="fixed latency the Worker adds")
     args = parser.parse_args([] if argv is None else argv)
     hey = shutil.which("hey")
-    with start_sandbox(faults={"latency_ms": str(args.latency_ms)}) as sandbox, \
-            tempfile.TemporaryDirectory(prefix="bench-load-") as workdir:
+    with (
+        start_sandbox(faults={"latency_ms": str(args.latency_ms)}) as sandbox,
+        tempfile.TemporaryDirectory(prefix="bench-load-") as workdir,
+    ):
         url, secret = sandbox.info.worker.url, sandbox.info.tenant_secret
         run_gate(url, secret)  # warm the sandbox's catalog cache and imports
         ours: list[Run] = []
@@ -133,9 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             spread.append(run_gate(url, secret, processes=2))
             if hey:
                 theirs.append(run_hey(hey, url, secret, Path(workdir)))
-    print(f"burst: 1,000 GET /install + 100 POST /_push (10 KB) against a Worker adding "
-          f"{args.latency_ms} ms; median [min-max] of {args.runs} runs each")
-    print(f"{'':22}{'install p95 ms':>24}{'push p95 ms':>24}{'start spread ms':>24}{'client CPU s':>24}")
+    print(
+        f"burst: 1,000 GET /install + 100 POST /_push (10 KB) against a Worker adding "
+        f"{args.latency_ms} ms; median [min-max] of {args.runs} runs each"
+    )
+    print(
+        f"{'':22}{'install p95 ms':>24}{'push p95 ms':>24}{'start spread ms':>24}{'client CPU s':>24}"
+    )
     fields = ("install_p95_ms", "push_p95_ms", "spread_ms", "cpu_s")
     print(f"{'gate engine (aiohttp)':22}" + "".join(f"{_median(ours, f):>24}" for f in fields))
     print(f"{'gate --processes 2':22}" + "".join(f"{_median(spread, f):>24}" for f in fields))

@@ -176,7 +176,9 @@ def test_ci_prefix_allows_only_reviewed_writes_inside_it(recorder: tuple[str, li
             call(client, operation, params_for(operation, "snappy-os-ci/abc1234/x"))
         except GuardViolation:
             continue
-        except Exception as exc:  # the stand-in server's empty answers do not parse for every operation
+        except (
+            Exception
+        ) as exc:  # the stand-in server's empty answers do not parse for every operation
             unparsed.append(f"{operation}: {type(exc).__name__}")
         allowed.add(operation)
     assert allowed <= set(guards.KEYED_WRITE_OPS), allowed - set(guards.KEYED_WRITE_OPS)

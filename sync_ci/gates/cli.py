@@ -50,7 +50,11 @@ def open_target(args: argparse.Namespace) -> Iterator[Settings]:
 
 def worker_base_url(settings: Settings) -> str:
     """Return the Worker the load gate drives."""
-    url = settings.preview_url if settings.target == "ci" and settings.preview_url else settings.worker_url
+    url = (
+        settings.preview_url
+        if settings.target == "ci" and settings.preview_url
+        else settings.worker_url
+    )
     if not url:
         raise SettingsError(
             f"target {settings.target} names no Worker: set [worker] url (or preview_url) in "
@@ -59,7 +63,9 @@ def worker_base_url(settings: Settings) -> str:
     return url.rstrip("/")
 
 
-def _unmeasured(suite: str, target: str, sha: str, started: float, gate_id: str, why: str) -> Report:
+def _unmeasured(
+    suite: str, target: str, sha: str, started: float, gate_id: str, why: str
+) -> Report:
     return make_report(
         suite=suite,
         target=target,
@@ -138,7 +144,11 @@ def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
     finally:
         _end_progress(progress)
     return load_report(
-        phases, table, scenario, target=settings.target, sha=settings.sha,
+        phases,
+        table,
+        scenario,
+        target=settings.target,
+        sha=settings.sha,
         duration_s=time.monotonic() - started,
     )
 
@@ -190,7 +200,9 @@ def _read_documents(paths: Sequence[str], gate: str) -> list[Report]:
         except ContractError as exc:
             raise UsageError(f"--merge: {exc}") from None
         if report.extra.get("gate") != gate:
-            raise UsageError(f"{path} is not a {gate} gate result (extra.gate is {report.extra.get('gate')!r})")
+            raise UsageError(
+                f"{path} is not a {gate} gate result (extra.gate is {report.extra.get('gate')!r})"
+            )
         reports.append(report)
     return reports
 
@@ -204,7 +216,9 @@ def merge_load(args: argparse.Namespace) -> Report:
     reports = _read_documents(args.merge, "load")
     if any(r.extra.get("unmeasured") for r in reports):
         bad = [p for p, r in zip(args.merge, reports, strict=True) if r.extra.get("unmeasured")]
-        return _unmeasured("gate.load", "merged", reports[0].sha, started, "load", f"{bad[0]} measured nothing")
+        return _unmeasured(
+            "gate.load", "merged", reports[0].sha, started, "load", f"{bad[0]} measured nothing"
+        )
     by_phase: dict[str, list[PhaseOutcome]] = {}
     for report in reports:
         phases = report.extra.get("phases")
@@ -214,9 +228,14 @@ def merge_load(args: argparse.Namespace) -> Report:
             by_phase.setdefault(name, []).append(PhaseOutcome.from_json(document))
     merged = [merge_phase(parts, same_clock=False) for _, parts in sorted(by_phase.items())]
     return load_report(
-        merged, table, scenario, target="+".join(sorted({r.target for r in reports})),
-        sha=reports[0].sha, duration_s=time.monotonic() - started,
-        required={INSTALL: scenario.installs, PUSH: scenario.pushes}, merged_from=args.merge,
+        merged,
+        table,
+        scenario,
+        target="+".join(sorted({r.target for r in reports})),
+        sha=reports[0].sha,
+        duration_s=time.monotonic() - started,
+        required={INSTALL: scenario.installs, PUSH: scenario.pushes},
+        merged_from=args.merge,
     )
 
 
@@ -281,11 +300,17 @@ def run_latency_gate(settings: Settings, args: argparse.Namespace) -> Report:
         )
     progress = _progress(args)
     try:
-        regions = measure_latency(settings.regions, scenario, timeout_s=args.timeout, progress=progress)
+        regions = measure_latency(
+            settings.regions, scenario, timeout_s=args.timeout, progress=progress
+        )
     finally:
         _end_progress(progress)
     return latency_report(
-        regions, table, scenario, target=settings.target, sha=settings.sha,
+        regions,
+        table,
+        scenario,
+        target=settings.target,
+        sha=settings.sha,
         duration_s=time.monotonic() - started,
     )
 
@@ -304,8 +329,13 @@ def merge_latency(args: argparse.Namespace) -> Report:
             raise UsageError(f"{path} has no regions to merge")
         parts.extend(RegionOutcome.from_json(doc) for doc in regions.values())
     return latency_report(
-        merge_regions(parts), table, scenario, target="+".join(sorted({r.target for r in reports})),
-        sha=reports[0].sha, duration_s=time.monotonic() - started, merged_from=args.merge,
+        merge_regions(parts),
+        table,
+        scenario,
+        target="+".join(sorted({r.target for r in reports})),
+        sha=reports[0].sha,
+        duration_s=time.monotonic() - started,
+        merged_from=args.merge,
     )
 
 
@@ -334,7 +364,11 @@ def run_platforms_gate(args: argparse.Namespace, *, target: str = "-", sha: str 
         started_at=_now_iso(),
         duration_s=time.monotonic() - started,
         results=check_platforms(paths, version),
-        extra={"gate": "platforms", "version": version, "recordings": {k: str(v) for k, v in paths.items()}},
+        extra={
+            "gate": "platforms",
+            "version": version,
+            "recordings": {k: str(v) for k, v in paths.items()},
+        },
     )
 
 
@@ -410,7 +444,9 @@ def all_command(args: argparse.Namespace) -> int:
     except UnreachableError as exc:
         reports.append(_unmeasured("gate.load", target, sha, started, "load", str(exc)))
     reports.append(run_platforms_gate(args, target=target, sha=sha))
-    return _emit(combine(reports, target=target, sha=sha, duration_s=time.monotonic() - started), args)
+    return _emit(
+        combine(reports, target=target, sha=sha, duration_s=time.monotonic() - started), args
+    )
 
 
 def record_cast_command(args: argparse.Namespace) -> int:
@@ -418,7 +454,9 @@ def record_cast_command(args: argparse.Namespace) -> int:
     from sync_ci.gates.platforms import record_cast
 
     out = args.out or str(Path(args.casts) / f"{args.platform.lower()}.cast")
-    code = record_cast(args.platform, out, script_cmd=args.command or None, version=args.launch_version)
+    code = record_cast(
+        args.platform, out, script_cmd=args.command or None, version=args.launch_version
+    )
     print(f"recorded {out}: {'passes' if code == 0 else 'FAILS'} the platforms gate")
     return code
 
@@ -428,46 +466,76 @@ def record_cast_command(args: argparse.Namespace) -> int:
 
 def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None:
     parser.add_argument(
-        "--fault", action="append", default=[], metavar="KEY=VALUE",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="sandbox only: inject a fault (5xx_rate, latency_ms, bucket_latency_ms, kv_miss_ms.COLO)",
     )
     parser.add_argument(
-        "--threshold", action="append", default=[], metavar="ID=VALUE",
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
         help="tighten a threshold (loosening is refused, exit 2); ids: "
         + ", ".join(t.id for t in threshold_table.CANONICAL),
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
         help="per-request bound; a request over it counts as an error (default %(default)s)",
     )
     if merge:
         parser.add_argument(
-            "--merge", nargs="+", default=[], metavar="RESULT.json",
+            "--merge",
+            nargs="+",
+            default=[],
+            metavar="RESULT.json",
             help="judge the union of result files from several machines instead of measuring",
         )
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--installs", type=int, default=1000, help="concurrent GET /install (at least 1000)")
-    parser.add_argument("--pushes", type=int, default=100, help="concurrent POST /_push (at least 100)")
-    parser.add_argument("--processes", type=int, default=1, help="client processes to spread the burst over")
-    parser.add_argument("--rate", type=float, default=0.0, help="open-model phase: requests per second")
+    parser.add_argument(
+        "--installs", type=int, default=1000, help="concurrent GET /install (at least 1000)"
+    )
+    parser.add_argument(
+        "--pushes", type=int, default=100, help="concurrent POST /_push (at least 100)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="client processes to spread the burst over"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open-model phase: requests per second"
+    )
     parser.add_argument("--duration", type=float, default=0.0, help="open-model phase: seconds")
 
 
 def _add_latency_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=200, help="cold reads per region (at least 200)")
+    parser.add_argument(
+        "--samples", type=int, default=200, help="cold reads per region (at least 200)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="probes in flight per region")
 
 
 def _add_platform_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--casts", default="casts", metavar="DIR", help="where NAME.cast recordings live")
     parser.add_argument(
-        "--cast", action="append", default=[], metavar="PLATFORM=PATH",
+        "--casts", default="casts", metavar="DIR", help="where NAME.cast recordings live"
+    )
+    parser.add_argument(
+        "--cast",
+        action="append",
+        default=[],
+        metavar="PLATFORM=PATH",
         help="a recording for one platform (ubuntu, macos, wsl2)",
     )
     parser.add_argument(
-        "--version", dest="launch_version", default=None, metavar="VERSION",
+        "--version",
+        dest="launch_version",
+        default=None,
+        metavar="VERSION",
         help="the version being launched (default: this sync-ci's)",
     )
 
@@ -517,7 +585,9 @@ def add_parser(sub: Any) -> None:
     record.add_argument("--platform", required=True, help="ubuntu, macos or wsl2")
     record.add_argument("--out", default="", help="recording path (default: CASTS/PLATFORM.cast)")
     record.add_argument("--casts", default="casts", metavar="DIR")
-    record.add_argument("--command", default="", help="record this command instead of the standard script")
+    record.add_argument(
+        "--command", default="", help="record this command instead of the standard script"
+    )
     record.add_argument("--version", dest="launch_version", default=None, metavar="VERSION")
     record.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     wire(record, record_cast_command)

@@ -84,6 +84,7 @@ class LatencySummary:
 
     def to_json(self) -> dict[str, Any]:
         """Render for a result row's `observed` field."""
+
         def finite(value: float) -> float | None:
             return value if math.isfinite(value) else None
 

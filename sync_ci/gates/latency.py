@@ -100,7 +100,9 @@ def merge_regions(parts: Iterable[RegionOutcome]) -> dict[str, RegionOutcome]:
     for name, group in grouped.items():
         colos = {g.colo for g in group}
         if len(colos) > 1:
-            raise UsageError(f"region {name} expects different colos in the merged results: {sorted(colos)}")
+            raise UsageError(
+                f"region {name} expects different colos in the merged results: {sorted(colos)}"
+            )
         others: dict[str, int] = {}
         for g in group:
             for colo, count in g.other_colos.items():
@@ -137,7 +139,10 @@ def evaluate_region(outcome: RegionOutcome, thresholds: Mapping[str, Threshold])
     """Judge one region: p95, p99, errors and the share answered by another colo."""
     summary = _summary(outcome)
     p95, p99 = thresholds["latency.region.p95_ms"], thresholds["latency.region.p99_ms"]
-    errors, other = thresholds["latency.region.errors"], thresholds["latency.region.other_colo_fraction"]
+    errors, other = (
+        thresholds["latency.region.errors"],
+        thresholds["latency.region.other_colo_fraction"],
+    )
     answered = outcome.ok + outcome.other_colo
     fraction = outcome.other_colo / answered if answered else 0.0
     breaches: list[str] = []
@@ -152,7 +157,9 @@ def evaluate_region(outcome: RegionOutcome, thresholds: Mapping[str, Threshold])
             breaches.append(f"breached {p99.id} {p99.describe()}: p99 {summary.p99_ms:.1f} ms")
     if not errors.passes(outcome.errors):
         example = f" (first: {outcome.first_error})" if outcome.first_error else ""
-        breaches.append(f"breached {errors.id} {errors.describe()}: {outcome.errors} failed probes{example}")
+        breaches.append(
+            f"breached {errors.id} {errors.describe()}: {outcome.errors} failed probes{example}"
+        )
     if not other.passes(fraction):
         seen = ", ".join(f"{c} x{n}" for c, n in sorted(outcome.other_colos.items()))
         breaches.append(

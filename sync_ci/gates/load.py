@@ -114,7 +114,9 @@ def merge_ops(parts: Iterable[OpStats]) -> OpStats:
         status_4xx=sum(p.status_4xx for p in parts),
         network=sum(p.network for p in parts),
         other=sum(p.other for p in parts),
-        histogram=histogram.merge_encoded(encoded) if encoded else histogram.encode(histogram.new()),
+        histogram=histogram.merge_encoded(encoded)
+        if encoded
+        else histogram.encode(histogram.new()),
         first_error=next((p.first_error for p in parts if p.first_error), ""),
     )
 
@@ -226,12 +228,17 @@ def evaluate_phase(
     rows: list[Result] = []
     for name in OPERATIONS:
         op = outcome.ops.get(name, OpStats())
-        summary = histogram.summarize(histogram.decode(op.histogram)) if op.histogram else (
-            histogram.summarize(histogram.new())
+        summary = (
+            histogram.summarize(histogram.decode(op.histogram))
+            if op.histogram
+            else (histogram.summarize(histogram.new()))
         )
         limit = thresholds[f"load.{name}.p95_ms"]
         passed = summary.count > 0 and limit.passes(summary.p95_ms)
-        observed = {**summary.to_json(), **{k: v for k, v in op.to_json().items() if k != "histogram"}}
+        observed = {
+            **summary.to_json(),
+            **{k: v for k, v in op.to_json().items() if k != "histogram"},
+        }
         detail = (
             f"p95 {summary.p95_ms:.1f} ms over {summary.count} answers"
             if summary.count
@@ -239,15 +246,23 @@ def evaluate_phase(
         )
         if outcome.phase == OPEN and summary.count:
             # Coordinated omission: the verdict uses latency from the intended send time.
-            raw = histogram.summarize(histogram.decode(outcome.raw[name])) if name in outcome.raw else None
+            raw = (
+                histogram.summarize(histogram.decode(outcome.raw[name]))
+                if name in outcome.raw
+                else None
+            )
             observed["raw_p95_ms"] = raw.p95_ms if raw else None
-            detail += " from intended send time" + (f" (raw p95 {raw.p95_ms:.1f} ms)" if raw else "")
+            detail += " from intended send time" + (
+                f" (raw p95 {raw.p95_ms:.1f} ms)" if raw else ""
+            )
         rows.append(
             Result(
                 id=f"{prefix}.{name}.p95_ms",
                 title=f"{label}: {name} p95 {limit.describe()}",
                 status="pass" if passed else "fail",
-                detail=detail if passed else f"breached load.{name}.p95_ms {limit.describe()}: {detail}",
+                detail=detail
+                if passed
+                else f"breached load.{name}.p95_ms {limit.describe()}: {detail}",
                 observed=observed,
                 threshold=limit.to_json(),
             )
@@ -256,7 +271,9 @@ def evaluate_phase(
     planned = {name: outcome.ops.get(name, OpStats()).planned for name in OPERATIONS}
     for name, floor in (required or {}).items():
         planned[name] = max(planned.get(name, 0), floor)
-    missing = sum(max(planned[name] - outcome.ops.get(name, OpStats()).ok, 0) for name in OPERATIONS)
+    missing = sum(
+        max(planned[name] - outcome.ops.get(name, OpStats()).ok, 0) for name in OPERATIONS
+    )
     counts = (
         ("load.5xx", sum(op.status_5xx for op in ops), "5xx answers"),
         ("load.errors", sum(op.errors for op in ops), "4xx, network and other errors"),
@@ -283,7 +300,9 @@ def evaluate_phase(
                 id=f"{prefix}.{threshold_id.removeprefix('load.')}",
                 title=f"{label}: {what} {limit.describe()}",
                 status="pass" if passed else "fail",
-                detail=detail if passed else f"breached {threshold_id} {limit.describe()}: {detail}",
+                detail=detail
+                if passed
+                else f"breached {threshold_id} {limit.describe()}: {detail}",
                 observed={"value": value, "by_operation": per_op},
                 threshold=limit.to_json(),
             )
@@ -298,7 +317,9 @@ def evaluate_phase(
                 id=f"{prefix}.start_spread_ms",
                 title=f"burst: start spread {limit.describe()}",
                 status="pass" if passed else "fail",
-                detail=detail if passed else f"breached load.start_spread_ms {limit.describe()}: {detail}",
+                detail=detail
+                if passed
+                else f"breached load.start_spread_ms {limit.describe()}: {detail}",
                 observed={
                     "start_spread_ms": round(spread, 3),
                     "cpu_s": round(outcome.cpu_s, 4),
@@ -540,7 +561,9 @@ async def run_open_model(
                 await asyncio.sleep(delay / 1e9)
             if operation == PUSH:
                 tenant = tenants[pushes % len(tenants)]
-                request = push_request(tenant, tenant_secret, scenario.body_bytes, f"{run}-o{pushes}")
+                request = push_request(
+                    tenant, tenant_secret, scenario.body_bytes, f"{run}-o{pushes}"
+                )
                 pushes += 1
             else:
                 request = install_request()
@@ -601,15 +624,25 @@ async def _run_job(
 ) -> list[PhaseOutcome]:
     phases = [
         await fire_burst(
-            plan, job.base_url, timeout_s=job.timeout_s, root=job.root, ready=ready,
+            plan,
+            job.base_url,
+            timeout_s=job.timeout_s,
+            root=job.root,
+            ready=ready,
             progress=progress,
         )
     ]
     if job.rate > 0:
         phases.append(
             await run_open_model(
-                job.scenario, job.tenant_secret, job.base_url, rate=job.rate,
-                duration_s=job.duration_s, timeout_s=job.timeout_s, root=job.root, progress=progress,
+                job.scenario,
+                job.tenant_secret,
+                job.base_url,
+                rate=job.rate,
+                duration_s=job.duration_s,
+                timeout_s=job.timeout_s,
+                root=job.root,
+                progress=progress,
             )
         )
     return phases
@@ -717,8 +750,7 @@ def run_load(
     if errors:
         raise HostLimitError(f"client processes could not measure: {errors[0]}")
     return [
-        merge_phase([c[i] for c in collected], same_clock=True)
-        for i in range(len(collected[0]))
+        merge_phase([c[i] for c in collected], same_clock=True) for i in range(len(collected[0]))
     ]
 
 
@@ -736,8 +768,13 @@ def plan_job(
     """Plan the burst and check the target allows every request in it."""
     check_plan_allowed(plan_burst(scenario, tenant_secret), base_url, read_only)
     return LoadJob(
-        base_url=base_url, root=root, timeout_s=timeout_s, scenario=scenario,
-        tenant_secret=tenant_secret, rate=rate, duration_s=duration_s,
+        base_url=base_url,
+        root=root,
+        timeout_s=timeout_s,
+        scenario=scenario,
+        tenant_secret=tenant_secret,
+        rate=rate,
+        duration_s=duration_s,
     )
 
 
@@ -751,4 +788,3 @@ def tty_progress() -> ProgressFn | None:
         sys.stderr.flush()
 
     return show
-

@@ -83,7 +83,9 @@ def parse_cast(text: str) -> Cast:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
-            where = "last" if number == len(lines) or not any(x.strip() for x in lines[number:]) else ""
+            where = (
+                "last" if number == len(lines) or not any(x.strip() for x in lines[number:]) else ""
+            )
             if where:
                 raise CastError(f"truncated: line {number} is an incomplete event") from None
             raise CastError(f"line {number} is not a JSON event") from None
@@ -104,7 +106,11 @@ def parse_cast(text: str) -> Cast:
         # A writer always ends an event with a newline; a missing one means it was cut short.
         raise CastError("truncated: the last event has no end of line")
     return Cast(
-        version=version, header=header, output="".join(output), exit_status=exit_status, events=events
+        version=version,
+        header=header,
+        output="".join(output),
+        exit_status=exit_status,
+        events=events,
     )
 
 
@@ -142,13 +148,17 @@ def evaluate_cast(cast: Cast, *, platform: str, version: str) -> list[str]:
     text = ANSI_RE.sub("", cast.output).replace("\r", "")
     matches = list(SENTINEL_RE.finditer(text))
     if not matches:
-        problems.append("no result sentinel (SYNC_CI_RESULT rc=... version=... platform=...) in the output")
+        problems.append(
+            "no result sentinel (SYNC_CI_RESULT rc=... version=... platform=...) in the output"
+        )
     else:
         rc, seen_version, seen_platform = matches[-1].groups()
         if rc != "0":
             problems.append(f"the standard script reported rc={rc}")
         if seen_version != version:
-            problems.append(f"recorded version {seen_version} is not the version being launched ({version})")
+            problems.append(
+                f"recorded version {seen_version} is not the version being launched ({version})"
+            )
         if seen_platform.lower() != platform:
             problems.append(f"the sentinel names platform {seen_platform!r}, not {platform!r}")
     for label, pattern in ERROR_PATTERNS:
@@ -218,13 +228,18 @@ def recording_paths(
     """Map each required platform to its recording: `--cast NAME=PATH`, else DIR/NAME.cast."""
     unknown = sorted(set(explicit) - set(platforms))
     if unknown:
-        raise UsageError(f"--cast names unknown platforms {unknown}; the gate reads {list(platforms)}")
+        raise UsageError(
+            f"--cast names unknown platforms {unknown}; the gate reads {list(platforms)}"
+        )
     return {p: Path(explicit[p]) if p in explicit else directory / f"{p}.cast" for p in platforms}
 
 
 def check_platforms(paths: Mapping[str, Path], version: str) -> list[Result]:
     """Judge every platform's recording."""
-    return [verdict_row(check_recording(path, platform=p, version=version), version) for p, path in paths.items()]
+    return [
+        verdict_row(check_recording(path, platform=p, version=version), version)
+        for p, path in paths.items()
+    ]
 
 
 # --- recording (edge) ----------------------------------------------------------------------------
@@ -243,10 +258,14 @@ def record_cast(
 
     platform = platform.lower()
     if not re.fullmatch(r"[a-z0-9_.-]+", platform):
-        raise UsageError(f"platform {platform!r} must be a short name such as ubuntu, macos or wsl2")
+        raise UsageError(
+            f"platform {platform!r} must be a short name such as ubuntu, macos or wsl2"
+        )
     asciinema = shutil.which("asciinema")
     if asciinema is None:
-        raise SettingsError("asciinema is not installed; install asciinema 2.4.0 (`pip install asciinema==2.4.0`)")
+        raise SettingsError(
+            "asciinema is not installed; install asciinema 2.4.0 (`pip install asciinema==2.4.0`)"
+        )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = script_cmd or f"bash {STANDARD_SCRIPT}"
@@ -255,8 +274,17 @@ def record_cast(
     try:
         finished = subprocess.run(
             [
-                asciinema, "rec", "--overwrite", "-q", "-t", title,
-                "-e", f"SHELL,TERM,{PLATFORM_ENV}", "-c", command, str(out),
+                asciinema,
+                "rec",
+                "--overwrite",
+                "-q",
+                "-t",
+                title,
+                "-e",
+                f"SHELL,TERM,{PLATFORM_ENV}",
+                "-c",
+                command,
+                str(out),
             ],
             stdin=subprocess.DEVNULL,
             env=env,
@@ -264,7 +292,9 @@ def record_cast(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise SettingsError(f"recording {platform} took longer than {timeout_s:g} s; it was stopped") from None
+        raise SettingsError(
+            f"recording {platform} took longer than {timeout_s:g} s; it was stopped"
+        ) from None
     if finished.returncode != 0:
         return int(finished.returncode)
     verdict = check_recording(out, platform=platform, version=version or __version__)

@@ -75,7 +75,13 @@ class PlannedRequest:
 
 def push_body(tenant_id: str, size: int, nonce: str) -> bytes:
     """Return a JSON push body of exactly `size` bytes."""
-    document = {"schema": 1, "tenant": tenant_id, "source": "sync-ci gate load", "nonce": nonce, "pad": ""}
+    document = {
+        "schema": 1,
+        "tenant": tenant_id,
+        "source": "sync-ci gate load",
+        "nonce": nonce,
+        "pad": "",
+    }
     base = len(json.dumps(document, separators=(",", ":")).encode())
     if size < base:
         raise UsageError(f"push body of {size} bytes is too small for the push document ({base})")
@@ -108,7 +114,9 @@ def install_request() -> PlannedRequest:
 def plan_burst(scenario: LoadScenario, tenant_secret: str) -> list[PlannedRequest]:
     """Return every request of the burst: installs first, then one push per tenant in turn."""
     if not tenant_secret:
-        raise UsageError("the load gate pushes as tenants and needs the tenant secret (SYNC_CI_TENANT_SECRET)")
+        raise UsageError(
+            "the load gate pushes as tenants and needs the tenant secret (SYNC_CI_TENANT_SECRET)"
+        )
     if scenario.tenants < 1 and scenario.pushes:
         raise UsageError("the load scenario needs at least one tenant")
     run = secrets.token_hex(4)
@@ -129,9 +137,10 @@ def open_model_operations(scenario: LoadScenario) -> Iterator[str]:
     i = 0
     while True:
         position = i % total
-        is_push = scenario.pushes and (position * scenario.pushes) // total != (
-            (position + 1) * scenario.pushes
-        ) // total
+        is_push = (
+            scenario.pushes
+            and (position * scenario.pushes) // total != ((position + 1) * scenario.pushes) // total
+        )
         yield PUSH if is_push else INSTALL
         i += 1
 

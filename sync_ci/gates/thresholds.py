@@ -49,16 +49,23 @@ CANONICAL: tuple[Threshold, ...] = (
     Threshold(id="load.install.p95_ms", title="install p95", kind="below", limit=2000, unit="ms"),
     Threshold(id="load.push.p95_ms", title="push p95", kind="below", limit=5000, unit="ms"),
     Threshold(id="load.5xx", title="5xx answers", kind="at_most", limit=0, unit=""),
-    Threshold(id="load.errors", title="4xx, network and other errors", kind="at_most", limit=0, unit=""),
+    Threshold(
+        id="load.errors", title="4xx, network and other errors", kind="at_most", limit=0, unit=""
+    ),
     Threshold(id="load.missing", title="missing samples", kind="at_most", limit=0, unit=""),
     # A burst spread over seconds is not 1,100 concurrent requests; passing it would soften the gate.
-    Threshold(id="load.start_spread_ms", title="burst start spread", kind="below", limit=1000, unit="ms"),
+    Threshold(
+        id="load.start_spread_ms", title="burst start spread", kind="below", limit=1000, unit="ms"
+    ),
     Threshold(id="latency.region.p95_ms", title="region p95", kind="below", limit=500, unit="ms"),
     Threshold(id="latency.region.p99_ms", title="region p99", kind="below", limit=1500, unit="ms"),
     Threshold(id="latency.region.errors", title="region errors", kind="at_most", limit=0, unit=""),
     Threshold(
-        id="latency.region.other_colo_fraction", title="answered by another colo",
-        kind="at_most", limit=0.05, unit="",
+        id="latency.region.other_colo_fraction",
+        title="answered by another colo",
+        kind="at_most",
+        limit=0.05,
+        unit="",
     ),
     Threshold(id="latency.regions", title="regions measured", kind="at_least", limit=5, unit=""),
 )

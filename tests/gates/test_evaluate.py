@@ -29,7 +29,11 @@ def op(
     ok = planned if ok is None else ok
     answered = ok + status_5xx + status_4xx
     return OpStats(
-        planned=planned, ok=ok, status_5xx=status_5xx, status_4xx=status_4xx, network=network,
+        planned=planned,
+        ok=ok,
+        status_5xx=status_5xx,
+        status_4xx=status_4xx,
+        network=network,
         histogram=encoded([latency_ms] * answered),
     )
 
@@ -51,8 +55,12 @@ def test_a_clean_burst_passes() -> None:
     rows = evaluate_phase(burst(op(1000), op(100)), resolve())
     assert set(statuses(rows).values()) == {"pass"}
     assert {r.id for r in rows} >= {
-        "load.burst.install.p95_ms", "load.burst.push.p95_ms", "load.burst.5xx",
-        "load.burst.errors", "load.burst.missing", "load.burst.start_spread_ms",
+        "load.burst.install.p95_ms",
+        "load.burst.push.p95_ms",
+        "load.burst.5xx",
+        "load.burst.errors",
+        "load.burst.missing",
+        "load.burst.start_spread_ms",
     }
 
 
@@ -100,7 +108,9 @@ def test_a_spread_out_burst_is_not_a_burst() -> None:
 
 
 def test_tightened_threshold_is_applied() -> None:
-    rows = evaluate_phase(burst(op(1000, latency_ms=300), op(100)), resolve({"load.install.p95_ms": 250}))
+    rows = evaluate_phase(
+        burst(op(1000, latency_ms=300), op(100)), resolve({"load.install.p95_ms": 250})
+    )
     assert statuses(rows)["load.burst.install.p95_ms"] == "fail"
 
 
@@ -133,10 +143,19 @@ def test_merge_short_of_the_scenario_fails_as_missing() -> None:
 
 
 def region(
-    name: str, colo: str, latency_ms: float, *, ok: int = 200, other_colos: dict[str, int] | None = None
+    name: str,
+    colo: str,
+    latency_ms: float,
+    *,
+    ok: int = 200,
+    other_colos: dict[str, int] | None = None,
 ) -> RegionOutcome:
     return RegionOutcome(
-        name=name, colo=colo, planned=200, ok=ok, histogram=encoded([latency_ms] * ok),
+        name=name,
+        colo=colo,
+        planned=200,
+        ok=ok,
+        histogram=encoded([latency_ms] * ok),
         other_colos=other_colos or {},
     )
 
@@ -160,7 +179,9 @@ def test_a_slow_region_fails_and_is_named() -> None:
 def test_p99_alone_can_fail_a_region() -> None:
     hist = encoded([100.0] * 197 + [1600.0] * 3)
     slow_tail = RegionOutcome(name="gru", colo="GRU", planned=200, ok=200, histogram=hist)
-    rows = evaluate_latency({**{n: region(n, c, 80) for n, c in FIVE[:4]}, "gru": slow_tail}, resolve())
+    rows = evaluate_latency(
+        {**{n: region(n, c, 80) for n, c in FIVE[:4]}, "gru": slow_tail}, resolve()
+    )
     row = next(r for r in rows if r.id == "latency.region.gru")
     assert row.status == "fail"
     assert "p99" in row.detail and "p95" not in row.detail

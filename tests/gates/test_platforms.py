@@ -77,10 +77,16 @@ def test_v3_with_exit_zero_passes(tmp_path: Path) -> None:
     [
         (lambda d: write_v3(d / "c.cast", sentinel("macos"), "1"), "exited 1"),
         (lambda d: write_v3(d / "c.cast", sentinel("macos"), None), "no exit event"),
-        (lambda d: write_v2(d / "c.cast", sentinel("macos", version="0.0.9"), platform="macos"), "0.0.9"),
+        (
+            lambda d: write_v2(d / "c.cast", sentinel("macos", version="0.0.9"), platform="macos"),
+            "0.0.9",
+        ),
         (lambda d: write_v2(d / "c.cast", "doctor ok\r\n", platform="macos"), "no result sentinel"),
         (lambda d: write_v2(d / "c.cast", sentinel("macos"), platform="ubuntu"), "not 'macos'"),
-        (lambda d: write_v2(d / "c.cast", sentinel("macos"), platform="macos", newline=False), "truncated"),
+        (
+            lambda d: write_v2(d / "c.cast", sentinel("macos"), platform="macos", newline=False),
+            "truncated",
+        ),
         (lambda d: d / "absent.cast", "no recording"),
         (
             lambda d: write_v2(
@@ -89,8 +95,16 @@ def test_v3_with_exit_zero_passes(tmp_path: Path) -> None:
             "sync-ci error line",
         ),
     ],
-    ids=["exit-1", "no-exit", "old-version", "no-sentinel", "wrong-platform", "no-eol", "missing",
-         "error-line"],
+    ids=[
+        "exit-1",
+        "no-exit",
+        "old-version",
+        "no-sentinel",
+        "wrong-platform",
+        "no-eol",
+        "missing",
+        "error-line",
+    ],
 )
 def test_bad_recordings_fail(tmp_path: Path, make: object, expected: str) -> None:
     path = make(tmp_path)  # type: ignore[operator]
@@ -133,6 +147,9 @@ def test_explicit_cast_paths_and_unknown_platforms(recorded: Path, tmp_path: Pat
 def test_record_cast_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "wsl2.cast"
     command = GOOD.format(v=__version__, p="wsl2")
-    assert main(["gate", "record-cast", "--platform", "wsl2", "--out", str(out), "--command", command]) == 0
+    assert (
+        main(["gate", "record-cast", "--platform", "wsl2", "--out", str(out), "--command", command])
+        == 0
+    )
     assert "passes" in capsys.readouterr().out
     assert platforms.header_platform(json.loads(out.read_text().splitlines()[0])) == "wsl2"

@@ -17,7 +17,9 @@ import sys
 from aiohttp import web
 
 
-def make_app(args: argparse.Namespace, colo: str, miss_ms: float, answer_colo: str) -> web.Application:
+def make_app(
+    args: argparse.Namespace, colo: str, miss_ms: float, answer_colo: str
+) -> web.Application:
     seen: set[str] = set()
     counter = {"n": 0}
 
@@ -57,7 +59,9 @@ def make_app(args: argparse.Namespace, colo: str, miss_ms: float, answer_colo: s
             return web.json_response({"error": "key reused"}, status=409, headers=ray())
         seen.add(nonce)
         await asyncio.sleep(miss_ms / 1000)
-        return web.json_response({"hit": False, "kv_ms": miss_ms}, headers={**ray(), "x-cache": "miss"})
+        return web.json_response(
+            {"hit": False, "kv_ms": miss_ms}, headers={**ray(), "x-cache": "miss"}
+        )
 
     app = web.Application()
     app.router.add_get("/_health", health)
