@@ -71,6 +71,19 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
+    """Parse repeated `KEY=VALUE` options; a bad one is a usage error naming the flag."""
+    from sync_ci.errors import UsageError
+
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} 5xx_rate=0.1)")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning the project's errors into one stderr line and an exit code."""
     try:

@@ -30,7 +30,6 @@ from sync_ci.contract import (
 )
 from sync_ci.errors import (
     ContractError,
-    ExitCode,
     GuardViolation,
     SettingsError,
     SyncCIError,
@@ -584,6 +583,7 @@ def command(
     args: argparse.Namespace,
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
+    from sync_ci.cli import parse_assignments
     from sync_ci.report import emit
     from sync_ci.sandbox.attach import attach
 
@@ -593,7 +593,7 @@ def command(
     if sample < 0:
         raise UsageError(f"--sample {sample} must be 0 (all) or a positive count")
     mode: Mode = "read-only" if read_only or settings.read_only else "write"
-    with attach(settings, faults=parse_faults(faults), ci_worker=True) as attached:
+    with attach(settings, faults=parse_assignments(faults, "--fault"), ci_worker=True) as attached:
         report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
     code = emit(report, args)
     parity = [Result(**_result_args(c)) for c in report.extra.get("parity", [])]
@@ -602,17 +602,6 @@ def command(
 
         print(render_parity(parity))
     return code
-
-
-def parse_faults(values: list[str]) -> dict[str, str]:
-    """Parse KEY=VALUE fault flags."""
-    faults: dict[str, str] = {}
-    for value in values:
-        key, sep, raw = value.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--fault {value!r} is not KEY=VALUE (e.g. --fault 5xx_rate=0.01)")
-        faults[key] = raw
-    return faults
 
 
 def _result_args(doc: dict[str, Any]) -> dict[str, Any]:
@@ -673,10 +662,3 @@ def _run(args: argparse.Namespace) -> int:
         budget_s=args.budget,
         args=args,
     )
-
-
-def exit_code(report: Report) -> int:
-    """0 ok, 3 unmeasured, else 1."""
-    if report.extra.get("unmeasured"):
-        return int(ExitCode.UNMEASURED)
-    return int(ExitCode.OK if report.ok else ExitCode.FAILED)

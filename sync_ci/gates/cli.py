@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sync_ci.cli import parse_assignments
 from sync_ci.config import Settings
 from sync_ci.errors import ContractError, SettingsError, UnreachableError, UsageError
 from sync_ci.gates import thresholds as threshold_table
@@ -25,17 +25,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def parse_faults(items: Sequence[str]) -> dict[str, str]:
-    """Parse `--fault KEY=VALUE` items (the sandbox validates names and values)."""
-    faults: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UsageError(f"--fault {item!r}: expected KEY=VALUE, e.g. 5xx_rate=0.01")
-        faults[key.strip()] = value.strip()
-    return faults
-
-
 @contextlib.contextmanager
 def open_target(args: argparse.Namespace) -> Iterator[Settings]:
     """Load settings and attach to what they target (an ephemeral sandbox by default)."""
@@ -43,7 +32,7 @@ def open_target(args: argparse.Namespace) -> Iterator[Settings]:
     from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=args.config, target=args.target)
-    faults = parse_faults(getattr(args, "fault", []) or [])
+    faults = parse_assignments(getattr(args, "fault", []) or [], "--fault")
     with attach(settings, faults=faults or None, ci_worker=True) as attached:
         yield attached
 
@@ -135,6 +124,8 @@ def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
         rate=args.rate,
         duration_s=args.duration,
     )
+    import asyncio
+
     problem = asyncio.run(load.preflight(base_url))
     if problem:
         return _unmeasured("gate.load", settings.target, settings.sha, started, "load", problem)

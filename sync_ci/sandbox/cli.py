@@ -13,22 +13,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sync_ci.cli import parse_assignments
 from sync_ci.errors import ExitCode, UnreachableError, UsageError
 from sync_ci.sandbox.launcher import SandboxInfo
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind
 
 POLL_S = 0.5
-
-
-def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
-    """Parse repeated `KEY=VALUE` options; a bad one is a usage error naming the flag."""
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UsageError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} 5xx_rate=0.1)")
-        parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def parse_kv_miss(items: Sequence[str]) -> dict[str, int]:

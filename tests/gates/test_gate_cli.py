@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,15 +62,10 @@ def test_faults_are_lifted_and_processes_and_open_model_run(
     assert main(["gate", "load", "-q", *args]) == 0
     results = rows(document(out))
     assert results["load.burst.start_spread_ms"]["observed"]["processes"] == 2  # type: ignore[index]
-    open_install = results["load.open.install.p95_ms"]
+    open_install: Any = results["load.open.install.p95_ms"]
+    open_push: Any = results["load.open.push.p95_ms"]
     assert "from intended send time" in str(open_install["detail"])
-    assert (
-        open_install["observed"]["planned"]
-        + results["load.open.push.p95_ms"]["observed"][  # type: ignore[index]
-            "planned"
-        ]
-        == 100
-    )
+    assert open_install["observed"]["planned"] + open_push["observed"]["planned"] == 100
 
 
 def test_loosening_is_refused_before_anything_runs(
