@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from sync_ci.ci_loop import pass_lock, run_pass
 from sync_ci.config import Settings
 from tests.conftest import FaultySandbox
@@ -57,6 +59,7 @@ def test_degraded_pass_writes_one_alert_then_a_recovery_note(
     assert len(list(alerts.glob("sync-degraded-*.md"))) == 1
 
 
+@pytest.mark.strict_store
 def test_read_only_even_on_a_writable_target(faulty_sandbox: FaultySandbox, tmp_path: Path) -> None:
     from sync_ci import guards
     from sync_ci.store import endpoint_from_settings, open_store

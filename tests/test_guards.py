@@ -285,6 +285,7 @@ def test_admin_policy_only_for_loopback() -> None:
         build_client(endpoint("https://fra1.digitaloceanspaces.com"), guards.sandbox_admin_policy())
 
 
+@pytest.mark.strict_store
 def test_real_store_unchanged_by_refused_writes(
     store_endpoint: StoreEndpoint, admin_store: Store, ci_sha: str
 ) -> None:

@@ -45,6 +45,7 @@ def run_cli(
     )
 
 
+@pytest.mark.strict_store
 def test_write_mode_passes_and_writes_only_under_its_prefix(sandbox_settings: Settings) -> None:
     store = admin(sandbox_settings)
     live_before = snapshot(store, sandbox_settings.live_root)
@@ -60,6 +61,7 @@ def test_write_mode_passes_and_writes_only_under_its_prefix(sandbox_settings: Se
     assert any(c["status"] == "pass" for c in report.extra["parity"])
 
 
+@pytest.mark.strict_store
 def test_read_only_mode_writes_nothing(sandbox_settings: Settings) -> None:
     store = admin(sandbox_settings)
     before = snapshot(store)
@@ -95,6 +97,7 @@ def test_5xx_fault_fails_and_names_the_phase(faulty_sandbox: FaultySandbox) -> N
     assert "503" in next(r.detail for r in report.results if r.id == "phase:install")
 
 
+@pytest.mark.strict_store
 def test_corrupt_object_and_malformed_catalog_fail_read_only(faulty_sandbox: FaultySandbox) -> None:
     settings = faulty_sandbox()
     store = admin(settings)
@@ -160,6 +163,7 @@ def test_cli_bad_input_is_one_line(sandbox_env: dict[str, str]) -> None:
         assert out.stderr.startswith("sync-ci: error:") and "Traceback" not in out.stderr
 
 
+@pytest.mark.strict_store
 def test_ci_target_with_local_worker_writes_only_its_prefix(
     store_endpoint: StoreEndpoint, admin_store: Store, ci_sha: str, tmp_path: Path
 ) -> None:

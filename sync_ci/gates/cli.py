@@ -387,6 +387,10 @@ def load_command(args: argparse.Namespace) -> int:
     if args.merge:
         return _emit(merge_load(args), args)
     load_options(args)  # refuse a loosening flag before starting anything
+    from sync_ci.gates.locust_engine import check_engine_options, locust_command
+
+    if check_engine_options(args):
+        return locust_command(args, "load")
     return _emit(_attached_gate(args, "gate.load", "load", run_load_gate), args)
 
 
@@ -395,6 +399,10 @@ def latency_command(args: argparse.Namespace) -> int:
     if args.merge:
         return _emit(merge_latency(args), args)
     latency_options(args)
+    from sync_ci.gates.locust_engine import check_engine_options, locust_command
+
+    if check_engine_options(args):
+        return locust_command(args, "latency")
     return _emit(_attached_gate(args, "gate.latency", "latency", run_latency_gate), args)
 
 
@@ -496,7 +504,10 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         "--pushes", type=int, default=100, help="concurrent POST /_push (at least 100)"
     )
     parser.add_argument(
-        "--processes", type=int, default=1, help="client processes to spread the burst over"
+        "--processes",
+        type=int,
+        default=1,
+        help="client processes to spread the burst over (with --engine locust: local workers)",
     )
     parser.add_argument(
         "--rate", type=float, default=0.0, help="open-model phase: requests per second"
@@ -534,6 +545,7 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
 def add_parser(sub: Any) -> None:
     """Register `sync-ci gate load|latency|platforms|all|record-cast`."""
     from sync_ci.cli import add_common
+    from sync_ci.gates.locust_engine import add_engine_options
 
     gate = sub.add_parser(
         "gate",
@@ -550,12 +562,14 @@ def add_parser(sub: Any) -> None:
     add_common(load)
     _add_target_options(load, merge=True)
     _add_load_options(load)
+    add_engine_options(load)
     wire(load, load_command)
 
     latency = gates.add_parser("latency", help="cold-KV reads in every region; p95/p99 per region")
     add_common(latency)
     _add_target_options(latency, merge=True)
     _add_latency_options(latency)
+    add_engine_options(latency, processes=True)
     wire(latency, latency_command)
 
     platforms = gates.add_parser("platforms", help="judge the ubuntu, macos and wsl2 recordings")

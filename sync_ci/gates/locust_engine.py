@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sync_ci.config import Settings
     from sync_ci.gates.latency import RegionOutcome
     from sync_ci.gates.load import PhaseOutcome
+    from sync_ci.gates.scenario import LatencyScenario, LoadScenario
     from sync_ci.report import Report
 
 ENGINES = ("builtin", "locust")
@@ -36,7 +37,7 @@ DEFAULT_EXPECT_WAIT_S = 60.0
 ARM_BOUND_S = 60.0
 # After the last answer is due: bound for the results to reach the master.
 REPORT_MARGIN_S = 30.0
-SECRET_ENV = "SYNC_CI_TENANT_SECRET"
+SECRET_ENV = "SYNC_CI_TENANT_SECRET"  # noqa: S105  (a variable name, not a secret)
 ProgressFn = Callable[[str], None]
 
 
@@ -124,6 +125,31 @@ class EngineOutcome:
 # --- pure planning and combining ----------------------------------------------------------------
 
 
+def load_scenario(data: Mapping[str, Any]) -> LoadScenario:
+    """Rebuild the load scenario a job carries (its `to_json` form)."""
+    from sync_ci.gates.scenario import LoadScenario
+
+    try:
+        return LoadScenario(
+            installs=int(data["installs"]),
+            pushes=int(data["pushes"]),
+            tenants=int(data["tenants"]),
+            body_bytes=int(data["body_bytes"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed load scenario in the Locust job ({exc})") from None
+
+
+def latency_scenario(data: Mapping[str, Any]) -> LatencyScenario:
+    """Rebuild the probe scenario a job carries (its `to_json` form)."""
+    from sync_ci.gates.scenario import LatencyScenario
+
+    try:
+        return LatencyScenario(samples=int(data["samples"]), concurrency=int(data["concurrency"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed latency scenario in the Locust job ({exc})") from None
+
+
 def share(total: int, parts: int, index: int) -> int:
     """Return part `index`'s share when `total` is dealt over `parts` (the first ones get one more)."""
     if parts < 1 or not 0 <= index < parts:
@@ -163,8 +189,13 @@ def assign_regions(
     return assignment, uncovered
 
 
-def region_samples(samples: int, assignment: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
-    """Deal each region's samples over the workers that probe it: {worker: {region: count}}."""
+def region_samples(
+    samples: int, assignment: Mapping[str, Sequence[str]], *, floor: int = 0
+) -> dict[str, dict[str, int]]:
+    """Deal a per-region total (samples, or probes in flight) over the workers that probe it.
+
+    Returns {worker: {region: share}}; `floor` is the least share (1 for concurrency).
+    """
     probers: dict[str, list[str]] = {}
     for worker in sorted(assignment):
         for region in assignment[worker]:
@@ -172,7 +203,7 @@ def region_samples(samples: int, assignment: Mapping[str, Sequence[str]]) -> dic
     counts: dict[str, dict[str, int]] = {worker: {} for worker in assignment}
     for region, workers in probers.items():
         for index, worker in enumerate(workers):
-            counts[worker][region] = share(samples, len(workers), index)
+            counts[worker][region] = max(share(samples, len(workers), index), floor)
     return counts
 
 
@@ -208,7 +239,9 @@ def combine_latency(
     colos = {r["name"]: r.get("colo", "") for r in regions}
     for name, why in outcome.uncovered.items():
         parts.append(
-            RegionOutcome(name=name, colo=colos.get(name, "").upper(), planned=samples, unreachable=why)
+            RegionOutcome(
+                name=name, colo=colos.get(name, "").upper(), planned=samples, unreachable=why
+            )
         )
     merged = merge_regions(parts)
     return {name: merged[name] for name in sorted(merged)}
@@ -253,9 +286,16 @@ def check_engine_options(args: argparse.Namespace) -> bool:
     return True
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """Add --engine and the Locust master/worker flags to a gate's parser."""
+def add_engine_options(parser: argparse.ArgumentParser, *, processes: bool = False) -> None:
+    """Add --engine and the Locust master/worker flags (and --processes, if asked) to a parser."""
     group = parser.add_argument_group("engine (Locust: master and workers run the same scenario)")
+    if processes:
+        group.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="with --engine locust: local workers (default %(default)s)",
+        )
     group.add_argument(
         "--engine",
         choices=ENGINES,
@@ -344,3 +384,378 @@ def _log_tail(path: Path, lines: int = 5) -> str:
         return ""
     return " | ".join(text[-lines:])
 
+
+def _write_private(path: Path, document: Mapping[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+
+
+def _child_env(tenant_secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    if tenant_secret:
+        # The environment, not argv: argv is visible to every user of the machine.
+        env[SECRET_ENV] = tenant_secret
+    return env
+
+
+def _parse_master_output(document: Mapping[str, Any]) -> EngineOutcome:
+    if not document.get("ok"):
+        message = str(document.get("error") or "the Locust master failed")
+        if int(document.get("exit", ExitCode.UNMEASURED)) == ExitCode.USAGE:
+            raise UsageError(message)
+        raise EngineError(message)
+    workers = [
+        WorkerReport(
+            id=str(w["id"]),
+            host=str(w.get("host", "")),
+            region=str(w.get("region", "")),
+            samples=int(w.get("samples", 0)),
+            result=dict(w.get("result", {})),
+        )
+        for w in document.get("workers", [])
+    ]
+    return EngineOutcome(
+        gate=str(document["gate"]),
+        workers=workers,
+        same_clock=bool(document.get("same_clock", False)),
+        uncovered={str(k): str(v) for k, v in dict(document.get("uncovered", {})).items()},
+    )
+
+
+def run_locust(
+    job: EngineJob,
+    *,
+    expect_workers: int,
+    local_workers: int = 0,
+    bind_host: str = "127.0.0.1",
+    bind_port: int = 0,
+    expect_wait_s: float = DEFAULT_EXPECT_WAIT_S,
+    tenant_secret: str = "",
+    debug: bool = False,
+    progress: ProgressFn | None = None,
+) -> EngineOutcome:
+    """Run the Locust master (and `local_workers` workers) as subprocesses; return what it measured."""
+    if local_workers and bind_host not in ("127.0.0.1", "localhost"):
+        raise UsageError("local Locust workers connect over loopback only")
+    with tempfile.TemporaryDirectory(prefix="sync-ci-locust-") as tmp:
+        root = Path(tmp)
+        job_path, ready_path, out_path = root / "job.json", root / "ready.json", root / "out.json"
+        log_path = root / "master.log"
+        _write_private(job_path, job.to_json())
+        command = _module_command(
+            "master",
+            *("--job", str(job_path), "--out", str(out_path), "--ready", str(ready_path)),
+            *("--expect-workers", str(expect_workers), "--wait", str(expect_wait_s)),
+            *("--bind-host", bind_host, "--bind-port", str(bind_port)),
+            *(["--debug"] if debug else []),
+        )
+        processes: list[subprocess.Popen[bytes]] = []
+        with log_path.open("wb") as log:
+            master = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(""),
+                start_new_session=True,
+            )
+        try:
+            port = int(_wait_for_file(ready_path, master, 30.0)["port"])
+            if progress:
+                progress(f"locust: master on port {port}, waiting for {expect_workers} workers")
+            for index in range(local_workers):
+                with (root / f"worker-{index}.log").open("wb") as worker_log:
+                    processes.append(
+                        subprocess.Popen(
+                            _module_command(
+                                "worker",
+                                *("--gate", job.gate, "--master-host", "127.0.0.1"),
+                                *("--master-port", str(port), "--connect-wait", "30"),
+                                *(["--debug"] if debug else []),
+                            ),
+                            stdin=subprocess.DEVNULL,
+                            stdout=worker_log,
+                            stderr=subprocess.STDOUT,
+                            env=_child_env(tenant_secret),
+                            start_new_session=True,
+                        )
+                    )
+            bound = expect_wait_s + 2 * ARM_BOUND_S + job.run_bound_s() + 15
+            started = time.monotonic()
+            while master.poll() is None:
+                elapsed = time.monotonic() - started
+                if elapsed > bound:
+                    raise EngineError(f"the Locust master did not finish within {bound:.0f} s")
+                if progress:
+                    progress(f"locust: running ({elapsed:.0f} s)")
+                time.sleep(0.05)
+        finally:
+            for process in processes:
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    _stop(process)
+            _stop(master)
+        if not out_path.is_file():
+            raise EngineError(
+                f"the Locust master exited with {master.returncode} and no result: "
+                f"{_log_tail(log_path) or 'no output'}"
+            )
+        document = json.loads(out_path.read_text(encoding="utf-8"))
+    return _parse_master_output(document)
+
+
+def _mode(args: argparse.Namespace) -> dict[str, Any]:
+    if args.master:
+        return {
+            "expect_workers": args.expect_workers,
+            "local_workers": 0,
+            "bind_host": args.master_bind_host,
+            "bind_port": args.master_bind_port,
+            "expect_wait_s": args.expect_workers_max_wait,
+        }
+    if args.processes < 1:
+        raise UsageError("--processes must be at least 1")
+    return {
+        "expect_workers": args.processes,
+        "local_workers": args.processes,
+        "bind_host": "127.0.0.1",
+        "bind_port": 0,
+        "expect_wait_s": args.expect_workers_max_wait,
+    }
+
+
+def run_load_locust(settings: Settings, args: argparse.Namespace) -> Report:
+    """Run the load gate's scenario on Locust against attached settings and judge it."""
+    import asyncio
+
+    from sync_ci.gates import cli as gate_cli
+    from sync_ci.gates import load
+
+    started = time.monotonic()
+    scenario, table = gate_cli.load_options(args)
+    base_url = gate_cli.worker_base_url(settings)
+    load.plan_job(  # refuses, before anything is sent, what the target's write policy forbids
+        scenario,
+        base_url,
+        settings.secrets.tenant_secret,
+        read_only=settings.read_only,
+        timeout_s=args.timeout,
+    )
+    problem = asyncio.run(load.preflight(base_url))
+    if problem:
+        return gate_cli._unmeasured(
+            "gate.load", settings.target, settings.sha, started, "load", problem
+        )
+    job = EngineJob(
+        gate="load",
+        base_url=base_url,
+        timeout_s=args.timeout,
+        scenario=scenario.to_json(),
+        rate=args.rate,
+        duration_s=args.duration,
+    )
+    progress = gate_cli._progress(args)
+    try:
+        outcome = run_locust(
+            job,
+            **_mode(args),
+            tenant_secret=settings.secrets.tenant_secret,
+            debug=args.debug,
+            progress=progress,
+        )
+    finally:
+        gate_cli._end_progress(progress)
+    phases = combine_load(outcome)
+    planned = sum(op.planned for op in phases[0].ops.values())
+    if planned != scenario.installs + scenario.pushes:
+        raise EngineError(
+            f"the Locust workers planned {planned} of the burst's "
+            f"{scenario.installs + scenario.pushes} requests"
+        )
+    report = gate_cli.load_report(
+        phases,
+        table,
+        scenario,
+        target=settings.target,
+        sha=settings.sha,
+        duration_s=time.monotonic() - started,
+    )
+    return with_engine(report, outcome)
+
+
+def run_latency_locust(settings: Settings, args: argparse.Namespace) -> Report:
+    """Probe every configured region from Locust workers (tagged with their region) and judge it."""
+    from sync_ci.errors import SettingsError
+    from sync_ci.gates import cli as gate_cli
+
+    started = time.monotonic()
+    scenario, table = gate_cli.latency_options(args)
+    if not settings.regions:
+        raise SettingsError(
+            "no regions to probe: add [[regions]] tables (name, url, colo, optional proxy) to sync-ci.toml"
+        )
+    proxied = [r.name for r in settings.regions if r.proxy]
+    if proxied:
+        raise UsageError(
+            f"regions {', '.join(proxied)} go through an HTTP proxy, which the Locust engine does "
+            "not route; run a worker in each region instead, or use --engine builtin"
+        )
+    regions = [{"name": r.name, "url": r.url.rstrip("/"), "colo": r.colo} for r in settings.regions]
+    job = EngineJob(
+        gate="latency",
+        base_url=regions[0]["url"],
+        timeout_s=args.timeout,
+        scenario=scenario.to_json(),
+        regions=regions,
+    )
+    progress = gate_cli._progress(args)
+    try:
+        outcome = run_locust(job, **_mode(args), debug=args.debug, progress=progress)
+    finally:
+        gate_cli._end_progress(progress)
+    report = gate_cli.latency_report(
+        combine_latency(outcome, regions, scenario.samples),
+        table,
+        scenario,
+        target=settings.target,
+        sha=settings.sha,
+        duration_s=time.monotonic() - started,
+    )
+    return with_engine(report, outcome)
+
+
+def worker_secret(args: argparse.Namespace, gate: str) -> str:
+    """Return this machine's tenant secret for a load worker (the master never ships it)."""
+    if gate != "load":
+        return ""
+    from sync_ci.config import load_settings
+    from sync_ci.sandbox.attach import attach
+
+    settings = load_settings(config=args.config, target=args.target)
+    secret = settings.secrets.tenant_secret
+    if settings.target == "sandbox" and settings.sandbox_file:
+        with attach(settings) as attached:
+            secret = attached.secrets.tenant_secret
+    if not secret:
+        raise UsageError(
+            "a load worker pushes as tenants and needs the tenant secret on its own machine "
+            f"({SECRET_ENV}); the master never sends it"
+        )
+    return secret
+
+
+WORKER_MAX_RUN_S = 1800.0
+
+
+def worker_command(args: argparse.Namespace, gate: str) -> int:
+    """`sync-ci gate load|latency --engine locust --worker`: run one worker until the master quits."""
+    secret = worker_secret(args, gate)
+    command = _module_command(
+        "worker",
+        *(
+            "--gate",
+            gate,
+            "--master-host",
+            args.master_host,
+            "--master-port",
+            str(args.master_port),
+        ),
+        *("--region", args.region, "--connect-wait", str(args.expect_workers_max_wait)),
+        *("--max-run", str(WORKER_MAX_RUN_S)),
+        *(["--debug"] if args.debug else []),
+        *(["--quiet"] if args.quiet else []),
+    )
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            env=_child_env(secret),
+            timeout=args.expect_workers_max_wait + WORKER_MAX_RUN_S + 30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineError("the Locust worker did not finish in time") from None
+    return done.returncode
+
+
+def locust_command(args: argparse.Namespace, gate: str) -> int:
+    """Run `gate` on Locust: a worker, the master, or a master with --processes local workers."""
+    from sync_ci.gates import cli as gate_cli
+
+    if args.worker:
+        return worker_command(args, gate)
+    run = run_load_locust if gate == "load" else run_latency_locust
+    return gate_cli._emit(gate_cli._attached_gate(args, f"gate.{gate}", gate, run), args)
+
+
+# --- subprocess entry point ---------------------------------------------------------------------
+
+
+def _subprocess_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sync_ci.gates.locust_engine",
+        description="Locust master or worker for the sync-ci gates (started by `sync-ci gate`).",
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+    master = roles.add_parser("master")
+    master.add_argument("--job", required=True)
+    master.add_argument("--out", required=True)
+    master.add_argument("--ready", required=True)
+    master.add_argument("--expect-workers", type=int, default=1)
+    master.add_argument("--wait", type=float, default=DEFAULT_EXPECT_WAIT_S)
+    master.add_argument("--bind-host", default="127.0.0.1")
+    master.add_argument("--bind-port", type=int, default=0)
+    master.add_argument("--debug", action="store_true")
+    worker = roles.add_parser("worker")
+    worker.add_argument("--gate", choices=GATES, required=True)
+    worker.add_argument("--master-host", required=True)
+    worker.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT)
+    worker.add_argument("--region", default="")
+    worker.add_argument("--connect-wait", type=float, default=DEFAULT_EXPECT_WAIT_S)
+    worker.add_argument("--max-run", type=float, default=WORKER_MAX_RUN_S)
+    worker.add_argument("--debug", action="store_true")
+    worker.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry of the Locust subprocesses: import locust (gevent) first, then run the role."""
+    args = _subprocess_parser().parse_args(argv)
+    import locust  # noqa: F401  # gevent patches this process before anything imports ssl
+
+    from sync_ci.gates import locust_user
+
+    if args.role == "master":
+        with open(args.job, encoding="utf-8") as handle:
+            job = EngineJob.from_json(json.load(handle))
+        return locust_user.master_main(
+            job,
+            out=Path(args.out),
+            ready=Path(args.ready),
+            expect_workers=args.expect_workers,
+            wait_s=args.wait,
+            bind_host=args.bind_host,
+            bind_port=args.bind_port,
+            debug=args.debug,
+        )
+    return locust_user.worker_main(
+        gate=args.gate,
+        master_host=args.master_host,
+        master_port=args.master_port,
+        region=args.region,
+        connect_wait_s=args.connect_wait,
+        max_run_s=args.max_run,
+        tenant_secret=os.environ.get(SECRET_ENV, ""),
+        debug=args.debug,
+        quiet=args.quiet,
+    )
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # zmq contexts can block interpreter shutdown; everything worth keeping is written and flushed.
+    os._exit(code)
