@@ -12,14 +12,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.sandbox.seed import seed_root
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind, StoreProcess
+
+if TYPE_CHECKING:
+    from sync_ci.store import Store
 
 SCHEMA = "sync-ci/sandbox@1"
 BUCKET = "sync-ci-sandbox"
@@ -310,8 +314,9 @@ def start_sandbox(
             secret_access_key=server.secret_access_key,
             pid=server.pid,
         )
-        seed_store(store_info)
+        admin = admin_store(store_info)
         tenant_secret, admin_token = secrets.token_hex(32), secrets.token_hex(32)
+        # The Worker needs only the bucket to exist: seed the live root while it boots.
         worker, document = start_worker(
             store_info,
             workdir=workdir,
@@ -319,6 +324,7 @@ def start_sandbox(
             kv_miss_ms=kv_miss_ms,
             tenant_secret=tenant_secret,
             admin_token=admin_token,
+            while_booting=lambda: seed_root(admin, LIVE_ROOT),
         )
         regions = tuple(
             RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
@@ -354,10 +360,9 @@ def _start_store(kind: StoreKind, workdir: Path) -> StoreProcess:
     return start_store(kind, data_dir=data_dir)
 
 
-def seed_store(store_info: StoreInfo) -> None:
-    """Create the sandbox bucket and seed the live root through a loopback-only admin client."""
+def admin_store(store_info: StoreInfo) -> Store:
+    """Create the sandbox bucket and return a loopback-only admin client on it."""
     from sync_ci import guards
-    from sync_ci.sandbox.seed import seed_root
     from sync_ci.store import StoreEndpoint, open_store
 
     endpoint = StoreEndpoint(
@@ -369,7 +374,14 @@ def seed_store(store_info: StoreInfo) -> None:
     )
     admin = open_store(endpoint, guards.sandbox_admin_policy())
     admin.ensure_bucket()
-    seed_root(admin, LIVE_ROOT)
+    return admin
+
+
+def seed_store(store_info: StoreInfo) -> None:
+    """Create the sandbox bucket and seed the live root through a loopback-only admin client."""
+    from sync_ci.sandbox.seed import seed_root
+
+    seed_root(admin_store(store_info), LIVE_ROOT)
 
 
 def worker_arguments(
@@ -409,6 +421,7 @@ def start_worker(
     tenant_secret: str,
     admin_token: str,
     timeout_s: float = WORKER_READY_TIMEOUT_S,
+    while_booting: Callable[[], object] | None = None,
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start the reference Worker in its own session and wait for its ready file."""
     ready_file = workdir / "worker-ready.json"
@@ -440,6 +453,8 @@ def start_worker(
         except OSError as exc:
             raise SettingsError(f"cannot start the reference Worker: {exc}") from None
     try:
+        if while_booting is not None:
+            while_booting()
         document = wait_for_worker(worker, ready_file, log_path, timeout_s)
     except BaseException:
         stop_process_group(worker)

@@ -1,0 +1,180 @@
+"""`sync-ci gate load|latency --engine locust` end to end against the sandbox (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sync_ci.cli import main
+
+SYNC_CI = [sys.executable, "-m", "sync_ci"]
+
+
+def document(path: Path) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+def rows(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    results: list[dict[str, object]] = doc["results"]  # type: ignore[assignment]
+    return {str(r["id"]): r for r in results}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_locust_and_builtin_give_the_same_verdict_and_counts(
+    gate_env: dict[str, str], tmp_path: Path
+) -> None:
+    builtin, locust = tmp_path / "builtin.json", tmp_path / "locust.json"
+    assert main(["gate", "load", "-q", "--json", str(builtin)]) == 0
+    started = time.monotonic()
+    args = ["--engine", "locust", "--processes", "2", "--json", str(locust)]
+    assert main(["gate", "load", "-q", *args]) == 0
+    assert time.monotonic() - started < 30  # the real 1,000 + 100 burst ends when answered
+    mine, theirs = document(locust), document(builtin)
+    assert mine["schema"] == theirs["schema"] == "sync-ci/result@1"
+    assert {i: r["status"] for i, r in rows(mine).items()} == {
+        i: r["status"] for i, r in rows(theirs).items()
+    }
+    for row in ("load.burst.install.p95_ms", "load.burst.push.p95_ms"):
+        observed_mine, observed_theirs = rows(mine)[row]["observed"], rows(theirs)[row]["observed"]
+        assert observed_mine["count"] == observed_theirs["count"]  # type: ignore[index]
+        assert observed_mine["ok"] == observed_theirs["ok"]  # type: ignore[index]
+    extra: dict[str, object] = mine["extra"]  # type: ignore[assignment]
+    assert extra["engine"] == "locust" and extra["workers"] == 2
+    per_worker: dict[str, dict[str, int]] = extra["worker_samples"]  # type: ignore[assignment]
+    assert sorted(w["samples"] for w in per_worker.values()) == [550, 550]
+    # This process ran the built-in engine and orchestrated Locust; it never imported gevent.
+    assert "gevent" not in sys.modules and "locust" not in sys.modules
+
+
+def test_both_engines_fail_on_a_1_percent_5xx_fault(
+    gate_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for engine in ("builtin", "locust"):
+        code = main(["gate", "load", "-q", "--engine", engine, "--fault", "5xx_rate=0.01"])
+        out = capsys.readouterr().out
+        assert code == 1, engine
+        assert "breached load.5xx" in out, engine
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            [*SYNC_CI, *args], stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT
+        )
+
+
+def reap(process: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_master_refuses_to_run_short_handed(gate_env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    master_args = ["gate", "load", "--engine", "locust", "--master", "--expect-workers", "3"]
+    master_args += ["--expect-workers-max-wait", "3", "--master-bind-host", "127.0.0.1"]
+    master_args += ["--master-bind-port", str(port)]
+    started = time.monotonic()
+    master = subprocess.Popen(
+        [*SYNC_CI, *master_args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    worker_args = ["gate", "load", "--engine", "locust", "--worker", "--master-host", "127.0.0.1"]
+    worker_args += ["--master-port", str(port), "--expect-workers-max-wait", "20"]
+    workers = [spawn(*worker_args, log=tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        out, err = master.communicate(timeout=30)
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(timeout=5)
+    elapsed = time.monotonic() - started
+    codes = [reap(w, 20) for w in workers]
+    assert master.returncode == 3
+    lines = err.decode().strip().splitlines()
+    assert lines == [
+        "sync-ci: error: expected 3 Locust workers but 2 connected within 3 s; "
+        "refusing to run the load gate short-handed"
+    ]
+    assert elapsed < 15
+    assert codes == [3, 3]
+    assert "refusing to run" in (tmp_path / "w0.log").read_text(encoding="utf-8")
+    assert not out.strip()
+
+
+def test_distributed_latency_uses_the_region_tags(gate_env: dict[str, str], tmp_path: Path) -> None:
+    port, result = free_port(), tmp_path / "latency.json"
+    master = spawn(
+        *("gate", "latency", "-q", "--engine", "locust", "--master", "--expect-workers", "2"),
+        *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+        *("--expect-workers-max-wait", "30", "--json", str(result)),
+        log=tmp_path / "master.log",
+    )
+    worker = ["gate", "latency", "--engine", "locust", "--worker", "--master-host", "127.0.0.1"]
+    worker += ["--master-port", str(port)]
+    workers = [
+        spawn(*worker, "--region", "sjc", log=tmp_path / "sjc.log"),
+        spawn(*worker, log=tmp_path / "any.log"),
+    ]
+    code = reap(master, 60)
+    assert [reap(w, 20) for w in workers] == [0, 0]
+    assert code == 0, (tmp_path / "master.log").read_text(encoding="utf-8")
+    doc = document(result)
+    extra: dict[str, object] = doc["extra"]  # type: ignore[assignment]
+    per_worker: dict[str, dict[str, object]] = extra["worker_samples"]  # type: ignore[assignment]
+    by_region = {str(w["region"]): w["samples"] for w in per_worker.values()}
+    assert by_region == {"sjc": 200, "": 800}
+    regions: dict[str, dict[str, int]] = extra["regions"]  # type: ignore[assignment]
+    assert {name: r["ok"] for name, r in regions.items()} == dict.fromkeys(regions, 200)
+    assert len(regions) == 5
+    assert "sent 200 samples" in (tmp_path / "sjc.log").read_text(encoding="utf-8")
+
+
+def test_engine_flags_are_usage_errors(
+    gate_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gate", "load", "--master"]) == 2
+    assert main(["gate", "latency", "--engine", "locust", "--worker"]) == 2
+    assert main(["gate", "load", "--engine", "locust", "--processes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "need --engine locust" in err and "--master-host" in err
+
+
+def test_cheap_paths_never_import_locust_or_gevent() -> None:
+    script = (
+        "import sys\n"
+        "from sync_ci.cli import build_parser\n"
+        "import sync_ci.doctor, sync_ci.gates.cli, sync_ci.gates.load, sync_ci.gates.latency\n"
+        "import sync_ci.gates.locust_engine\n"
+        "build_parser().parse_args(['gate', 'load', '--engine', 'locust', '--processes', '2'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
