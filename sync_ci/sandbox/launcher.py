@@ -196,6 +196,8 @@ def read_ready_file(path: Path) -> SandboxInfo:
 
 def validate_faults(faults: Mapping[str, str], colos: Sequence[str] = DEFAULT_COLOS) -> None:
     """Check fault names and values as the Worker will, so a typo is a usage error (exit 2)."""
+    if not faults:
+        return  # the check imports the Worker app (aiohttp, ~0.5 s): only pay for it when needed
     from sync_ci.sandbox.worker_app import parse_fault_value
 
     for key, value in faults.items():
