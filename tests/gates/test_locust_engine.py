@@ -117,7 +117,9 @@ def test_counts_match_the_builtin_engine_exactly(tiny_worker: TinyWorker) -> Non
     assert (install.planned, push.planned) == (60, 20)
     # Every 10th request is a 503 (8 of 80); every push that got through has a bad token (401).
     assert install.status_5xx + push.status_5xx == 8
-    assert push.status_4xx == 20 - push.status_5xx and "401" in push.first_error
+    assert push.status_4xx == 20 - push.status_5xx
+    # Which error arrives first depends on timing: a 503 from the fault or the 401 of a bad token.
+    assert any(code in push.first_error for code in ("401", "503")), push.first_error
     assert install.ok == 60 - install.status_5xx and install.network == 0
     assert sum(w.samples for w in outcome.workers) == 80
     assert sorted(w.samples for w in outcome.workers) == [40, 40]
