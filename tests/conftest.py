@@ -32,11 +32,10 @@ def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreProc
         server.stop()
 
 
-@pytest.fixture
-def store_endpoint(store_server: StoreProcess) -> StoreEndpoint:
-    """A fresh, empty bucket of this test's own."""
+def new_bucket(store_server: StoreProcess, prefix: str = "t") -> StoreEndpoint:
+    """Create a fresh, empty bucket on the test store and return its endpoint."""
     endpoint = StoreEndpoint(
-        bucket=f"t-{secrets.token_hex(6)}",
+        bucket=f"{prefix}-{secrets.token_hex(6)}",
         endpoint_url=store_server.endpoint_url,
         region_name="us-east-1",
         access_key_id=store_server.access_key_id,
@@ -44,6 +43,12 @@ def store_endpoint(store_server: StoreProcess) -> StoreEndpoint:
     )
     open_store(endpoint, guards.sandbox_admin_policy()).ensure_bucket()
     return endpoint
+
+
+@pytest.fixture
+def store_endpoint(store_server: StoreProcess) -> StoreEndpoint:
+    """A fresh, empty bucket of this test's own."""
+    return new_bucket(store_server)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from sync_ci import contract, guards
 from sync_ci.sandbox.store_server import StoreProcess
 from sync_ci.store import Store, StoreEndpoint, open_store
+from tests.conftest import new_bucket
 
 READY_TIMEOUT_S = 20.0
 REPO = Path(__file__).resolve().parents[2]
@@ -138,15 +139,7 @@ def start_worker(endpoint: StoreEndpoint, workdir: Path, *args: str) -> RefWorke
 @pytest.fixture(scope="module")
 def worker_bucket(store_server: StoreProcess) -> StoreEndpoint:
     """A bucket of this test module's own (the Worker outlives one test, so one per module)."""
-    endpoint = StoreEndpoint(
-        bucket=f"w-{secrets.token_hex(6)}",
-        endpoint_url=store_server.endpoint_url,
-        region_name="us-east-1",
-        access_key_id=store_server.access_key_id,
-        secret_access_key=store_server.secret_access_key,
-    )
-    open_store(endpoint, guards.sandbox_admin_policy()).ensure_bucket()
-    return endpoint
+    return new_bucket(store_server, "w")
 
 
 @pytest.fixture(scope="module")
