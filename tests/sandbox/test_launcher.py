@@ -305,7 +305,7 @@ def test_stop_leaves_no_process_and_no_workdir() -> None:
 def test_a_worker_that_dies_at_start_reports_its_last_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    script = "import sys; print('starting'); sys.stderr.write('boom: no bucket\\n'); sys.exit(4)"
+    script = "import sys; print('starting', flush=True); sys.stderr.write('boom: no bucket\\n'); sys.exit(4)"
     monkeypatch.setattr(launcher, "WORKER_COMMAND", (sys.executable, "-c", script))
     before = _children(os.getpid())
     with pytest.raises(UnreachableError, match=r"exited with code 4 .*: boom: no bucket$"):
