@@ -255,8 +255,17 @@ def command(
     from sync_ci.config import load_settings
     from sync_ci.report import emit
 
-    settings = field_settings(load_settings(config=config, target=target, check_remote=False))
-    report = verify(role, settings, cron_user=cron_user, repo=Path(repo) if repo else None)
+    settings = load_settings(config=config, target=target, check_remote=False)
+    if settings.target == "sandbox" and not settings.sandbox_file:
+        # A fresh checkout: run the whole list end to end on an ephemeral sandbox.
+        from sync_ci.sandbox.attach import attach
+
+        with attach(settings) as attached:
+            report = verify(role, attached, cron_user=cron_user, repo=Path(repo) if repo else None)
+    else:
+        report = verify(
+            role, field_settings(settings), cron_user=cron_user, repo=Path(repo) if repo else None
+        )
     return emit(report, args or argparse.Namespace(quiet=False, json_path=None, junit_path=None))
 
 
