@@ -218,16 +218,13 @@ def evaluate_latency(
         name for name, r in regions.items() if not r.unreachable and _summary(r).count > 0
     )
     limit = thresholds["latency.regions"]
-    passed = limit.passes(len(measured))
-    detail = f"{len(measured)} regions measured: {', '.join(measured) or 'none'}"
     rows.append(
-        Result(
-            id="latency.regions",
+        limit.check(
+            len(measured),
+            result_id="latency.regions",
             title=f"regions measured {limit.describe()}",
-            status="pass" if passed else "fail",
-            detail=detail if passed else f"breached latency.regions {limit.describe()}: {detail}",
+            detail=f"{len(measured)} regions measured: {', '.join(measured) or 'none'}",
             observed={"measured": len(measured), "regions": measured},
-            threshold=limit.to_json(),
         )
     )
     return rows

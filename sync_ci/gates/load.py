@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -234,7 +235,6 @@ def evaluate_phase(
             else (histogram.summarize(histogram.new()))
         )
         limit = thresholds[f"load.{name}.p95_ms"]
-        passed = summary.count > 0 and limit.passes(summary.p95_ms)
         observed = {
             **summary.to_json(),
             **{k: v for k, v in op.to_json().items() if k != "histogram"},
@@ -256,15 +256,13 @@ def evaluate_phase(
                 f" (raw p95 {raw.p95_ms:.1f} ms)" if raw else ""
             )
         rows.append(
-            Result(
-                id=f"{prefix}.{name}.p95_ms",
+            limit.check(
+                # No answers is no data: infinity fails every latency limit (fail closed).
+                summary.p95_ms if summary.count else math.inf,
+                result_id=f"{prefix}.{name}.p95_ms",
                 title=f"{label}: {name} p95 {limit.describe()}",
-                status="pass" if passed else "fail",
-                detail=detail
-                if passed
-                else f"breached load.{name}.p95_ms {limit.describe()}: {detail}",
+                detail=detail,
                 observed=observed,
-                threshold=limit.to_json(),
             )
         )
     ops = [outcome.ops.get(name, OpStats()) for name in OPERATIONS]
@@ -281,7 +279,6 @@ def evaluate_phase(
     )
     for threshold_id, value, what in counts:
         limit = thresholds[threshold_id]
-        passed = limit.passes(value)
         example = next((op.first_error for op in ops if op.first_error), "")
         detail = f"{value} {what}" + (f" (first: {example})" if value and example else "")
         per_op = {
@@ -296,37 +293,29 @@ def evaluate_phase(
             for name, op in zip(OPERATIONS, ops, strict=True)
         }
         rows.append(
-            Result(
-                id=f"{prefix}.{threshold_id.removeprefix('load.')}",
+            limit.check(
+                value,
+                result_id=f"{prefix}.{threshold_id.removeprefix('load.')}",
                 title=f"{label}: {what} {limit.describe()}",
-                status="pass" if passed else "fail",
-                detail=detail
-                if passed
-                else f"breached {threshold_id} {limit.describe()}: {detail}",
+                detail=detail,
                 observed={"value": value, "by_operation": per_op},
-                threshold=limit.to_json(),
             )
         )
     if outcome.phase == BURST:
         limit = thresholds["load.start_spread_ms"]
         spread = outcome.start_spread_ms
-        passed = limit.passes(spread)
-        detail = f"all requests left within {spread:.1f} ms (client CPU {outcome.cpu_s:.2f} s)"
         rows.append(
-            Result(
-                id=f"{prefix}.start_spread_ms",
+            limit.check(
+                spread,
+                result_id=f"{prefix}.start_spread_ms",
                 title=f"burst: start spread {limit.describe()}",
-                status="pass" if passed else "fail",
-                detail=detail
-                if passed
-                else f"breached load.start_spread_ms {limit.describe()}: {detail}",
+                detail=f"all requests left within {spread:.1f} ms (client CPU {outcome.cpu_s:.2f} s)",
                 observed={
                     "start_spread_ms": round(spread, 3),
                     "cpu_s": round(outcome.cpu_s, 4),
                     "wall_s": round(outcome.wall_s, 4),
                     "processes": outcome.processes,
                 },
-                threshold=limit.to_json(),
             )
         )
     return rows

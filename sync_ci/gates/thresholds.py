@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sync_ci.errors import UsageError
+
+if TYPE_CHECKING:
+    from sync_ci.report import Result
 
 # below: pass iff observed < limit (so "observed == limit" fails);
 # at_most: pass iff observed <= limit; at_least: pass iff observed >= limit.
@@ -39,6 +42,22 @@ class Threshold:
     def to_json(self) -> dict[str, object]:
         """Render for a result row's `threshold` field."""
         return {"id": self.id, "kind": self.kind, "limit": self.limit, "unit": self.unit}
+
+    def check(
+        self, value: float, *, result_id: str, title: str, detail: str, observed: Mapping[str, Any]
+    ) -> Result:
+        """Return the result row for `value`: failing rows name the threshold they breached."""
+        from sync_ci.report import Result
+
+        passed = self.passes(value)
+        return Result(
+            id=result_id,
+            title=title,
+            status="pass" if passed else "fail",
+            detail=detail if passed else f"breached {self.id} {self.describe()}: {detail}",
+            observed=observed,
+            threshold=self.to_json(),
+        )
 
     def is_tighter_or_equal(self, limit: float) -> bool:
         """True when replacing this limit with `limit` makes the gate no easier to pass."""
