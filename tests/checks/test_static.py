@@ -96,7 +96,7 @@ def test_the_tree_as_it_is_has_no_drift(repo_copy: Path) -> None:
         pytest.param(WORKFLOW, "    timeout-minutes: 10\n", "", "workflow-schema", id="no-timeout"),
         pytest.param(
             WORKFLOW,
-            "run: python -m pip install .",
+            "run: python -m pip install -c requirements/lock.txt .",
             'run: echo "${{ github.event.pull_request.title }}"',
             "zizmor",
             id="zizmor-template-injection",
