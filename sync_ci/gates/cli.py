@@ -555,27 +555,24 @@ def add_parser(sub: Any) -> None:
     )
     gates = gate.add_subparsers(dest="gate", metavar="GATE", required=True)
 
-    def wire(parser: argparse.ArgumentParser, command: Any) -> None:
-        parser.set_defaults(func=command)
-
     load = gates.add_parser("load", help="1,000 installs + 100 pushes in one burst; exact p95s")
     add_common(load)
     _add_target_options(load, merge=True)
     _add_load_options(load)
     add_engine_options(load)
-    wire(load, load_command)
+    load.set_defaults(func=load_command)
 
     latency = gates.add_parser("latency", help="cold-KV reads in every region; p95/p99 per region")
     add_common(latency)
     _add_target_options(latency, merge=True)
     _add_latency_options(latency)
     add_engine_options(latency, processes=True)
-    wire(latency, latency_command)
+    latency.set_defaults(func=latency_command)
 
     platforms = gates.add_parser("platforms", help="judge the ubuntu, macos and wsl2 recordings")
     add_common(platforms)
     _add_platform_options(platforms)
-    wire(platforms, platforms_command)
+    platforms.set_defaults(func=platforms_command)
 
     every = gates.add_parser("all", help="run the three gates; one table; non-zero if any fails")
     add_common(every)
@@ -584,7 +581,7 @@ def add_parser(sub: Any) -> None:
     _add_latency_options(every)
     _add_platform_options(every)
     every.set_defaults(merge=[])
-    wire(every, all_command)
+    every.set_defaults(func=all_command)
 
     record = gates.add_parser("record-cast", help="record the standard script with asciinema")
     record.add_argument("--platform", required=True, help="ubuntu, macos or wsl2")
@@ -595,4 +592,4 @@ def add_parser(sub: Any) -> None:
     )
     record.add_argument("--version", dest="launch_version", default=None, metavar="VERSION")
     record.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    wire(record, record_cast_command)
+    record.set_defaults(func=record_cast_command)

@@ -7,7 +7,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -448,6 +448,32 @@ async def _progress_ticker(tally: _Tally, total: int, label: str, progress: Prog
         progress(f"{label}: {tally.done}/{total} answered")
 
 
+@dataclass(slots=True)
+class _Spent:
+    """CPU and wall seconds a phase took, filled in when its `_measured` block ends."""
+
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+
+@contextlib.asynccontextmanager
+async def _measured(
+    tally: _Tally, total: int, label: str, progress: ProgressFn | None
+) -> AsyncIterator[_Spent]:
+    """Time a phase's sending (CPU and wall) and report its progress while it runs."""
+    spent = _Spent()
+    ticker = (
+        asyncio.create_task(_progress_ticker(tally, total, label, progress)) if progress else None
+    )
+    cpu0, wall0 = _cpu_s(), time.perf_counter()
+    try:
+        yield spent
+    finally:
+        spent.cpu_s, spent.wall_s = _cpu_s() - cpu0, time.perf_counter() - wall0
+        if ticker:
+            ticker.cancel()
+
+
 async def fire_burst(
     plan: Sequence[PlannedRequest],
     base_url: str,
@@ -477,17 +503,9 @@ async def fire_burst(
         await asyncio.sleep(0)  # let every task reach the gate before it opens
         if ready is not None:
             await loop.run_in_executor(None, ready)
-        ticker = (
-            asyncio.create_task(_progress_ticker(tally, len(plan), "burst", progress))
-            if progress
-            else None
-        )
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
-        gate.set()
-        await asyncio.gather(*tasks)
-        cpu, wall = _cpu_s() - cpu0, time.perf_counter() - wall0
-        if ticker:
-            ticker.cancel()
+        async with _measured(tally, len(plan), "burst", progress) as spent:
+            gate.set()
+            await asyncio.gather(*tasks)
     first = min(starts) + wall_offset if starts else 0
     last = max(starts) + wall_offset if starts else 0
     return PhaseOutcome(
@@ -495,8 +513,8 @@ async def fire_burst(
         ops=tally.ops(),
         start_first_ns=first,
         start_last_ns=last,
-        wall_s=wall,
-        cpu_s=cpu,
+        wall_s=spent.wall_s,
+        cpu_s=spent.cpu_s,
     )
 
 
@@ -536,13 +554,10 @@ async def run_open_model(
             tally.record_raw(request.operation, ended - started)
 
     tasks: list[asyncio.Task[None]] = []
-    async with _new_session(timeout_s, root) as session:
-        ticker = (
-            asyncio.create_task(_progress_ticker(tally, total, "open model", progress))
-            if progress
-            else None
-        )
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
+    async with (
+        _new_session(timeout_s, root) as session,
+        _measured(tally, total, "open model", progress) as spent,
+    ):
         begin = time.perf_counter_ns() + 5_000_000
         pushes = 0
         for i, operation in enumerate(operations):
@@ -560,14 +575,11 @@ async def run_open_model(
                 request = install_request()
             tasks.append(asyncio.create_task(one(request, intended)))
         await asyncio.gather(*tasks)
-        cpu, wall = _cpu_s() - cpu0, time.perf_counter() - wall0
-        if ticker:
-            ticker.cancel()
     return PhaseOutcome(
         phase=OPEN,
         ops=tally.ops(),
-        wall_s=wall,
-        cpu_s=cpu,
+        wall_s=spent.wall_s,
+        cpu_s=spent.cpu_s,
         rate=rate,
         duration_s=duration_s,
         max_lag_ms=max(lags, default=0) / 1e6,
