@@ -1,0 +1,74 @@
+"""Text that leaves the process: configured secrets replaced by `***`, control characters made visible.
+
+Settings register every secret they load (and every value derived from one, such as a tenant
+token); every renderer and every error line passes its text through `clean` (or `redact`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+# Shorter values would mask ordinary words; real secrets, tokens and key ids are far longer.
+MIN_SECRET_LEN = 6
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values (and their stripped forms) so `redact` masks them from now on."""
+    global _pattern
+    with _lock:
+        added = False
+        for value in values:
+            for form in {value, value.strip()}:
+                if len(form) >= MIN_SECRET_LEN and form not in _secrets:
+                    _secrets.add(form)
+                    added = True
+        if added:
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(_secrets, key=len, reverse=True)
+            _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def registered_count() -> int:
+    """How many secret forms are registered (for tests and `config show`)."""
+    return len(_secrets)
+
+
+def forget_secrets() -> None:
+    """Drop every registered secret (tests only: a process keeps its secrets for its lifetime)."""
+    global _pattern
+    with _lock:
+        _secrets.clear()
+        _pattern = None
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with `***`."""
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(MASK, text)
+
+
+def escape_controls(text: str, *, keep_newlines: bool = True) -> str:
+    """Make control characters visible as `\\xNN` (newlines and tabs kept unless told otherwise)."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_ANY
+    return pattern.sub(_visible, text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
+def clean(text: str, *, keep_newlines: bool = True) -> str:
+    """Redact secrets, then escape control characters: what every renderer does to outside text."""
+    return escape_controls(redact(text), keep_newlines=keep_newlines)
