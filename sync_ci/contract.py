@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_ci.errors import ContractError
+from sync_ci.redaction import first_control
 
 CONTRACT_VERSION = 1
 CATALOG_SCHEMA = 1
@@ -145,7 +146,7 @@ def colo_from_ray(ray: str) -> str:
 
 
 def validate_alert(document: Any) -> dict[str, str]:
-    """Check an alert body has every field as a short string."""
+    """Check an alert body has every field as a string free of control characters."""
     if not isinstance(document, dict):
         raise ContractError("alert body is not a JSON object")
     missing = [
@@ -153,4 +154,12 @@ def validate_alert(document: Any) -> dict[str, str]:
     ]
     if missing:
         raise ContractError(f"alert body lacks {', '.join(missing)}")
+    for name in ALERT_FIELDS:
+        # Alerts are printed on the maintainer's terminal; an escape sequence could rewrite it.
+        char = first_control(document[name])
+        if char is not None:
+            raise ContractError(
+                f"alert field {name!r} holds a control character (U+{ord(char):04X}); "
+                "send one line of plain text"
+            )
     return {f: str(document[f]) for f in ALERT_FIELDS}

@@ -64,6 +64,12 @@ def escape_controls(text: str, *, keep_newlines: bool = True) -> str:
     return pattern.sub(_visible, text)
 
 
+def first_control(text: str) -> str | None:
+    """Return the first control character in `text` (C0 incl. newline and tab, DEL, C1, bidi)."""
+    match = _CONTROL_ANY.search(text)
+    return match.group() if match else None
+
+
 def _visible(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
