@@ -86,13 +86,26 @@ def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning the project's errors into one stderr line and an exit code."""
+    from sync_ci.redaction import clean
+
     try:
         return handler(args)
     except SyncCIError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"sync-ci: error: {exc}", file=sys.stderr)
+        # One line, secrets masked, control characters visible: the text may quote a server.
+        print(f"sync-ci: error: {clean(str(exc), keep_newlines=False)}", file=sys.stderr)
         return int(exc.exit_code)
+    except Exception as exc:
+        # A bug, not bad input; its traceback could quote a header holding a secret.
+        if getattr(args, "debug", False):
+            raise
+        text = clean(f"{type(exc).__name__}: {exc}", keep_newlines=False)
+        print(
+            f"sync-ci: error: unexpected {text} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return int(ExitCode.FAILED)
     except KeyboardInterrupt:
         print("sync-ci: interrupted", file=sys.stderr)
         return 130

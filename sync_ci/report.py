@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from sync_ci import __version__
+from sync_ci import __version__, redaction
 from sync_ci.errors import ContractError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -34,6 +34,14 @@ class Result:
     detail: str = ""
     observed: Mapping[str, Any] = field(default_factory=dict)
     threshold: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Secrets are masked where text enters the model, so every reader of `to_json()` (doctor's
+        # last-doctor.json, alert bodies) is covered, not only the renderers below.
+        for name in ("id", "title", "detail"):
+            object.__setattr__(self, name, redaction.redact(getattr(self, name)))
+        object.__setattr__(self, "observed", redact_value(self.observed))
+        object.__setattr__(self, "threshold", redact_value(self.threshold))
 
     def to_json(self) -> dict[str, Any]:
         """Render as the schema's result object."""
@@ -60,6 +68,9 @@ class Report:
     duration_s: float
     results: tuple[Result, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", redact_value(self.extra))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,6 +107,17 @@ class Report:
         if self.extra:
             document["extra"] = dict(self.extra)
         return document
+
+
+def redact_value(value: Any) -> Any:
+    """Mask registered secrets in every string of a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return redaction.redact(value)
+    if isinstance(value, Mapping):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(redact_value(v) for v in value)
+    return value
 
 
 def make_report(
@@ -155,10 +177,8 @@ STEP_SUMMARY_DETAIL_CHARS = 300
 ANNOTATIONS_PER_LEVEL = 10
 ANNOTATIONS_TOTAL = 50
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# As _CONTROL but keeping CR, which annotations encode as %0D.
-_CONTROL_BUT_CR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _WHITESPACE = re.compile(r"\s+")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Characters XML 1.0 cannot carry at all, even escaped (plus lone surrogates). Compiled on first
 # use: this class takes ~6 ms to compile, and most commands never write JUnit.
 _XML_INVALID = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
@@ -191,9 +211,12 @@ def format_duration(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
-def _visible_controls(text: str, pattern: re.Pattern[str] = _CONTROL) -> str:
+def _visible_controls(text: str, *, keep_cr: bool = False) -> str:
+    """Mask secrets and make control characters visible (CR kept for annotations to encode)."""
     # Escape sequences in a detail (from a server, a file name) must not reach the terminal.
-    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    if keep_cr:
+        return "\r".join(redaction.clean(part) for part in redaction.redact(text).split("\r"))
+    return redaction.clean(text)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -265,7 +288,7 @@ def render_table(report: Report, *, only_failing: bool = False, color: bool | No
     summary = summary_line(report)
     good = report.ok and not is_unmeasured(report)
     lines.append(_paint(summary, "32" if good else "1;31", use_color))
-    return "\n".join(lines)
+    return redaction.redact("\n".join(lines))
 
 
 def render_matrix(
@@ -288,7 +311,7 @@ def render_matrix(
         f"{MARK_OK} = same, {MARK_DIFF} = differs, {MARK_SKIP} = skipped, "
         f"{MARK_ERR} = could not compare"
     )
-    return f"{body}\n{legend}"
+    return redaction.redact(f"{body}\n{legend}")
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -308,14 +331,20 @@ def _json_safe(value: Any) -> Any:
 
 
 def _inline_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(_json_safe(value), ensure_ascii=False, default=str)
+    text = json.dumps(_json_safe(redact_value(value)), ensure_ascii=False, default=str)
+    return _JSON_UNSAFE.sub(_json_escape, text)
 
 
 def to_json_text(report: Report) -> str:
     """Render the `sync-ci/result@1` document as indented JSON text."""
-    return (
-        json.dumps(_json_safe(report.to_json()), indent=2, ensure_ascii=False, default=str) + "\n"
-    )
+    text = json.dumps(_json_safe(report.to_json()), indent=2, ensure_ascii=False, default=str)
+    # json.dumps escapes C0 only; DEL, C1 and bidi overrides are escaped too, so that `cat` of
+    # the file cannot drive a terminal. They can occur only inside strings: still the same JSON.
+    return _JSON_UNSAFE.sub(_json_escape, redaction.redact(text)) + "\n"
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -416,6 +445,8 @@ def read_json(path: str | os.PathLike[str]) -> Report:
 
 
 def _xml_text(text: str) -> str:
+    # Redacted before XML escaping, which could split a secret holding '&' or '<'.
+    text = redaction.clean(text)
     return re.compile(_XML_INVALID).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
@@ -485,7 +516,7 @@ def render_junit(report: Report) -> str:
             ET.SubElement(case, "system-out").text = _xml_text(result.title)
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{redaction.redact(body)}\n'
 
 
 def write_junit(report: Report, path: str | os.PathLike[str]) -> Path:
@@ -582,7 +613,7 @@ def render_markdown(report: Report, *, title: str, next_steps: Sequence[str] = (
     if next_steps:
         lines += ["", "## What to look at next", ""]
         lines += [f"- {_one_line(step, 1000)}" for step in next_steps]
-    return "\n".join(lines) + "\n"
+    return redaction.redact("\n".join(lines)) + "\n"
 
 
 def render_step_summary(report: Report, *, budget_bytes: int = STEP_SUMMARY_BUDGET_BYTES) -> str:
@@ -626,7 +657,7 @@ def render_step_summary(report: Report, *, budget_bytes: int = STEP_SUMMARY_BUDG
     if not ordered:
         lines.append("No results.")
     lines += ["", foot_meta]
-    return "\n".join(lines) + "\n"
+    return redaction.redact("\n".join(lines)) + "\n"
 
 
 # --- GitHub Actions ----------------------------------------------------------------------------
@@ -661,8 +692,8 @@ def _annotation(result: Result, level: str) -> str:
     message = result.detail.strip() or result.title or result.id
     if result.status == "error":
         message = f"could not check: {message}"
-    message = _visible_controls(message, _CONTROL_BUT_CR)
-    return f"::{level} {','.join(props)}::{escape_annotation_data(message)}"
+    message = _visible_controls(message, keep_cr=True)
+    return redaction.redact(f"::{level} {','.join(props)}::{escape_annotation_data(message)}")
 
 
 def render_annotations(report: Report, *, max_per_level: int = ANNOTATIONS_PER_LEVEL) -> list[str]:

@@ -7,15 +7,16 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
 
-from sync_ci import __version__
-from sync_ci.errors import ContractError, ExitCode, UsageError
+from sync_ci import __version__, redaction
+from sync_ci.cli import run_handler
+from sync_ci.errors import ContractError, ExitCode, UsageError, WorkerError
 from sync_ci.report import (
     SCHEMA,
     STEP_SUMMARY_BUDGET_BYTES,
@@ -457,3 +458,154 @@ def test_emit_unwritable_path_is_a_usage_error(tmp_path: Path) -> None:
     blocker.write_text("", encoding="utf-8")
     with pytest.raises(UsageError, match="cannot write --json"):
         emit(_report(), argparse.Namespace(quiet=True, json_path=str(blocker / "r.json")))
+
+
+# --- secrets and control characters ------------------------------------------------------------
+
+# Characters the renderers encode (&, <, %, |, ',', ':', `): a secret holding them must be masked
+# before the encoding, which would otherwise split it past a later text match.
+SECRET = "Zq9sentinel&<%|,:`x-secret"
+SECRET_CORE = "Zq9sentinel"
+TOKEN = "tok" + "0123456789abcdef" * 4
+
+
+@pytest.fixture
+def secrets_registered() -> Iterator[None]:
+    """Register this module's secrets (as settings do when they load) and forget them after."""
+    redaction.register_secrets([SECRET + "\n", TOKEN])
+    try:
+        yield
+    finally:
+        redaction.forget_secrets()
+
+
+def _leaky_report() -> Report:
+    """A report whose every text field quotes a secret."""
+    row = Result(
+        id=f"push-{TOKEN}",
+        title=f"push as {SECRET}",
+        status="fail",
+        detail=f"server said: Authorization: Bearer {TOKEN}\nkey={SECRET}",
+        observed={"header": f"Bearer {TOKEN}", "nested": [{"k": SECRET}], SECRET: 1},
+        threshold={"status": 201, "why": (TOKEN,)},
+    )
+    return make_report(
+        suite="smoke",
+        target="ci",
+        mode="write",
+        sha="0123abc",
+        started_at="2026-01-02T03:04:05Z",
+        duration_s=1.0,
+        results=[row],
+        extra={"echo": SECRET},
+    )
+
+
+def _every_rendering(report: Report) -> dict[str, str]:
+    result = report.results[0]
+    return {
+        "table": render_table(report, color=False),
+        "json": to_json_text(report),
+        "to_json": json.dumps(report.to_json()),
+        "junit": render_junit(report),
+        "markdown": render_markdown(report, title=f"degraded {SECRET}", next_steps=[TOKEN]),
+        "summary": render_step_summary(report),
+        "annotations": "\n".join(render_annotations(report)),
+        "matrix": render_matrix([result.detail], [TOKEN], {(result.detail, TOKEN): "ok"}),
+    }
+
+
+def _assert_no_secret(renderings: dict[str, str]) -> None:
+    for name, text in renderings.items():
+        assert SECRET_CORE not in text, name
+        assert TOKEN not in text, name
+        assert TOKEN[:20] not in text, name
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_the_result_model_masks_secrets_where_they_enter() -> None:
+    document = _leaky_report().to_json()
+    row = document["results"][0]
+    assert row["detail"] == "server said: Authorization: Bearer ***\nkey=***"
+    assert row["title"] == "push as ***"
+    assert row["observed"] == {"header": "Bearer ***", "nested": [{"k": "***"}], "***": 1}
+    assert row["threshold"] == {"status": 201, "why": ("***",)}
+    assert document["extra"] == {"echo": "***"}
+    _assert_no_secret(_every_rendering(_leaky_report()))
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_every_renderer_masks_secrets_that_got_past_the_model() -> None:
+    report = _leaky_report()
+    result = report.results[0]
+    # A row whose fields were set after it was built (a path that skipped the model's masking).
+    for name, value in (
+        ("id", f"push-{TOKEN}"),
+        ("title", f"push as {SECRET}"),
+        ("detail", f"Bearer {TOKEN} / {SECRET}"),
+        ("observed", {"file": f"{SECRET}.py", "echo": SECRET, "line": 3}),
+    ):
+        object.__setattr__(result, name, value)
+    object.__setattr__(report, "extra", {"echo": SECRET})
+    renderings = _every_rendering(report)
+    renderings.pop("to_json")  # the raw document: masked when built, which this row skipped
+    _assert_no_secret(renderings)
+    assert "***" in renderings["annotations"]
+    assert "***" in renderings["junit"]
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_a_header_error_quoting_a_secret_is_masked() -> None:
+    import requests
+
+    request = requests.Request(
+        "GET", "http://127.0.0.1:9/", headers={"authorization": f"Bearer {TOKEN}\n"}
+    )
+    with pytest.raises(requests.exceptions.InvalidHeader) as caught:
+        requests.Session().prepare_request(request)
+    assert TOKEN in str(caught.value)  # requests quotes the header value in its message
+    row = Result(id="push", title="push", status="error", detail=str(caught.value))
+    assert TOKEN not in row.detail
+    assert "***" in row.detail
+    _assert_no_secret(_every_rendering(_report([row])))
+
+
+def test_renderers_escape_c1_bidi_and_escape_sequences() -> None:
+    forged = "ok\x1b[2J\x9b2J\u202eno alerts recorded\u2066"
+    row = Result(id=f"check{forged}", title=forged, status="fail", detail=forged)
+    report = _report([row])
+    renderings = _every_rendering(report)
+    renderings.pop("to_json")  # the data itself is kept; every text rendering of it is escaped
+    for name, text in renderings.items():
+        for char in ("\x1b", "\x9b", "\u202e", "\u2066"):
+            assert char not in text, (name, char)
+    assert "\\x9b2J\\u202eno alerts recorded" in renderings["table"]
+    # The JSON file still decodes to the same text.
+    assert json.loads(renderings["json"])["results"][0]["detail"] == forged
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_the_error_line_is_one_masked_escaped_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def fails(args: argparse.Namespace) -> int:
+        raise WorkerError(f"Worker said 403: Bearer {TOKEN}\n\x1b[2Jall clear")
+
+    assert run_handler(fails, argparse.Namespace()) == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert err == "sync-ci: error: Worker said 403: Bearer ***\\x0a\\x1b[2Jall clear\n"
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_an_unexpected_error_is_one_line_without_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def breaks(args: argparse.Namespace) -> int:
+        raise ValueError(f"header {SECRET!r}\nsecond line")
+
+    assert run_handler(breaks, argparse.Namespace()) == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("sync-ci: error: unexpected ValueError: header '***")
+    assert SECRET_CORE not in err
+    assert "Traceback" not in err
+    with pytest.raises(ValueError, match="second line"):
+        run_handler(breaks, argparse.Namespace(debug=True))
