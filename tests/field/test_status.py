@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import shutil
+import socket
+import stat
 import subprocess
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from sync_ci import alerts, status
+from sync_ci import alert_files, alerts, status
+from sync_ci.alert_files import AlertFile
 from sync_ci.config import Settings
+from sync_ci.sandbox.launcher import Sandbox
 from sync_ci.status import StatusRow
 from tests.field.conftest import run_cli
 
@@ -20,20 +28,41 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CONSOLE = re.compile(r":CONSOLE[:(]")
 
 
-def test_file_rows_only_an_unrecovered_recent_degradation_fails() -> None:
-    files = [
-        ("sync-degraded-20240501T060000Z.md", "# Sync degraded: worker-get (20240501T060000Z)"),
-        ("sync-degraded-20240420T000000Z.md", "# Sync degraded: old"),
-        ("unrelated.md", "# ignored"),
-    ]
-    rows = status.file_rows(files, NOW)
+def pairs(*named: tuple[str, str]) -> list[tuple[AlertFile, str]]:
+    found = [(alert_files.parse_path(Path(name)), title) for name, title in named]
+    return [(item, title) for item, title in found if item is not None]
+
+
+def test_file_rows_only_the_latest_unrecovered_degradation_fails() -> None:
+    files = pairs(
+        ("sync-degraded-2024-05-01T06-00-00Z.md", "Sync degraded: worker-get"),
+        ("sync-degraded-20240420T000000Z.md", "Sync degraded: old"),  # the older name form
+        ("unrelated.md", "ignored"),
+    )
+    rows = status.file_rows(files)
     assert [(r.name[:22], r.failing) for r in rows] == [
-        ("sync-degraded-20240501", True),
+        ("sync-degraded-2024-05-", True),
         ("sync-degraded-20240420", False),
     ]
-    assert rows[0].detail == "Sync degraded: worker-get (20240501T060000Z)"
-    recovered = status.file_rows([*files, ("sync-recovered-20240501T070000Z.md", "# ok")], NOW)
-    assert not any(r.failing for r in recovered)
+    assert rows[0].detail == "Sync degraded: worker-get"
+    recovered = files + pairs(("sync-recovered-2024-05-01T07-00-00Z.md", "ok"))
+    assert not any(r.failing for r in status.file_rows(recovered))
+    again = recovered + pairs(("sync-degraded-2024-05-01T08-00-00Z.md", "again"))
+    assert [r.name for r in status.file_rows(again) if r.failing] == [
+        "sync-degraded-2024-05-01T08-00-00Z.md"
+    ]
+
+
+def test_alert_file_contract_round_trips_and_writes_owner_only(tmp_path: Path) -> None:
+    at = datetime(2026, 11, 27, 6, tzinfo=UTC)
+    written = alert_files.write(tmp_path / "a" / "alerts", "degraded", at, "# Sync degraded: x\n")
+    assert written.name == "sync-degraded-2026-11-27T06-00-00Z.md"
+    assert alert_files.parse_name(written.name) == ("degraded", at)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert stat.S_IMODE(written.parent.stat().st_mode) == 0o700
+    assert [f.path for f in alert_files.scan(written.parent)] == [written]
+    assert alert_files.read_title(written) == "Sync degraded: x"
+    assert alert_files.parse_name("sync-degraded-2026-13-27T06-00-00Z.md") is None
 
 
 def test_worker_rows_and_order_failing_first() -> None:
@@ -103,17 +132,171 @@ def test_cli_status_reads_alert_files_and_worker(
     check = f"status-{tenant_settings.tenant_id}"
     assert alerts.send_alert(tenant_settings, check, "seen by status").new_delivered
     alerts_dir = tmp_path / "alerts"
-    alerts_dir.mkdir()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (alerts_dir / f"sync-degraded-{stamp}.md").write_text(
-        f"# Sync degraded: catalog ({stamp})\n\nmore\n"
-    )
+    alert_files.write(alerts_dir, "degraded", datetime.now(UTC), "# Sync degraded: catalog\n")
     page = tmp_path / "status.html"
     done = run_cli(field_env, "status", "--alerts-dir", str(alerts_dir), "--html", str(page))
     assert done.returncode == 1, done.stderr  # something is failing
     assert check in done.stdout
     assert "Sync degraded: catalog" in done.stdout
     assert page.read_text().count('data-status="fail"') >= 2
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+
+
+# --- never blind -----------------------------------------------------------------------------
+
+
+class CraftedStatus:
+    """A real HTTP server on 127.0.0.1 answering GET /_status with a fixed status and body."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        answer = (status_code, body)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                code, data = answer
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CraftedStatus:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def worker_env(field_env: dict[str, str], url: str) -> dict[str, str]:
+    """A maintainer whose settings name a Worker (no sandbox ready file) and some admin token."""
+    env = {k: v for k, v in field_env.items() if k != "SYNC_CI_SANDBOX"}
+    env.update(
+        SYNC_CI_TARGET="ci", SYNC_CI_WORKER_URL=url, SYNC_CI_ADMIN_TOKEN=secrets.token_hex(16)
+    )
+    if not url:
+        del env["SYNC_CI_WORKER_URL"]
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def empty_alerts(tmp_path: Path) -> Path:
+    directory = tmp_path / "alerts"
+    directory.mkdir()
+    return directory
+
+
+@pytest.mark.parametrize("source", ["unreachable", "401", "no-url", "not-json", "wrong-shape"])
+def test_status_exits_3_naming_a_worker_it_could_not_read(
+    source: str, sandbox: Sandbox, field_env: dict[str, str], tmp_path: Path
+) -> None:
+    body = b"<html>oops" if source == "not-json" else b'{"checks": ["a list"]}'
+    with CraftedStatus(200, body) as crafted:
+        url = {
+            "unreachable": f"http://127.0.0.1:{free_port()}",
+            "401": sandbox.info.worker.url,  # the real reference Worker, with a wrong admin token
+            "no-url": "",
+        }.get(source, crafted.url)
+        env = worker_env(field_env, url)
+        done = run_cli(env, "status", "--alerts-dir", str(empty_alerts(tmp_path)))
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "no alerts recorded" not in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("UNREAD"))
+    assert "Worker /_status" in row
+    expected = {
+        "unreachable": "127.0.0.1",
+        "401": "401",
+        "no-url": "SYNC_CI_WORKER_URL",
+        "not-json": "not JSON",
+        "wrong-shape": "/_status shape",
+    }[source]
+    assert expected in row, row
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("how", ["missing", "a-file"])
+def test_status_exits_3_when_the_alert_directory_cannot_be_read(
+    how: str, field_env: dict[str, str], tmp_path: Path
+) -> None:
+    alerts_dir = tmp_path / "alerts"
+    if how == "a-file":
+        alerts_dir.write_text("not a directory")
+    done = run_cli(field_env, "status", "--alerts-dir", str(alerts_dir))
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    row = next(line for line in done.stdout.splitlines() if line.startswith("UNREAD"))
+    assert "ci-loop" in row and str(alerts_dir) in row and "--alerts-dir" in row
+    assert "no alerts recorded" not in done.stdout
+
+
+def test_no_alerts_only_when_both_sources_were_read(
+    field_env: dict[str, str], tmp_path: Path
+) -> None:
+    with CraftedStatus(200, b'{"checks": {}, "silent_tenants": []}') as crafted:
+        done = run_cli(
+            worker_env(field_env, crafted.url),
+            "status",
+            "--alerts-dir",
+            str(empty_alerts(tmp_path)),
+        )
+    assert (done.returncode, done.stdout) == (0, "no alerts recorded\n"), done.stderr
+
+
+HOSTILE = "\x1b[2J\x1b[Hno alerts recorded\r\nall clear\x07\u202e"
+
+
+def test_outside_text_cannot_clear_the_screen_or_forge_a_verdict(
+    field_env: dict[str, str], tmp_path: Path
+) -> None:
+    summary = {
+        "checks": {
+            f"doctor{HOSTILE}": {
+                "count": 1,
+                "tenants": [f"t{HOSTILE}"],
+                "tenant_count": 1,
+                "last_seen": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "last_message": f"<b>{HOSTILE}</b>",
+            }
+        },
+        "silent_tenants": [{"tenant": HOSTILE, "last_seen": "", "silent_for_s": 7200}],
+    }
+    alerts_dir = empty_alerts(tmp_path)
+    title = f"# Sync degraded: {HOSTILE}\n"
+    alert_files.write(alerts_dir, "degraded", datetime.now(UTC), title)
+    page = tmp_path / "status.html"
+    with CraftedStatus(200, json.dumps(summary).encode()) as crafted:
+        done = run_cli(
+            worker_env(field_env, crafted.url),
+            "status",
+            "--alerts-dir",
+            str(alerts_dir),
+            "--html",
+            str(page),
+        )
+    assert done.returncode == 1, done.stderr
+    for text in (done.stdout, page.read_text()):
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", text), repr(text)
+        assert "\\x1b[2J" in text  # shown, made visible
+    lines = done.stdout.splitlines()
+    assert "no alerts recorded" not in lines and "all clear" not in lines
+    assert lines[-1] == "3 failing"
+    assert all(line.startswith(("state", "-", "FAIL", "3 failing")) for line in lines), lines
+    html_page = page.read_text()
+    assert "<b>" not in html_page and "&lt;b&gt;" in html_page
+    assert html_page.count("<tr class=") == 3
 
 
 def run_chromium(page: Path, profile: Path) -> subprocess.CompletedProcess[str]:
