@@ -47,8 +47,11 @@ PERMANENT_DELETE_CODES = frozenset(
 FAILED_ROWS = 20
 FAILED_KEYS_IN_JSON = 1000
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Days and weeks only: `1m` reads as a month to many and would delete the prefixes of jobs in
+# flight as minutes. Hours need --allow-short; nothing under an hour, nothing over ten years.
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([A-Za-z]*)\s*$")
+_UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_OLDER_THAN = timedelta(days=3650)
 
 PrefixKind = Literal["ci", "other", "loose"]
 Action = Literal["delete", "keep", "leave"]
@@ -168,15 +171,37 @@ class CleanupRun:
 # --- Pure functions ----------------------------------------------------------------------------
 
 
-def parse_older_than(text: str) -> timedelta:
-    """Parse a positive duration like '36h', '7d', '90m' or '2w'; refuse zero and negatives."""
+def parse_older_than(text: str, *, allow_short: bool = False) -> timedelta:
+    """Parse a retention like '7d' or '2w' ('36h' only with `allow_short`): 1 h to 3650 d."""
+    shown = text if len(text or "") <= 40 else f"{text[:20]}...({len(text)} characters)"
+    flag = f"--older-than {shown!r}"
     match = _DURATION.fullmatch(text or "")
-    if not match or int(match.group(1)) <= 0:
+    if not match:
+        raise UsageError(f"{flag} is not a positive whole number of days or weeks, e.g. 7d or 2w")
+    digits, unit = match.group(1), match.group(2).lower()
+    if unit not in _UNIT_S:
+        why = {
+            "": "has no unit",
+            "s": "is in seconds, under the 1 h minimum",
+            "m": "could mean minutes or months",
+            "min": "is in minutes, under the 1 h minimum",
+        }.get(unit, f"has the unknown unit {unit!r}")
         raise UsageError(
-            f"--older-than {text!r} is not a positive duration; use e.g. 36h or 7d "
-            "(units s, m, h, d, w)"
+            f"{flag} {why}; use days or weeks, e.g. 7d or 2w (hours, e.g. 36h, with --allow-short)"
         )
-    return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
+    # Compare digits before int(): a huge number must be one line, not an overflow.
+    count = int(digits) if len(digits.lstrip("0")) <= 7 else MAX_OLDER_THAN.days * 10
+    if unit == "h" and not allow_short:
+        raise UsageError(
+            f"{flag}: hours need --allow-short, as a short retention can delete the prefixes "
+            "of jobs still running; use days or weeks, e.g. 7d or 2w"
+        )
+    if count <= 0:
+        raise UsageError(f"{flag} is not a positive duration; use e.g. 7d or 2w")
+    seconds = count * _UNIT_S[unit]
+    if seconds > MAX_OLDER_THAN.total_seconds():
+        raise UsageError(f"{flag} is longer than {MAX_OLDER_THAN.days} days; use e.g. 7d or 2w")
+    return timedelta(seconds=seconds)
 
 
 def parse_now(text: str) -> datetime:
@@ -865,7 +890,7 @@ def command(args: argparse.Namespace) -> int:
 
     started_wall = datetime.now(UTC)
     started = time.monotonic()
-    older_than = parse_older_than(args.older_than)
+    older_than = parse_older_than(args.older_than, allow_short=bool(args.allow_short))
     max_delete = parse_max_delete(args.max_delete)
     now = parse_now(args.now) if args.now else started_wall
     quiet = bool(getattr(args, "quiet", False))
@@ -955,7 +980,13 @@ def add_parser(sub: Any) -> None:
         "--older-than",
         default=DEFAULT_OLDER_THAN,
         metavar="AGE",
-        help="delete prefixes whose newest object is older than this (e.g. 36h, 7d; default 7d)",
+        help="delete prefixes whose newest object is older than this: days or weeks, 1 h to "
+        "3650 d (e.g. 7d, 2w; default 7d)",
+    )
+    parser.add_argument(
+        "--allow-short",
+        action="store_true",
+        help="also accept hours in --older-than (e.g. 36h), never under 1 h",
     )
     parser.add_argument("--dry-run", action="store_true", help="plan and report; delete nothing")
     parser.add_argument(

@@ -57,20 +57,53 @@ def version(key: str, age: timedelta, **kw: Any) -> VersionInfo:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("36h", timedelta(hours=36)),
         ("7d", WEEK),
         ("2w", timedelta(days=14)),
-        ("90m", timedelta(minutes=90)),
+        ("1d", timedelta(days=1)),
+        (" 7D ", WEEK),
+        ("3650d", timedelta(days=3650)),
+        ("521w", timedelta(weeks=521)),
     ],
 )
-def test_parse_older_than_accepts_positive_durations(text: str, expected: timedelta) -> None:
+def test_parse_older_than_accepts_days_and_weeks(text: str, expected: timedelta) -> None:
     assert cleanup.parse_older_than(text) == expected
+    assert cleanup.parse_older_than(text, allow_short=True) == expected
 
 
-@pytest.mark.parametrize("text", ["0d", "-1d", "0h", "7", "", "1.5d", "7 days", "d"])
-def test_parse_older_than_refuses_zero_negative_and_junk(text: str) -> None:
-    with pytest.raises(UsageError, match="positive duration"):
+@pytest.mark.parametrize(
+    ("text", "expected"), [("36h", timedelta(hours=36)), ("1h", timedelta(hours=1))]
+)
+def test_hours_need_allow_short(text: str, expected: timedelta) -> None:
+    with pytest.raises(UsageError, match="hours need --allow-short"):
         cleanup.parse_older_than(text)
+    assert cleanup.parse_older_than(text, allow_short=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("1m", "could mean minutes or months"),
+        ("90m", "could mean minutes or months"),
+        ("30s", "in seconds, under the 1 h minimum"),
+        ("59min", "in minutes, under the 1 h minimum"),
+        ("7", "has no unit"),
+        ("3y", "unknown unit 'y'"),
+        ("0d", "not a positive duration"),
+        ("0h", "not a positive duration"),
+        ("-1d", "not a positive whole number"),
+        ("", "not a positive whole number"),
+        ("1.5d", "not a positive whole number"),
+        ("7 days", "unknown unit 'days'"),
+        ("d", "not a positive whole number"),
+        ("3651d", "longer than 3650 days"),
+        ("99999999999d", "longer than 3650 days"),
+        ("9" * 5000 + "d", "longer than 3650 days"),
+    ],
+)
+def test_parse_older_than_refuses_short_ambiguous_huge_and_junk(text: str, why: str) -> None:
+    with pytest.raises(UsageError, match=why) as caught:
+        cleanup.parse_older_than(text, allow_short=True)
+    assert len(str(caught.value)) < 200
 
 
 def test_parse_now_reads_iso_and_defaults_to_utc() -> None:
@@ -539,7 +572,9 @@ def test_cli_deletes_and_reports_bytes_before_and_after(
     old = sha()
     put_all(admin_store, [f"{CI}{old}/a", f"{CI}{old}/b"], body=b"12345")
     out = tmp_path / "report.json"
-    assert run_cli("--now", later(), "--json", str(out), "--older-than", "36h") == 0
+    assert (
+        run_cli("--now", later(), "--json", str(out), "--older-than", "36h", "--allow-short") == 0
+    )
     assert keys_under(admin_store, CI) == []
     extra = json.loads(out.read_text())["extra"]
     assert (extra["bytes_before"], extra["bytes_after"], extra["keys_deleted"]) == (10, 0, 2)
@@ -560,14 +595,16 @@ def test_max_delete_refuses_before_deleting_anything(
     assert keys_under(admin_store, CI) == sorted(keys)
 
 
-@pytest.mark.parametrize("value", ["0d", "-1d", "soon"])
+@pytest.mark.parametrize("value", ["0d", "-1d", "soon", "1m", "30s", "36h", "99999999999d"])
 def test_bad_older_than_is_one_line_and_exit_2(
     cli_env: StoreEndpoint, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_cli(f"--older-than={value}") == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("sync-ci: error: --older-than")
+    assert "Traceback" not in captured.err and captured.out == ""
 
 
 @pytest.mark.strict_store
@@ -630,7 +667,7 @@ def test_lifecycle_install_merges_with_existing_rules(
         Bucket=admin_store.bucket,
         LifecycleConfiguration={"Rules": [other]},  # type: ignore[list-item]
     )
-    assert run_cli("--install-lifecycle", "--older-than", "36h") == 0
+    assert run_cli("--install-lifecycle", "--older-than", "36h", "--allow-short") == 0
     assert run_cli("--install-lifecycle", "--older-than", "7d") == 0
     rules = {r["ID"]: r for r in admin_store.lifecycle_rules()}
     assert set(rules) == {"logs-expiry", cleanup.LIFECYCLE_RULE_ID}
