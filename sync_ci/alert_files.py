@@ -106,7 +106,7 @@ def newest_first(files: Iterable[AlertFile]) -> list[AlertFile]:
 
 
 def _describe(directory: Path, exc: OSError) -> str:
-    where = exc.filename or directory
+    where = absolute(Path(exc.filename)) if isinstance(exc.filename, str) else directory
     return f"{where}: {exc.strerror or exc}"
 
 

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sync_ci import __version__
+from sync_ci import __version__, alert_files
+from sync_ci.alert_files import AlertDirError, AlertFile
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import ExitCode, LockBusy
+from sync_ci.locks import LockUnavailable, hold_lock, lock_path
+from sync_ci.redaction import clean
 from sync_ci.report import Report
 
-DEFAULT_ALERTS_DIR = Path("state/log/alerts")
+DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 DEFAULT_BUDGET_S = 900.0
 NEXT_STEPS = (
     "Open the failing phase's detail above; a cf-ray id names the edge request for a support ticket.",
@@ -38,32 +38,12 @@ class PassOutcome:
     recovery_file: Path | None
 
 
-def timestamp(now: datetime) -> str:
-    """Return a filename-safe UTC timestamp (2026-11-27T06-00-00Z)."""
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+timestamp = alert_files.timestamp
 
 
-@contextmanager
-def pass_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive non-blocking flock on `path` for one pass."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise LockBusy(
-                f"another ci-loop pass holds {path} (pid {holder}); this one exits without running"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+def pass_lock(path: Path) -> AbstractContextManager[None]:
+    """Hold the ci-loop lock on `path` (the one lock, from sync_ci.locks)."""
+    return hold_lock(path, "ci-loop")
 
 
 def render_alert(report: Report, settings: Settings, now: datetime) -> str:
@@ -82,13 +62,22 @@ def render_alert(report: Report, settings: Settings, now: datetime) -> str:
     )
 
 
-def render_recovery(report: Report, previous: dict[str, Any], now: datetime) -> str:
+def render_recovery(report: Report, previous: AlertFile, now: datetime) -> str:
     """Return the markdown of a recovery note."""
     return (
         f"# Sync recovered ({timestamp(now)})\n\n"
         f"The read-only smoke against `{report.target}` passed again "
         f"({report.counts['pass']} phases in {report.duration_s:.2f} s).\n\n"
-        f"Last failure: {previous.get('at', '?')}, alert file `{previous.get('alert_file', '?')}`.\n"
+        f"Last failure: {timestamp(previous.at)}, alert file `{previous.path.name}`.\n"
+    )
+
+
+def render_not_run(reason: str, now: datetime) -> str:
+    """Return the markdown of the alert written when a pass could not run at all."""
+    return (
+        f"# Sync degraded: ci-loop could not run ({timestamp(now)})\n\n"
+        f"{clean(reason)}\n\n"
+        "Nothing was measured: fix the path named above; the next pass runs as usual.\n"
     )
 
 
@@ -102,38 +91,48 @@ def run_pass(
     """Run one read-only pass and write the alert or recovery file it calls for."""
     from sync_ci.smoke import run_smoke
 
+    alert_files.ensure_dir(alerts_dir)  # an unusable directory stops the pass before it runs
     report = run_smoke(settings, mode="read-only", budget_s=budget_s, retry_failed=True)
-    state_file = alerts_dir.parent / "ci-loop-state.json"
-    previous = _read_state(state_file)
-    alerts_dir.mkdir(parents=True, exist_ok=True)
     alert_file = recovery_file = None
     if not report.ok or report.extra.get("unmeasured"):
-        alert_file = alerts_dir / f"sync-degraded-{timestamp(now)}.md"
-        alert_file.write_text(render_alert(report, settings, now), encoding="utf-8")
-        _write_state(
-            state_file,
-            {"ok": False, "at": now.isoformat(timespec="seconds"), "alert_file": str(alert_file)},
-        )
+        text = render_alert(report, settings, now)
+        alert_file = alert_files.write(alerts_dir, "degraded", now, text)
     else:
-        if previous.get("ok") is False:
-            recovery_file = alerts_dir / f"sync-recovered-{timestamp(now)}.md"
-            recovery_file.write_text(render_recovery(report, previous, now), encoding="utf-8")
-        _write_state(state_file, {"ok": True, "at": now.isoformat(timespec="seconds")})
+        try:
+            previous = alert_files.current_failure(alert_files.scan(alerts_dir))
+        except AlertDirError:
+            previous = None
+        if previous is not None:
+            text = render_recovery(report, previous, now)
+            recovery_file = alert_files.write(alerts_dir, "recovered", now, text)
     return PassOutcome(report=report, alert_file=alert_file, recovery_file=recovery_file)
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def preflight(alerts_dir: Path) -> None:
+    """Refuse, before anything runs, a working directory or alert directory ci-loop cannot use."""
+    if not alerts_dir.is_absolute():
+        try:
+            cwd = Path.cwd()
+        except OSError as exc:
+            raise AlertDirError(
+                f"the working directory is gone ({exc.strerror}), so {alerts_dir} has nowhere "
+                "to go; run ci-loop from the repository (cd into it) or pass an absolute "
+                "--alerts-dir DIR"
+            ) from None
+        if not os.access(cwd, os.W_OK | os.X_OK) and not (cwd / alerts_dir).is_dir():
+            raise AlertDirError(
+                f"cannot create {alerts_dir} in the working directory {cwd}: it is not writable; "
+                "run ci-loop from the repository (cd into it) or pass --alerts-dir DIR"
+            )
+    alert_files.ensure_dir(alerts_dir)
+
+
+def report_not_run(alerts_dir: Path, reason: str, now: datetime) -> Path | None:
+    """Leave an alert file for a pass that could not run; None when that is impossible too."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_state(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    tmp.replace(path)
+        return alert_files.write(alerts_dir, "degraded", now, render_not_run(reason, now))
+    except AlertDirError:
+        return None
 
 
 def command(
@@ -150,15 +149,23 @@ def command(
     from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=config, target=target)
-    lock = settings.state_dir / "ci-loop.lock"
+    now = now or datetime.now(UTC)
+    preflight(alerts_dir)
+    lock = lock_path(settings.state_dir, "ci-loop")
     try:
-        with pass_lock(lock), attach(settings) as attached:
-            outcome = run_pass(
-                attached, alerts_dir=alerts_dir, now=now or datetime.now(UTC), budget_s=budget_s
-            )
+        with hold_lock(lock, "ci-loop"), attach(settings) as attached:
+            outcome = run_pass(attached, alerts_dir=alerts_dir, now=now, budget_s=budget_s)
     except LockBusy as exc:
-        print(f"sync-ci: ci-loop: {exc}", file=sys.stderr)
+        if not getattr(args, "quiet", False):
+            print(f"sync-ci: ci-loop: {exc}", file=sys.stderr)
         return int(ExitCode.OK)
+    except LockUnavailable as exc:
+        # Only the lock's directory is bad: the alert directory still takes the news.
+        written = report_not_run(alerts_dir, str(exc), now)
+        print(f"sync-ci: error: {clean(str(exc), keep_newlines=False)}", file=sys.stderr)
+        if written:
+            print(f"ci-loop: could not run; alert written to {alert_files.absolute(written)}")
+        return int(exc.exit_code)
     report = outcome.report
     write_outputs(report, args)
     quiet = getattr(args, "quiet", False)
