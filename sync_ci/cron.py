@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
+import pwd
+import re
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,6 +28,8 @@ ROLES: tuple[Role, ...] = ("maintainer", "tenant")
 SCHEDULES: dict[Role, str] = {"maintainer": "0 */6 * * *", "tenant": "30 */6 * * *"}
 SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
 CRONTAB_TIMEOUT_S = 10.0
+JOB_TIMEOUT_S = 1200.0  # above ci-loop's own 900 s budget
+SCHEDULE_START = re.compile(r"^(@\w+|[\d*/,\-]+(\s+[\d*/,\-]+){4})\s")
 
 
 def begin_marker(role: Role) -> str:
@@ -36,12 +43,26 @@ def end_marker(role: Role) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """The user a crontab belongs to, from the password database (cron runs jobs as them)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: frozenset[int]
+    home: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CronPaths:
-    """Absolute paths a cron line names (cron's own PATH is minimal)."""
+    """Absolute paths a cron line names (cron's own PATH is minimal), all for the crontab's user.
+
+    There is no lock path: ci-loop and doctor take their own lock (sync_ci.locks) under
+    `state_dir`, which the line exports so the command and `cron show` agree where it is.
+    """
 
     exe: str
-    flock: str
-    lock: str
+    state_dir: str
     repo: str = ""
     secrets_file: str = ""
     config: str = ""
@@ -74,26 +95,28 @@ def _check_path(name: str, value: str) -> str:
 
 
 def render_job(role: Role, paths: CronPaths) -> str:
-    """Return the one cron line for `role`; every path absolute, PATH explicit, under flock."""
+    """Return the one cron line for `role`: every path absolute, PATH and state dir explicit.
+
+    The line takes no lock of its own: the command does (a `flock` around it would hold the very
+    lock the command then finds busy), and a busy lock exits 0, so it never fires the alert.
+    """
     q = shlex.quote
     exe = _check_path("sync-ci executable", paths.exe)
-    flock = _check_path("flock", paths.flock)
-    lock = _check_path("lock file", paths.lock)
     path_dirs = [str(Path(exe).parent), *SYSTEM_PATH]
-    exports = [f"PATH={':'.join(dict.fromkeys(path_dirs))}"]
-    if paths.secrets_file:
-        exports.append(f"SYNC_CI_SECRETS_FILE={q(_check_path('secrets file', paths.secrets_file))}")
+    exports = [
+        f"PATH={':'.join(dict.fromkeys(path_dirs))}",
+        f"SYNC_CI_STATE_DIR={q(_check_path('state directory', paths.state_dir))}",
+    ]
     if paths.config:
         exports.append(f"SYNC_CI_CONFIG={q(_check_path('config file', paths.config))}")
+    if paths.secrets_file:
+        exports.append(f"SYNC_CI_SECRETS_FILE={q(_check_path('secrets file', paths.secrets_file))}")
     prologue = f"export {' '.join(exports)};"
     if role == "maintainer":
         repo = _check_path("repository directory", paths.repo)
-        command = f"cd {q(repo)} && {q(flock)} -n {q(lock)} {q(exe)} ci-loop --target live"
+        command = f"cd {q(repo)} && {q(exe)} ci-loop --target live"
     else:
-        # -E 0: a run still holding the lock is not a failure, so it must not fire the alert.
-        command = (
-            f"{q(flock)} -n -E 0 {q(lock)} {q(exe)} doctor --silent || {q(exe)} alert doctor-failed"
-        )
+        command = f"{q(exe)} doctor --silent || {q(exe)} alert doctor-failed"
     return f"{SCHEDULES[role]} {prologue} {command}"
 
 
@@ -167,12 +190,100 @@ def _command_words(command: str) -> tuple[list[str], list[str]]:
     return tokens, words
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One job line of our block, taken apart: schedule, command, exports, the `cd` and exe."""
+
+    role: Role
+    schedule: str
+    command: str
+    exports: dict[str, str]
+    cwd: str
+    executables: tuple[str, ...]
+    tokens: tuple[str, ...]
+    words: tuple[str, ...]
+
+
+def parse_job(role: Role, line: str) -> Job:
+    """Split a job line; raise ValueError when its command does not parse as shell words."""
+    fields = line.split(None, 5)
+    command = fields[5] if len(fields) == 6 else ""
+    tokens, words = _command_words(command)
+    exports: dict[str, str] = {}
+    for token in tokens:
+        name, sep, value = token.partition("=")
+        if sep and name.isidentifier() and name not in exports:
+            exports[name] = value
+    cwd = next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "cd"), "")
+    return Job(
+        role=role,
+        schedule=" ".join(fields[:5]),
+        command=command,
+        exports=exports,
+        cwd=cwd,
+        executables=tuple(t for t in tokens if "=" not in t and Path(t).name == "sync-ci"),
+        tokens=tuple(tokens),
+        words=tuple(words),
+    )
+
+
+def installed_jobs(text: str) -> list[Job]:
+    """Return our job lines in `text`, one per role block found (raise on damaged markers)."""
+    jobs = []
+    for role in ROLES:
+        block = find_block(text, role)
+        if block is not None and len(block.jobs) == 1:
+            jobs.append(parse_job(role, block.jobs[0]))
+    return jobs
+
+
+Access = Callable[[str, str], str]
+
+
+def job_problems(job: Job, access: Access) -> list[str]:
+    """Return what keeps one job line from running as intended (pure but for `access`)."""
+    role = job.role
+    problems: list[str] = []
+    if job.schedule != SCHEDULES[role]:
+        problems.append(f"{role}: schedule {job.schedule!r}, expected {SCHEDULES[role]!r}")
+    path_value = job.exports.get("PATH")
+    if "export" not in job.words or path_value is None:
+        problems.append(f"{role}: no explicit `export PATH=...`")
+    elif not all(d.startswith("/") for d in path_value.split(":")):
+        problems.append(f"{role}: PATH has relative entries ({path_value})")
+    if any(Path(t).name == "flock" for t in job.tokens):
+        problems.append(
+            f"{role}: wrapped in `flock`, which holds the lock the command takes itself, so it "
+            f"never runs; reinstall: sync-ci cron install --role {role}"
+        )
+    relative = [w for w in job.words if w not in ("export", "cd") and not w.startswith("/")]
+    relative += [t for t in job.executables if not t.startswith("/")]
+    if relative:
+        problems.append(f"{role}: relative command paths {sorted(set(relative))}")
+    wants = [(exe, "x", "sync-ci executable") for exe in dict.fromkeys(job.executables)]
+    if job.cwd:
+        wants.append((job.cwd, "x", "repository directory"))
+    wants += [
+        (job.exports[name], want, label)
+        for name, want, label in (
+            ("SYNC_CI_CONFIG", "r", "config file"),
+            ("SYNC_CI_SECRETS_FILE", "r", "secrets file"),
+            ("SYNC_CI_STATE_DIR", "create", "state directory"),
+        )
+        if job.exports.get(name)
+    ]
+    for path, want, label in wants:
+        if path.startswith("/"):
+            why = access(path, want)
+            if why:
+                problems.append(f"{role}: {label} {why}")
+    return problems
+
+
 def evaluate_entry(
-    text: str,
-    *,
-    is_executable: Callable[[str], bool] = lambda p: os.access(p, os.X_OK),
+    text: str, *, account: Account | None = None, access: Access | None = None
 ) -> Result:
-    """Check the crontab text holds one sane sync-ci entry (pure but for `is_executable`)."""
+    """Check the crontab holds sane sync-ci entries that `account` (default: you) can run."""
     title = "cron entry installed and sane"
     try:
         blocks = [b for b in (find_block(text, r) for r in ROLES) if b is not None]
@@ -185,44 +296,22 @@ def evaluate_entry(
             status="fail",
             detail="no sync-ci entry in the crontab; run: sync-ci cron install --role tenant",
         )
+    if access is None:
+        who = account or account_for("")
+        access = lambda path, want: access_problem(who, path, want)  # noqa: E731
     problems: list[str] = []
     observed: dict[str, Any] = {"roles": [b.role for b in blocks]}
     for block in blocks:
-        jobs = block.jobs
-        if len(jobs) != 1:
-            problems.append(f"{block.role}: {len(jobs)} job lines in the block, expected 1")
+        if len(block.jobs) != 1:
+            problems.append(f"{block.role}: {len(block.jobs)} job lines in the block, expected 1")
             continue
-        fields = jobs[0].split(None, 5)
-        schedule = " ".join(fields[:5])
-        command = fields[5] if len(fields) == 6 else ""
-        observed[f"{block.role}_schedule"] = schedule
-        if schedule != SCHEDULES[block.role]:
-            problems.append(
-                f"{block.role}: schedule {schedule!r}, expected {SCHEDULES[block.role]!r}"
-            )
         try:
-            tokens, words = _command_words(command)
+            job = parse_job(block.role, block.jobs[0])
         except ValueError as exc:
             problems.append(f"{block.role}: command does not parse ({exc})")
             continue
-        path_values = [t[5:] for t in tokens if t.startswith("PATH=")]
-        if "export" not in words or not path_values:
-            problems.append(f"{block.role}: no explicit `export PATH=...`")
-        elif not all(d.startswith("/") for d in path_values[0].split(":")):
-            problems.append(f"{block.role}: PATH has relative entries ({path_values[0]})")
-        flock_at = [i for i, t in enumerate(tokens) if Path(t).name == "flock"]
-        if not flock_at or tokens[flock_at[0] + 1 : flock_at[0] + 2] != ["-n"]:
-            problems.append(f"{block.role}: not run under `flock -n LOCK`")
-        relative = [w for w in words if w not in ("export", "cd") and not w.startswith("/")]
-        relative += [t for t in tokens if Path(t).name == "sync-ci" and not t.startswith("/")]
-        if relative:
-            problems.append(f"{block.role}: relative command paths {sorted(set(relative))}")
-        missing = sorted(
-            {t for t in tokens if Path(t).name in ("sync-ci", "flock") and t.startswith("/")}
-            - {t for t in tokens if is_executable(t)}
-        )
-        if missing:
-            problems.append(f"{block.role}: not executable: {', '.join(missing)}")
+        observed[f"{block.role}_schedule"] = job.schedule
+        problems += job_problems(job, access)
     return Result(
         id="cron-entry",
         title=title,
@@ -230,6 +319,94 @@ def evaluate_entry(
         detail="; ".join(problems) if problems else ", ".join(f"{b.role} ok" for b in blocks),
         observed=observed,
     )
+
+
+# --- who may do what: permission bits as the kernel applies them (ACLs aside) ----------------
+
+_BITS = {"r": 4, "w": 2, "x": 1}
+
+
+def account_for(user: str = "") -> Account:
+    """Look `user` up in the password database ('' = the user running this)."""
+    try:
+        entry = pwd.getpwnam(user) if user else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        raise UsageError(
+            f"user {user!r} is not in the password database; create it first"
+        ) from None
+    groups = frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return Account(
+        name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid, groups=groups, home=entry.pw_dir
+    )
+
+
+def permits(account: Account, mode: int, uid: int, gid: int, want: str) -> bool:
+    """Return whether `account` may `want` ('r', 'w', 'x' or a mix) a file of this mode/owner."""
+    if account.uid == 0:  # root reads and writes anything; it executes what has some x bit
+        return "x" not in want or stat.S_ISDIR(mode) or bool(mode & 0o111)
+    shift = 6 if uid == account.uid else 3 if gid in account.groups else 0
+    need = sum(_BITS[c] for c in want)
+    return (mode >> shift) & need == need
+
+
+def _describe(path: Path, info: os.stat_result) -> str:
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    return f"{path} (mode {stat.S_IMODE(info.st_mode):o}, owner {owner})"
+
+
+def access_problem(account: Account, path: str, want: str) -> str:
+    """Return '' when `account` may `want` `path` ('r', 'x', 'rx', or 'create'), else why not.
+
+    Every directory on the way (and on the way to where a symlink points) must be searchable;
+    'create' means the directory exists writable, or its nearest existing parent is.
+    """
+    target = Path(path)
+    if want == "create":
+        existing = target
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        why = access_problem(account, str(existing), "wx")
+        return why and f"{target}: {why}"
+    chains = [target, Path(os.path.realpath(target))]
+    for chain in dict.fromkeys(chains):
+        for directory in reversed(chain.parents):
+            try:
+                info = directory.stat()
+            except OSError as exc:
+                return f"{directory}: {exc.strerror}"
+            if not permits(account, info.st_mode, info.st_uid, info.st_gid, "x"):
+                return f"{target} is out of reach of {account.name}: {_describe(directory, info)} is not searchable by them"
+    try:
+        info = target.stat()
+    except OSError as exc:
+        return f"{target}: {exc.strerror}"
+    if not permits(account, info.st_mode, info.st_uid, info.st_gid, want):
+        verbs = "/".join({"r": "read", "w": "written", "x": "executed"}[c] for c in want)
+        return f"{_describe(target, info)} cannot be {verbs} by {account.name}"
+    if "x" in want and stat.S_ISREG(info.st_mode):
+        return _interpreter_problem(account, target)
+    return ""
+
+
+def _interpreter_problem(account: Account, script: Path) -> str:
+    try:
+        with script.open("rb") as handle:
+            first = handle.readline(512)
+    except OSError:
+        return ""
+    if not first.startswith(b"#!"):
+        return ""
+    words = first[2:].decode("utf-8", "replace").split()
+    if not words or Path(words[0]).name == "env":
+        return ""
+    info = script.stat()
+    if not permits(account, info.st_mode, info.st_uid, info.st_gid, "r"):
+        return f"{_describe(script, info)} is a script {account.name} cannot read"
+    why = access_problem(account, words[0], "x")
+    return why and f"{script}'s interpreter {why}"
 
 
 def validate_schedule(schedule: str) -> None:
@@ -279,14 +456,29 @@ def write_crontab(text: str, user: str = "") -> None:
 def resolve_paths(
     role: Role,
     *,
+    user: str = "",
     exe: str = "",
     venv: str = "",
     repo: str = "",
-    state_dir: Path,
+    state_dir: Path | None = None,
     secrets_file: str = "",
     config: str = "",
 ) -> CronPaths:
-    """Work out the absolute paths for a role's line from the options and this installation."""
+    """Work out the line's absolute paths for the crontab's user, and refuse what they can't use.
+
+    For another user (`--user`, as bootstrap runs it as root) nothing comes from the installer's
+    environment: the home is the password database's, the config is searched where the job will
+    search it, and every path is checked with that user's permissions.
+    """
+    from sync_ci.config import _user_config_dir, _user_state_dir, load_settings
+
+    account = account_for(user)
+    own = account.uid == os.geteuid()
+    env: dict[str, str] = (
+        dict(os.environ) if own else {"HOME": account.home, "LOGNAME": account.name}
+    )
+    if not own:
+        env["USER"] = account.name
     if exe:
         chosen = Path(exe)
     elif role == "maintainer" or venv:
@@ -300,21 +492,126 @@ def resolve_paths(
             f"sync-ci executable {chosen} does not exist or is not executable; "
             "install the package or pass --exe PATH"
         )
-    flock = shutil.which("flock") or "/usr/bin/flock"
-    lock_name = "ci-loop.lock" if role == "maintainer" else "doctor.lock"
     repo_dir = ""
     if role == "maintainer":
         repo_dir = str(Path(repo or os.getcwd()).expanduser().absolute())
         if not (Path(repo_dir) / "pyproject.toml").is_file():
             raise UsageError(f"{repo_dir} is not the sync-ci repository; pass --repo DIR")
-    return CronPaths(
+    job_cwd = Path(repo_dir or account.home)
+    secrets = secrets_file or (env.get("SYNC_CI_SECRETS_FILE", "") if own else "")
+    secrets = str(Path(secrets).expanduser().absolute()) if secrets else ""
+    config_file = config or (env.get("SYNC_CI_CONFIG", "") if own else "")
+    if not config_file:
+        candidates = (job_cwd / "sync-ci.toml", _user_config_dir(env) / "sync-ci.toml")
+        config_file = next((str(c) for c in candidates if c.is_file()), "")
+    config_file = str(Path(config_file).expanduser().absolute()) if config_file else ""
+    if state_dir is None:
+        if config_file:
+            settings_env = {**env, "SYNC_CI_CONFIG": config_file}
+            if secrets:
+                settings_env["SYNC_CI_SECRETS_FILE"] = secrets
+            state_dir = load_settings(env=settings_env, check_remote=False).state_dir
+        elif env.get("SYNC_CI_STATE_DIR"):
+            state_dir = Path(env["SYNC_CI_STATE_DIR"])
+        else:
+            state_dir = _user_state_dir(env)
+    state = state_dir.expanduser()
+    paths = CronPaths(
         exe=str(chosen),
-        flock=str(Path(flock).absolute()),
-        lock=str((state_dir.expanduser() / lock_name).absolute()),
+        state_dir=str(state if state.is_absolute() else job_cwd / state),
         repo=repo_dir,
-        secrets_file=str(Path(secrets_file).expanduser().absolute()) if secrets_file else "",
-        config=str(Path(config).expanduser().absolute()) if config else "",
+        secrets_file=secrets,
+        config=config_file,
     )
+    refuse_unusable(paths, account)
+    return paths
+
+
+def refuse_unusable(paths: CronPaths, account: Account) -> None:
+    """Raise UsageError naming the first path `account` could not use when cron runs the line."""
+    checks = [
+        ("sync-ci executable", paths.exe, "x"),
+        ("repository directory", paths.repo, "x"),
+        ("config file", paths.config, "r"),
+        ("secrets file", paths.secrets_file, "r"),
+        ("state directory", paths.state_dir, "create"),
+    ]
+    for label, path, want in checks:
+        why = access_problem(account, path, want) if path else ""
+        if why:
+            raise UsageError(
+                f"the cron job would run as {account.name}, who cannot use the {label}: {why}; "
+                f"give {account.name} access (chown/chmod) or pass a path they can use"
+            )
+
+
+def prepare_state_dir(path: Path, account: Account) -> None:
+    """Create the state directory (owner-only) and hand what was created to `account`."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+        if account.uid != os.geteuid():
+            os.chown(directory, account.uid, account.gid)
+
+
+def cron_environment(text: str, account: Account) -> dict[str, str]:
+    """Return the environment Debian cron gives `account`'s jobs from crontab `text`."""
+    env = {
+        "HOME": account.home,
+        "LOGNAME": account.name,
+        "SHELL": "/bin/sh",
+        "PATH": "/usr/bin:/bin",
+    }
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or SCHEDULE_START.match(stripped):
+            continue
+        name, sep, value = stripped.partition("=")
+        name, value = name.strip(), value.strip()
+        if sep and name.isidentifier() and name != "LOGNAME":
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            env[name] = value
+    return env
+
+
+def run_job(
+    job: Job, text: str, account: Account, *, timeout_s: float = JOB_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run a job's command as cron does: as `account`, in its home, `sh -c` in cron's environment.
+
+    The whole process group is killed on timeout, so no child outlives the call.
+    """
+    as_other = account.uid != os.geteuid()
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", job.command],
+        env=cron_environment(text, account),
+        cwd=account.home if Path(account.home).is_dir() else "/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        user=account.uid if as_other else None,
+        group=account.gid if as_other else None,
+        extra_groups=sorted(account.groups) if as_other else None,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise SyncCIError(
+            f"the installed {job.role} line did not finish in {timeout_s:g} s; it was stopped"
+        ) from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a child it left behind goes too
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -362,23 +659,20 @@ def command(
     if action == "install":
         if not role:
             raise UsageError("cron install needs --role maintainer|tenant")
-        from sync_ci.config import load_settings
-
-        settings = load_settings(config=config, check_remote=False)
         chosen: Role = "maintainer" if role == "maintainer" else "tenant"
         paths = resolve_paths(
             chosen,
+            user=user,
             exe=exe,
             venv=venv,
             repo=repo,
-            state_dir=settings.state_dir,
-            secrets_file=secrets_file or os.environ.get("SYNC_CI_SECRETS_FILE", ""),
-            config=settings.config_path,
+            secrets_file=secrets_file,
+            config=config or "",
         )
         diff = install(chosen, paths, user=user, dry_run=dry_run)
         print(diff or f"sync-ci {role} cron entry already up to date", end="" if diff else "\n")
         if not dry_run:
-            settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            prepare_state_dir(Path(paths.state_dir), account_for(user))
         return int(ExitCode.OK)
     if action == "uninstall":
         roles: tuple[Role, ...] = ROLES
@@ -395,7 +689,7 @@ def command(
             if block is not None:
                 print("".join(block.lines), end="")
                 shown = True
-        result = evaluate_entry(text)
+        result = evaluate_entry(text, account=account_for(user))
         if not shown:
             print("no sync-ci cron entry installed")
         print(f"{result.status}: {result.detail}", file=sys.stderr)

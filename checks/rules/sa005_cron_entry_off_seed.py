@@ -1,19 +1,24 @@
-"""A sync-ci cron entry drifts from the seed: schedule, read-only target, lock, or quiet doctor.
+"""A sync-ci cron entry drifts from the seed: schedule, read-only target, the lock, or quiet doctor.
 
 **Why:** the seed fixes two cron entries. The maintainer's `0 */6 * * *` runs `ci-loop` against
 the live target, which is read-only (a writing cron risks CI write, catalog rebuild, CI again),
-under `flock` so a slow pass never overlaps the next. Every tenant's `30 */6 * * *` runs
+and a slow pass must never overlap the next. Every tenant's `30 */6 * * *` runs
 `doctor --silent || sync-ci alert doctor-failed`: quiet on success, an explicit alert on failure.
-Classic cron mistakes break this silently: `* * * * *` (python-crontab's default when no minute is
-set), `@hourly` rewrites, a missing lock, a doctor that mails its output every six hours, a `%`
-that cron turns into a newline. In `repo` scope this reads `*.cron`/crontab files in the tree and
-the templates in `sync_ci/cron.py` (f-string placeholders are read as their expression text, so
-`{q(flock)}` counts as the lock). In `field` scope (doctor) it reads the installed user crontab's
-sync-ci lines.
+Exclusivity has one owner: `ci-loop` and `doctor` take the lock themselves (`sync_ci/locks.py`,
+which also creates its directory), and a busy lock exits 0 so it never fires the alert. A cron
+line that wraps them in `flock` holds that very lock, so every pass finds it busy and never runs
+(and on a fresh machine `flock` exits 66 because the lock's directory does not exist yet).
+Classic cron mistakes break this silently too: `* * * * *` (python-crontab's default when no
+minute is set), `@hourly` rewrites, a doctor that mails its output every six hours, a `%` that cron
+turns into a newline. In `repo` scope this reads `*.cron`/crontab files in the tree, the
+templates in `sync_ci/cron.py` (f-string placeholders are read as their expression text), and
+checks that `sync_ci/ci_loop.py` and `sync_ci/doctor.py` still take the lock. In `field` scope
+(doctor) it reads the installed user crontab's sync-ci lines.
 
 **Fix:** reinstall the entries with `sync-ci cron install --role maintainer|tenant` (or restore the
-template in `sync_ci/cron.py`) so each line has the seed's schedule, `flock -n <lock>`,
-`ci-loop --target live`, and `doctor --silent || sync-ci alert doctor-failed`.
+template in `sync_ci/cron.py`) so each line has the seed's schedule, no `flock`,
+`ci-loop --target live`, and `doctor --silent || sync-ci alert doctor-failed`; keep the
+`hold_lock(lock_path(..., "<job>"), "<job>")` call in the command that runs.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from checks.catalogue import CRONTAB, Finding, Subject, example
 from checks.pysource import nodes, parse
 
 ID = "SA005"
-TITLE = "cron entry off the seed's schedule, target, lock or --silent"
+TITLE = "cron entry off the seed's schedule or target, without --silent, or double-locked"
 SCOPE = ("repo", "field")
 
 CRON_MODULE = "sync_ci/cron.py"
+LOCKING_MODULES = {"sync_ci/ci_loop.py": "ci-loop", "sync_ci/doctor.py": "doctor"}
 CRON_FILES = ("*.cron", "*crontab", "*crontab.txt", "*.crontab")
 MAINTAINER, TENANT = "0 */6 * * *", "30 */6 * * *"
 FIELD = r"[\d*/,\-]+"
@@ -44,9 +50,13 @@ ALERT = re.compile(r"\|\|.*\balert\s+doctor-failed\b")
 def command_problems(command: str) -> list[str]:
     """Return what is wrong with one sync-ci command (cron line or template), schedule aside."""
     problems = []
+    for job, pattern in (("ci-loop", CI_LOOP), ("doctor", DOCTOR)):
+        if pattern.search(command) and "flock" in command:
+            problems.append(
+                f"{job} runs under flock, which holds the lock {job} takes itself: "
+                "it never runs (drop the flock)"
+            )
     if CI_LOOP.search(command):
-        if "flock" not in command:
-            problems.append("ci-loop runs without a lock (flock -n <lock>)")
         targets = TARGET.findall(command)
         if targets != ["live"]:
             problems.append(
@@ -142,6 +152,23 @@ def _cron_module(path: str, tree: ast.Module) -> Iterator[Finding]:
         )
 
 
+def _takes_lock(path: str, tree: ast.Module, job: str) -> Iterator[Finding]:
+    for node in nodes(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name | ast.Attribute)
+            and (node.func.id if isinstance(node.func, ast.Name) else node.func.attr) == "hold_lock"
+            and any(isinstance(a, ast.Constant) and a.value == job for a in node.args)
+        ):
+            return
+    yield Finding(
+        path=path,
+        line=1,
+        message=f"{job} does not take its lock (sync_ci.locks.hold_lock(..., {job!r})): "
+        "two scheduled runs would overlap",
+    )
+
+
 def check(subject: Subject) -> Iterator[Finding]:
     """Check crontab lines (field: the user crontab; repo: crontab files and cron.py templates)."""
     if subject.scope == "field":
@@ -153,35 +180,49 @@ def check(subject: Subject) -> Iterator[Finding]:
     tree = parse(module) if module is not None else None
     if tree is not None:
         yield from _cron_module(CRON_MODULE, tree)
+    for path, job in LOCKING_MODULES.items():
+        source = subject.files.get(path)
+        parsed = parse(source) if source is not None else None
+        if parsed is not None:
+            yield from _takes_lock(path, parsed, job)
 
 
-_MAINT = (
-    "0 */6 * * * cd /srv/repo && /usr/bin/flock -n /tmp/ci.lock"
-    " /opt/bin/sync-ci ci-loop --target live"
-)
-_TENANT = (
-    "30 */6 * * * /usr/bin/flock -n -E 0 /tmp/d.lock /opt/bin/sync-ci doctor --silent"
-    " || /opt/bin/sync-ci alert doctor-failed"
-)
+_MAINT = "0 */6 * * * cd /srv/repo && /opt/bin/sync-ci ci-loop --target live"
+_TENANT = "30 */6 * * * /opt/bin/sync-ci doctor --silent || /opt/bin/sync-ci alert doctor-failed"
 _MODULE = (
     "SCHEDULES = {'maintainer': '0 */6 * * *', 'tenant': '30 */6 * * *'}\n"
-    "def job(role, flock, lock, exe):\n"
+    "def job(role, exe):\n"
     "    if role == 'maintainer':\n"
-    "        return f'{flock} -n {lock} {exe} ci-loop --target live'\n"
-    "    return f'{flock} -n {lock} {exe} doctor --silent || {exe} alert doctor-failed'\n"
+    "        return f'{exe} ci-loop --target live'\n"
+    "    return f'{exe} doctor --silent || {exe} alert doctor-failed'\n"
 )
+_LOCKED = "with hold_lock(lock_path(settings.state_dir, '{job}'), '{job}'):\n    run()\n"
 GOOD = (
-    example({"docs/example.cron": f"# sync-ci\n{_MAINT}\n{_TENANT}\n", CRON_MODULE: _MODULE}),
+    example(
+        {
+            "docs/example.cron": f"# sync-ci\n{_MAINT}\n{_TENANT}\n",
+            CRON_MODULE: _MODULE,
+            "sync_ci/ci_loop.py": _LOCKED.format(job="ci-loop"),
+            "sync_ci/doctor.py": _LOCKED.format(job="doctor"),
+        }
+    ),
     example({CRONTAB: f"MAILTO=''\n{_TENANT}\n5 4 * * * /usr/bin/backup\n"}, scope="field"),
 )
 BAD = (
     example({CRONTAB: _TENANT.replace(" --silent", "")}, scope="field"),
-    example({CRONTAB: _MAINT.replace("/usr/bin/flock -n /tmp/ci.lock ", "")}, scope="field"),
+    example({CRONTAB: _MAINT.replace("&& ", "&& /usr/bin/flock -n /tmp/ci.lock ")}, scope="field"),
+    example(
+        {CRONTAB: _TENANT.replace("* * /", "* * /usr/bin/flock -n -E 0 /tmp/d.lock /")},
+        scope="field",
+    ),
     example({CRONTAB: _MAINT.replace("--target live", "--target ci")}, scope="field"),
     example({CRONTAB: _MAINT.replace("0 */6 * * *", "* * * * *")}, scope="field"),
     example({"ops/maintainer.cron": _TENANT.replace("30 */6", "0 */6")}),
     example({CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")}),
     example({CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")}),
+    example({CRON_MODULE: _MODULE.replace("f'{exe} ci-loop", "f'flock -n {lock} {exe} ci-loop")}),
+    example({"sync_ci/ci_loop.py": "def command():\n    run()\n"}),
+    example({"sync_ci/doctor.py": _LOCKED.format(job="ci-loop")}),
     example(
         {CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")},
         scope="field",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,35 +27,39 @@ FOREIGN = (
 def paths(tmp_path: Path) -> CronPaths:
     return CronPaths(
         exe="/opt/venv/bin/sync-ci",
-        flock="/usr/bin/flock",
-        lock=str(tmp_path / "doctor.lock"),
+        state_dir=str(tmp_path / "state"),
         repo="/srv/sync ci",
         secrets_file="/etc/sync-ci/env",
     )
 
 
-def test_tenant_line_has_schedule_lock_absolute_paths_and_path(tmp_path: Path) -> None:
+def test_tenant_line_has_schedule_state_dir_absolute_paths_and_path(tmp_path: Path) -> None:
     line = cron.render_job("tenant", paths(tmp_path))
     assert line.startswith("30 */6 * * * export PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin ")
+    assert f"SYNC_CI_STATE_DIR={tmp_path}/state " in line
     assert "SYNC_CI_SECRETS_FILE=/etc/sync-ci/env;" in line
-    assert (
-        f"/usr/bin/flock -n -E 0 {tmp_path}/doctor.lock /opt/venv/bin/sync-ci doctor --silent"
-        in line
+    assert line.endswith(
+        "; /opt/venv/bin/sync-ci doctor --silent || /opt/venv/bin/sync-ci alert doctor-failed"
     )
-    assert line.endswith("|| /opt/venv/bin/sync-ci alert doctor-failed")
 
 
-def test_maintainer_line_runs_ci_loop_live_from_the_repo_under_flock(tmp_path: Path) -> None:
+def test_lines_take_no_lock_of_their_own(tmp_path: Path) -> None:
+    """doctor and ci-loop hold the lock themselves; a flock around them would hold it first."""
+    for role in cron.ROLES:
+        assert "flock" not in cron.render_job(role, paths(tmp_path))
+
+
+def test_maintainer_line_runs_ci_loop_live_from_the_repo(tmp_path: Path) -> None:
     line = cron.render_job("maintainer", paths(tmp_path))
     assert line.startswith("0 */6 * * * export PATH=")
-    assert "cd '/srv/sync ci' && /usr/bin/flock -n " in line  # quoted: the path has a space
-    assert line.endswith("/opt/venv/bin/sync-ci ci-loop --target live")
+    # quoted: the path has a space
+    assert line.endswith("; cd '/srv/sync ci' && /opt/venv/bin/sync-ci ci-loop --target live")
 
 
 @pytest.mark.parametrize("bad", ["relative/sync-ci", "/opt/50%/sync-ci", "/opt/a\nb"])
 def test_render_refuses_paths_cron_would_mangle(tmp_path: Path, bad: str) -> None:
     with pytest.raises(UsageError):
-        cron.render_job("tenant", CronPaths(exe=bad, flock="/usr/bin/flock", lock="/tmp/x.lock"))
+        cron.render_job("tenant", CronPaths(exe=bad, state_dir="/tmp/state"))
 
 
 def test_apply_then_remove_keeps_foreign_bytes_and_is_idempotent(tmp_path: Path) -> None:
@@ -89,7 +95,7 @@ def test_damaged_markers_are_refused() -> None:
 
 def test_evaluate_entry_passes_our_line_and_names_each_problem(tmp_path: Path) -> None:
     good = cron.apply_block(FOREIGN, "tenant", cron.render_block("tenant", paths(tmp_path)))
-    assert cron.evaluate_entry(good, is_executable=lambda p: True).status == "pass"
+    assert cron.evaluate_entry(good, access=lambda p, want: "").status == "pass"
     bad = cron.apply_block(
         "",
         "tenant",
@@ -97,13 +103,68 @@ def test_evaluate_entry_passes_our_line_and_names_each_problem(tmp_path: Path) -
         "* * * * * sync-ci doctor --silent || sync-ci alert doctor-failed\n"
         f"{cron.end_marker('tenant')}\n",
     )
-    result = cron.evaluate_entry(bad, is_executable=lambda p: True)
+    result = cron.evaluate_entry(bad, access=lambda p, want: "")
     assert result.status == "fail"
-    for fragment in ("schedule '* * * * *'", "no explicit `export PATH", "flock", "relative"):
+    for fragment in ("schedule '* * * * *'", "no explicit `export PATH", "relative"):
         assert fragment in result.detail
     assert cron.evaluate_entry(FOREIGN).status == "fail"
-    missing = cron.evaluate_entry(good, is_executable=lambda p: False)
-    assert "not executable" in missing.detail
+    asked: list[tuple[str, str]] = []
+
+    def refuse(path: str, want: str) -> str:
+        asked.append((path, want))
+        return f"{path} is out of reach"
+
+    missing = cron.evaluate_entry(good, access=refuse)
+    assert "sync-ci executable /opt/venv/bin/sync-ci is out of reach" in missing.detail
+    assert ("/etc/sync-ci/env", "r") in asked  # the secrets file must be readable
+    assert (f"{tmp_path}/state", "create") in asked  # and the state directory creatable
+
+
+def test_a_line_wrapped_in_flock_is_named_as_never_running(tmp_path: Path) -> None:
+    """The old line: `flock -n LOCK sync-ci ci-loop` holds the lock ci-loop then finds busy."""
+    old = cron.render_job("maintainer", paths(tmp_path)).replace(
+        "&& /opt", "&& /usr/bin/flock -n /tmp/ci-loop.lock /opt"
+    )
+    text = f"{cron.begin_marker('maintainer')}\n{old}\n{cron.end_marker('maintainer')}\n"
+    result = cron.evaluate_entry(text, access=lambda p, want: "")
+    assert result.status == "fail"
+    assert "wrapped in `flock`" in result.detail
+    assert "cron install --role maintainer" in result.detail
+
+
+def test_access_follows_owner_group_other_and_every_directory_on_the_way(
+    tmp_path: Path,
+) -> None:
+    nobody = cron.Account(name="nobody2", uid=54321, gid=54321, groups=frozenset({54321}), home="/")
+    assert cron.permits(nobody, 0o100750, 54321, 0, "rx")
+    assert not cron.permits(nobody, 0o100750, 0, 0, "x")
+    assert cron.permits(nobody, 0o100750, 0, 54321, "rx")
+    assert not cron.permits(nobody, 0o100700, 0, 54321, "r")
+    assert cron.permits(nobody, 0o100755, 0, 0, "rx")
+    root = cron.Account(name="root", uid=0, gid=0, groups=frozenset({0}), home="/root")
+    assert cron.permits(root, 0o100600, 1, 1, "rw") and not cron.permits(root, 0o100600, 1, 1, "x")
+    assert cron.access_problem(nobody, "/bin/sh", "x") == ""
+    script = tmp_path / "sync-ci"  # pytest's temp root is owner-only: out of reach for others
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    why = cron.access_problem(nobody, str(script), "x")
+    assert "out of reach of nobody2" in why and "not searchable" in why
+    assert cron.access_problem(root, str(script), "x") == ""
+    assert cron.access_problem(root, str(tmp_path / "a" / "b"), "create") == ""
+
+
+def test_a_script_whose_interpreter_is_out_of_reach_is_refused(tmp_path: Path) -> None:
+    """A console script is only as runnable as its `#!` interpreter (a venv under /root)."""
+    nobody = cron.Account(name="nobody2", uid=54321, gid=54321, groups=frozenset(), home="/")
+    with tempfile.TemporaryDirectory(dir="/tmp") as open_dir:
+        os.chmod(open_dir, 0o755)  # noqa: S103 -- others must reach it: that is the case tested
+        script = Path(open_dir) / "sync-ci"
+        script.write_text(f"#!{tmp_path}/python\n")
+        script.chmod(0o755)
+        why = cron.access_problem(nobody, str(script), "x")
+        assert "interpreter" in why and str(tmp_path) in why
+        script.write_text("#!/bin/sh\n")
+        assert cron.access_problem(nobody, str(script), "x") == ""
 
 
 def test_rendered_lines_pass_the_sa005_lint(tmp_path: Path) -> None:
@@ -140,11 +201,11 @@ def test_install_uninstall_with_the_real_crontab(
     assert cron.read_crontab(cron_user) == FOREIGN
 
 
-def test_cli_install_show_uninstall(
+def test_cli_install_for_another_user_refuses_root_only_paths(
     cron_user: str, fake_exe: Path, field_env: dict[str, str]
 ) -> None:
+    """Root installing for a user: an executable in root's own temp dir is refused (exit 2)."""
     repo = Path(__file__).resolve().parents[2]
-    common = ["--user", cron_user]
     done = run_cli(
         field_env,
         "cron",
@@ -155,19 +216,31 @@ def test_cli_install_show_uninstall(
         str(fake_exe),
         "--repo",
         str(repo),
-        *common,
+        "--user",
+        cron_user,
     )
-    assert done.returncode == 0, done.stderr
-    assert "+0 */6 * * *" in done.stdout
-    assert "ci-loop --target live" in done.stdout
-    shown = run_cli(field_env, "cron", "show", *common)
-    assert shown.returncode == 0, shown.stderr
-    assert cron.begin_marker("maintainer") in shown.stdout
-    gone = run_cli(field_env, "cron", "uninstall", *common)
-    assert gone.returncode == 0
-    assert "-0 */6 * * *" in gone.stdout
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("sync-ci: error: the cron job would run as " + cron_user)
+    assert "sync-ci executable" in done.stderr and done.stderr.count("\n") == 1
     assert cron.read_crontab(cron_user) == ""
-    missing = run_cli(field_env, "cron", "show", *common)
+
+
+def test_cli_show_checks_the_line_as_its_user_and_uninstall_removes_it(
+    cron_user: str, fake_exe: Path, field_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A line installed with root's paths passes for root but `cron show --user` names why not."""
+    paths = cron.resolve_paths("tenant", exe=str(fake_exe), state_dir=tmp_path / "state")
+    cron.install("tenant", paths, user=cron_user)
+    assert cron.evaluate_entry(cron.read_crontab(cron_user)).status == "pass"  # for root
+    shown = run_cli(field_env, "cron", "show", "--user", cron_user)
+    assert shown.returncode == 1
+    assert cron.begin_marker("tenant") in shown.stdout
+    assert f"out of reach of {cron_user}" in shown.stderr
+    gone = run_cli(field_env, "cron", "uninstall", "--user", cron_user)
+    assert gone.returncode == 0
+    assert "-30 */6 * * *" in gone.stdout
+    assert cron.read_crontab(cron_user) == ""
+    missing = run_cli(field_env, "cron", "show", "--user", cron_user)
     assert missing.returncode == 1
     assert "no sync-ci cron entry" in missing.stdout
 
