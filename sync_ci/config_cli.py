@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from sync_ci.config import describe, load_settings
+from sync_ci.config import describe, resolve_settings
 from sync_ci.errors import ExitCode
+from sync_ci.redaction import clean
 
 
 def command(*, config: str | None, target: str | None) -> int:
-    """Print the resolved settings table."""
+    """Print the resolved settings table (gaps marked), then every problem, one line each."""
     from tabulate import tabulate
 
-    settings = load_settings(config=config, target=target)
-    print(tabulate(describe(settings), headers=("setting", "value", "from"), tablefmt="plain"))
-    return int(ExitCode.OK)
+    settings, problems = resolve_settings(config=config, target=target)
+    table = tabulate(describe(settings), headers=("setting", "value", "from"), tablefmt="plain")
+    print(clean(table))
+    for problem in problems:
+        print(f"sync-ci: error: {clean(problem, keep_newlines=False)}", file=sys.stderr)
+    return int(ExitCode.USAGE if problems else ExitCode.OK)
 
 
 def add_parser(sub: Any) -> None:

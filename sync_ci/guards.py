@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from xml.etree import ElementTree
 
 from sync_ci.errors import GuardViolation
 
@@ -45,6 +46,18 @@ class WritePolicy:
     bucket_ops: frozenset[str] = field(default_factory=frozenset)
     loopback_admin: bool = False
 
+    def __post_init__(self) -> None:
+        # A writing policy built by hand must still name full prefixes: an empty prefix, or one
+        # without its trailing '/', would let every key (or a look-alike root) through.
+        if self.read_only or self.loopback_admin:
+            return
+        if self.cleanup_root and self.write_prefixes:
+            raise GuardViolation("refused write policy: a cleanup root and write prefixes at once")
+        if not (self.cleanup_root or self.write_prefixes or self.bucket_ops):
+            raise GuardViolation("refused write policy: it names no prefix it may write under")
+        for prefix in (self.cleanup_root,) if self.cleanup_root else self.write_prefixes:
+            check_full_prefix(prefix)
+
     def describe(self) -> str:
         """Say in a few words what this policy allows."""
         if self.read_only:
@@ -68,6 +81,22 @@ def validate_key(key: str) -> str:
     return key
 
 
+def check_full_prefix(prefix: str) -> str:
+    """Refuse an empty or partial write prefix: it must be a valid key ending in '/'."""
+    if not prefix:
+        raise GuardViolation("refused write prefix '': an empty prefix would allow every key")
+    try:
+        validate_key(prefix)
+    except GuardViolation as exc:
+        raise GuardViolation(f"refused write prefix {prefix!r}: {exc}") from None
+    if not prefix.endswith("/"):
+        raise GuardViolation(
+            f"refused write prefix {prefix!r}: must end with '/' (else {prefix + 'x'!r}/... "
+            "would pass too)"
+        )
+    return prefix
+
+
 def ci_prefix(ci_root: str, sha: str) -> str:
     """Return `ci_root/<sha>/`, refusing anything but 7-40 lowercase hex."""
     if not SHA_SEGMENT.fullmatch(sha):
@@ -87,9 +116,7 @@ def is_full_ci_prefix(prefix: str, ci_root: str) -> bool:
 
 def prefix_policy(bucket: str, prefix: str) -> WritePolicy:
     """Writes allowed only under one full `snappy-os-ci/<sha>/`-style prefix."""
-    validate_key(prefix)
-    if not prefix.endswith("/"):
-        raise GuardViolation(f"refused write prefix {prefix!r}: must end with '/'")
+    check_full_prefix(prefix)
     return WritePolicy(read_only=False, bucket=bucket, write_prefixes=(prefix,))
 
 
@@ -100,7 +127,7 @@ def read_only_policy() -> WritePolicy:
 
 def cleanup_policy(bucket: str, ci_root: str, *, lifecycle: bool = False) -> WritePolicy:
     """The cleanup writer: deletions under `ci_root<sha>/` and, if asked, the lifecycle rule."""
-    validate_key(ci_root)
+    check_full_prefix(ci_root)
     ops = frozenset({LIFECYCLE_OP}) if lifecycle else frozenset()
     return WritePolicy(read_only=False, bucket=bucket, cleanup_root=ci_root, bucket_ops=ops)
 
@@ -119,6 +146,133 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def url_problem(url: str, *, allow_path: bool) -> str:
+    """Say what is wrong with a service URL ('' when it is fine), never repeating user info.
+
+    Allowed: `http(s)://host[:port]`, plus a base path when `allow_path` (a Worker mounted under a
+    path). Never user info, a query, a fragment, whitespace, or '.', '..' or empty path segments.
+    """
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "has whitespace or a control character in it"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must look like https://host[:port]"
+    if "@" in parts.netloc:
+        return "carries user info (user:password@); credentials go in the environment"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "carries a query or a fragment; remove everything from '?' or '#'"
+    path = parts.path.rstrip("/")
+    if path and not allow_path:
+        return (
+            f"has a path ({path!r}); an S3 endpoint is scheme://host[:port] only "
+            "(the client adds the bucket and key)"
+        )
+    if any(seg in ("", ".", "..") for seg in path.split("/")[1:]):
+        return f"has an empty, '.' or '..' segment in its path ({path!r})"
+    return ""
+
+
+def display_url(url: str) -> str:
+    """Return `url` with any user info replaced by `***`, for printing."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def s3_location(url: str, endpoint_url: str) -> tuple[str, str]:
+    """Return the (bucket, key) a final S3 request URL addresses, path- or virtual-host style."""
+    request, endpoint = urlsplit(url), urlsplit(endpoint_url)
+    host = _host_port(request)
+    base = _host_port(endpoint)
+    path = unquote(request.path)
+    if host == base:
+        bucket, _, key = path.removeprefix("/").partition("/")
+        return bucket, key
+    if host.endswith("." + base):
+        return host[: -len(base) - 1], path.removeprefix("/")
+    raise GuardViolation(
+        f"refused a write to host {request.hostname!r}: not the store endpoint "
+        f"{endpoint.hostname!r}"
+    )
+
+
+def _host_port(parts: SplitResult) -> str:
+    default = 443 if parts.scheme == "https" else 80
+    return f"{(parts.hostname or '').lower()}:{parts.port or default}"
+
+
+def check_wire_request(
+    policy: WritePolicy,
+    operation: str,
+    method: str,
+    url: str,
+    body: Any,
+    endpoint_url: str,
+) -> None:
+    """Apply `policy` to the bucket and key(s) of the request as it will be sent on the wire."""
+    method = method.upper()
+    if method in READ_METHODS:
+        return
+    if policy.read_only:
+        raise GuardViolation(f"refused {operation} ({method}): this run is read-only")
+    if policy.loopback_admin:
+        if not is_loopback_url(url):
+            raise GuardViolation(f"refused {operation}: the sandbox admin client is loopback only")
+        return
+    bucket, key = s3_location(url, endpoint_url)
+    where = f"{bucket}/{key}" if key else bucket
+    if policy.bucket and bucket != policy.bucket:
+        raise GuardViolation(
+            f"refused {operation} ({method}): the request URL names {where!r}, "
+            f"outside bucket {policy.bucket!r}"
+        )
+    if operation in policy.bucket_ops:
+        if key:
+            raise GuardViolation(f"refused {operation} of {where!r}: a bucket-level write")
+        return
+    allowed_ops = CLEANUP_OPS if policy.cleanup_root else KEYED_WRITE_OPS.keys()
+    if operation not in allowed_ops:
+        raise GuardViolation(
+            f"refused {operation} ({method}): not an allowed write ({policy.describe()})"
+        )
+    if operation == "DeleteObjects":
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        keys = _delete_body_keys(body)
+        if key or "delete" not in query or not keys:
+            raise GuardViolation(
+                f"refused DeleteObjects at {where!r}: not a batch delete of named keys"
+            )
+        for name in keys:
+            check_write_key(policy, name, operation)
+        return
+    if not key:
+        raise GuardViolation(f"refused {operation} ({method}) of bucket {bucket!r}: no key")
+    try:
+        check_write_key(policy, key, operation)
+    except GuardViolation as exc:
+        raise GuardViolation(f"{exc} (on the wire: the request URL names {where!r})") from None
+
+
+def _delete_body_keys(body: Any) -> list[str]:
+    if isinstance(body, str):
+        body = body.encode()
+    if not isinstance(body, bytes | bytearray):
+        return []
+    try:
+        root = ElementTree.fromstring(bytes(body))  # noqa: S314  (botocore serialised it)
+    except ElementTree.ParseError:
+        return []
+    return [el.text or "" for el in root.iter() if el.tag.rpartition("}")[2] == "Key"]
 
 
 def check_write_key(policy: WritePolicy, key: str, operation: str) -> None:
@@ -190,6 +344,8 @@ def install_s3_guard(client: Any, policy: WritePolicy) -> None:
         check_s3_call(policy, model.name, method, params)
         context["sync_ci_guard"] = model.name
 
+    endpoint_url = str(client.meta.endpoint_url)
+
     def before_sign(request: Any, operation_name: str, **_: Any) -> None:
         # Backstop on the real HTTP method: catches presigned POST policies and HttpMethod overrides.
         method = str(getattr(request, "method", "") or "POST").upper()
@@ -204,11 +360,23 @@ def install_s3_guard(client: Any, policy: WritePolicy) -> None:
             raise GuardViolation(
                 f"refused {operation_name} ({method}) at signing ({policy.describe()})"
             )
+        # The parameters were checked; now the URL that is signed (an endpoint path or a rewriting
+        # hook must not move an approved write to another bucket or key).
+        check_wire_request(
+            policy, operation_name, method, str(request.url), request.body, endpoint_url
+        )
+
+    def before_send(request: Any, event_name: str, **_: Any) -> None:
+        # The prepared request, after every other hook: what really goes out.
+        operation = event_name.rsplit(".", 1)[-1]
+        method = str(getattr(request, "method", "") or "POST")
+        check_wire_request(policy, operation, method, str(request.url), request.body, endpoint_url)
 
     events.register_first(
         "before-parameter-build.s3", before_parameter_build, unique_id="sync-ci-guard-params"
     )
     events.register_first("before-sign.s3", before_sign, unique_id="sync-ci-guard-sign")
+    events.register_last("before-send.s3", before_send, unique_id="sync-ci-guard-send")
 
 
 def check_http_request(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sync_ci.errors import GuardViolation, SettingsError, StoreError, UnreachableError
-from sync_ci.guards import WritePolicy, install_s3_guard, is_loopback_url
+from sync_ci.guards import WritePolicy, display_url, install_s3_guard, is_loopback_url, url_problem
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -120,6 +120,13 @@ def build_client(
     import boto3
     from botocore.config import Config
 
+    problem = url_problem(endpoint.endpoint_url, allow_path=False) if endpoint.endpoint_url else ""
+    if problem:
+        # With a path, every approved key would land under that path on the wire.
+        raise SettingsError(
+            f"store endpoint_url {display_url(endpoint.endpoint_url)!r} {problem}; "
+            "set [store] endpoint_url (or SYNC_CI_ENDPOINT_URL) to scheme://host[:port]"
+        )
     if policy.loopback_admin and not is_loopback_url(endpoint.endpoint_url):
         raise GuardViolation(
             f"refused the sandbox admin client for {endpoint.endpoint_url!r}: loopback endpoints only"

@@ -21,6 +21,20 @@ REMOTE_ENV = {
 }
 
 
+def run_sync_ci(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run `sync-ci ARGS` as a user would, with only `env` (plus a plain PATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sync_ci", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=120,
+        cwd=cwd,
+    )
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -112,24 +126,115 @@ def test_describe_redacts_every_secret(tmp_path: Path) -> None:
 
 def test_config_show_cli_redacts_and_errors_cleanly(tmp_path: Path) -> None:
     env = {**REMOTE_ENV, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    shown = subprocess.run(
-        [sys.executable, "-m", "sync_ci", "config", "show", "--target", "live"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    shown = run_sync_ci(["config", "show", "--target", "live"], env, tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "s3cr3t-value-never-shown" not in shown.stdout and "robert-storage" in shown.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "sync_ci", "config", "show", "--target", "ci"],
-        capture_output=True,
-        text=True,
-        env={"HOME": str(tmp_path), "SYNC_CI_SHA": SHA},
-        timeout=60,
-        cwd=tmp_path,
+    bad = run_sync_ci(
+        ["config", "show", "--target", "ci"], {"HOME": str(tmp_path), "SYNC_CI_SHA": SHA}, tmp_path
     )
     assert bad.returncode == 2
-    assert bad.stderr.startswith("sync-ci: error: target ci needs a bucket")
-    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    lines = bad.stderr.strip().splitlines()
+    assert lines == [
+        "sync-ci: error: target ci needs a bucket: set [store] bucket in sync-ci.toml or "
+        "SYNC_CI_BUCKET",
+        "sync-ci: error: target ci needs S3 credentials: set SYNC_CI_ACCESS_KEY_ID and "
+        "SYNC_CI_SECRET_ACCESS_KEY (or AWS_*) in the environment or SYNC_CI_SECRETS_FILE",
+    ]
+    # The table is shown anyway, with every missing value marked.
+    shown_rows = {line.split()[0]: line.split()[1] for line in bad.stdout.splitlines()[1:]}
+    assert shown_rows["bucket"] == shown_rows["access_key_id"] == "(missing)"
+    assert shown_rows["secret_access_key"] == "(missing)" and shown_rows["sha"] == SHA
+
+
+def test_config_show_lists_every_problem_at_once(tmp_path: Path) -> None:
+    config = write(tmp_path / "s.toml", '[store]\nbukcet = "b"\n[worker]\ntimeout_s = "10"\n')
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "SYNC_CI_CONFIG": str(config),
+        "SYNC_CI_CI_ROOT": "snappy-os/",
+        "SYNC_CI_ENDPOINT_URL": "https://user:pw-in-url@s3.example.test/snappy-os",
+    }
+    shown = run_sync_ci(["config", "show", "--target", "ci"], env, tmp_path)
+    assert shown.returncode == 2
+    lines = shown.stderr.strip().splitlines()
+    assert all(line.startswith("sync-ci: error: ") for line in lines), lines
+    text = shown.stderr
+    for expected in (
+        "line 2: unknown key 'bukcet' in [store]; did you mean 'bucket'?",
+        "line 4: worker.timeout_s must be a number, not a string",
+        "ci_root = 'snappy-os/' and live_root = 'snappy-os/' are the same prefix",
+        "endpoint_url = 'https://***@s3.example.test/snappy-os'",
+        "needs the commit sha",
+        "needs a bucket",
+        "needs S3 credentials",
+    ):
+        assert expected in text, text
+    assert len(lines) == 7
+    assert "pw-in-url" not in shown.stdout + shown.stderr and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("ci_root", "live_root", "relation"),
+    [
+        ("snappy-os/", "snappy-os/", "are the same prefix"),
+        ("snappy-os/ci/", "snappy-os/", "ci_root lies inside live_root"),
+        ("prod/", "prod/snappy-os/", "ci_root contains live_root"),
+    ],
+)
+def test_ci_root_never_overlaps_live_root(
+    tmp_path: Path, ci_root: str, live_root: str, relation: str
+) -> None:
+    env = {
+        **REMOTE_ENV,
+        "HOME": str(tmp_path),
+        "SYNC_CI_CI_ROOT": ci_root,
+        "SYNC_CI_LIVE_ROOT": live_root,
+    }
+    for target in ("sandbox", "ci", "live"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(env=env, target=target)
+        message = str(caught.value)
+        assert relation in message and repr(ci_root) in message and repr(live_root) in message
+        assert "env SYNC_CI_CI_ROOT" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("root", ["snappy-os-ci", "/snappy-os-ci/", "a//b/", "a/./b/", "a\tb/"])
+def test_malformed_roots_refused(tmp_path: Path, root: str) -> None:
+    with pytest.raises(SettingsError, match="ci_root"):
+        load_settings(env={"HOME": str(tmp_path), "SYNC_CI_SHA": SHA, "SYNC_CI_CI_ROOT": root})
+
+
+def test_settings_changed_after_loading_keep_the_root_rule(tmp_path: Path) -> None:
+    settings = load_settings(env={"HOME": str(tmp_path), "SYNC_CI_SHA": SHA})
+    with pytest.raises(SettingsError, match="same prefix"):
+        settings.with_values(ci_root=settings.live_root)
+    with pytest.raises(SettingsError, match="ci_root"):
+        settings.with_values(ci_root="")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("SYNC_CI_ENDPOINT_URL", "https://fra1.digitaloceanspaces.com/snappy-os", "has a path"),
+        ("SYNC_CI_ENDPOINT_URL", "https://s3.example.test?x=1", "query"),
+        ("SYNC_CI_ENDPOINT_URL", "https://AKIDX:pw-endpoint@s3.example.test", "user info"),
+        ("SYNC_CI_WORKER_URL", "https://sync.example.test/?root=snappy-os/", "query"),
+        ("SYNC_CI_WORKER_URL", "https://sync.example.test/#x", "fragment"),
+        ("SYNC_CI_WORKER_URL", "https://me:pw-worker@sync.example.test", "user info"),
+        ("SYNC_CI_PREVIEW_URL", "https://me:pw-preview@preview.example.test", "user info"),
+    ],
+)
+def test_endpoint_urls_checked_when_settings_load(
+    tmp_path: Path, name: str, value: str, problem: str
+) -> None:
+    env = {**REMOTE_ENV, "HOME": str(tmp_path), name: value}
+    with pytest.raises(SettingsError, match=problem) as caught:
+        load_settings(env=env, target="ci")
+    assert name.removeprefix("SYNC_CI_").lower() in str(caught.value)
+    assert "pw-" not in str(caught.value)
+
+
+def test_a_worker_may_live_under_a_base_path(tmp_path: Path) -> None:
+    env = {**REMOTE_ENV, "HOME": str(tmp_path), "SYNC_CI_WORKER_URL": "https://h.test/sync/"}
+    assert load_settings(env=env, target="live").worker_url == "https://h.test/sync"

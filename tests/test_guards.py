@@ -352,3 +352,62 @@ def test_full_ci_prefix() -> None:
     assert guards.ci_prefix("snappy-os-ci/", "abc1234") == "snappy-os-ci/abc1234/"
     assert guards.is_full_ci_prefix("snappy-os-ci/" + "f" * 40 + "/", "snappy-os-ci/")
     assert not guards.is_full_ci_prefix("snappy-os-ci/", "snappy-os-ci/")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: guards.WritePolicy(read_only=False),
+        lambda: guards.WritePolicy(read_only=False, write_prefixes=("",)),
+        lambda: guards.WritePolicy(read_only=False, write_prefixes=("snappy-os-ci",)),
+        lambda: guards.WritePolicy(read_only=False, write_prefixes=("ok/", "a/../b/")),
+        lambda: guards.WritePolicy(read_only=False, cleanup_root="/"),
+        lambda: guards.WritePolicy(
+            read_only=False, cleanup_root="snappy-os-ci/", write_prefixes=("x/",)
+        ),
+        lambda: guards.prefix_policy(BUCKET, ""),
+        lambda: guards.prefix_policy(BUCKET, "snappy-os-ci/abc1234"),
+        lambda: guards.cleanup_policy(BUCKET, ""),
+        lambda: guards.cleanup_policy(BUCKET, "snappy-os-ci"),
+    ],
+)
+def test_a_write_policy_refuses_an_empty_or_partial_prefix(build: Any) -> None:
+    with pytest.raises(GuardViolation, match="refused write p"):
+        build()
+
+
+def test_a_hand_built_empty_prefix_policy_cannot_allow_every_key() -> None:
+    # Before the check, WritePolicy(write_prefixes=("",)) let any key through.
+    with pytest.raises(GuardViolation):
+        guards.WritePolicy(read_only=False, bucket=BUCKET, write_prefixes=("",))
+    assert guards.WritePolicy().read_only
+    assert guards.sandbox_admin_policy().loopback_admin
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_path", "problem"),
+    [
+        ("https://fra1.digitaloceanspaces.com", False, ""),
+        ("http://127.0.0.1:9000/", False, ""),
+        ("https://sync.example.com/base", True, ""),
+        ("https://sync.example.com/base", False, "has a path"),
+        ("https://u:p@host", True, "user info"),
+        ("https://host/?a=1", True, "query"),
+        ("https://host/#x", True, "fragment"),
+        ("https://host?", True, "query"),
+        ("ftp://host", True, "https://host"),
+        ("https://host:99999", True, "not a valid URL"),
+        ("https://host/a//b", True, "segment"),
+        ("https://host/a/../b", True, "segment"),
+        ("https://host/a b", True, "whitespace"),
+    ],
+)
+def test_url_problem(url: str, allow_path: bool, problem: str) -> None:
+    found = guards.url_problem(url, allow_path=allow_path)
+    assert (problem in found) if problem else found == ""
+    assert "p@" not in found
+
+
+def test_display_url_hides_user_info() -> None:
+    assert guards.display_url("https://AKID:pw@host:1/x") == "https://***@host:1/x"
+    assert guards.display_url("https://host/x") == "https://host/x"
