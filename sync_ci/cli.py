@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from sync_ci import __version__
 from sync_ci.errors import ExitCode, SyncCIError
+from sync_ci.sandbox.processes import SignalStop, stop_on_signals
 
 # Each module here defines `add_parser(subparsers)`, which registers one or more subcommands and
 # sets `func` (a callable taking the parsed Namespace and returning the exit code).
@@ -29,6 +32,8 @@ COMMAND_MODULES = (
 )
 
 Handler = Callable[[argparse.Namespace], int]
+# What a shell reports for a process killed by SIGPIPE: the reader of stdout (`| head`) went away.
+BROKEN_PIPE_EXIT = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +101,16 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         # One line, secrets masked, control characters visible: the text may quote a server.
         print(f"sync-ci: error: {clean(str(exc), keep_newlines=False)}", file=sys.stderr)
         return int(exc.exit_code)
+    except BrokenPipeError:
+        raise  # main() ends quietly: the reader of stdout went away
+    except OSError as exc:
+        # The machine, not the code: a read-only or full state dir, a missing working directory.
+        if getattr(args, "debug", False):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        text = clean(f"{exc.strerror or exc}{where}", keep_newlines=False)
+        print(f"sync-ci: error: {text} (rerun with --debug for the traceback)", file=sys.stderr)
+        return int(ExitCode.FAILED)
     except Exception as exc:
         # A bug, not bad input; its traceback could quote a header holding a secret.
         if getattr(args, "debug", False):
@@ -112,7 +127,27 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments and run the chosen subcommand."""
+    """Parse arguments and run the chosen subcommand; SIGINT/SIGTERM stop every child first."""
+    try:
+        with stop_on_signals():
+            try:
+                return _dispatch(argv)
+            finally:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's recipe: point stdout at devnull so the flush at exit cannot fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+    except KeyboardInterrupt:
+        print("sync-ci: interrupted", file=sys.stderr)
+        return 130
+    except SignalStop as exc:
+        print(f"sync-ci: stopped by {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "func", None)

@@ -126,7 +126,8 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
     import tempfile
 
     from sync_ci.guards import is_full_ci_prefix
-    from sync_ci.sandbox.launcher import WORKER_COMMAND, stop_process_group, wait_for_worker
+    from sync_ci.sandbox.launcher import WORKER_COMMAND, wait_for_worker
+    from sync_ci.sandbox.processes import spawn, stop_process_group
 
     prefix = settings.ci_prefix
     if not is_full_ci_prefix(prefix, settings.ci_root):
@@ -160,13 +161,8 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
             prefix,
         ]
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
+            worker = spawn(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
         try:
             document = wait_for_worker(worker, ready, log_path, 30.0)

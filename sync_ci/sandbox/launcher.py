@@ -6,8 +6,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.sandbox.processes import (
+    is_running,
+    own_workdir,
+    release_workdir,
+    spawn,
+    start_ticks,
+    stop_all_groups,
+    stop_process_group,
+)
 from sync_ci.sandbox.seed import seed_root
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind, StoreProcess
 
@@ -32,7 +39,8 @@ CI_ROOT = "snappy-os-ci/"
 TENANT_ID = "sandbox-tenant"
 STORE_REGION = "us-east-1"
 WORKER_READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
+WORKDIR_PREFIX = "sync-ci-sandbox-"
+OWNER_FILE = "owner.json"
 # The reference Worker; a module constant so a test can substitute a child that fails on purpose.
 WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sync_ci.sandbox.worker_main")
 DEFAULT_COLOS = ("SJC", "IAD", "FRA", "SIN", "GRU")
@@ -80,6 +88,9 @@ class SandboxInfo:
     tenant_secret: str = field(repr=False)
     admin_token: str = field(repr=False)
     started_at: str
+    # The process that runs the sandbox: its ready file is void once that process is gone.
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_started: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Render as the ready-file document (schema sync-ci/sandbox@1)."""
@@ -106,6 +117,7 @@ class SandboxInfo:
             "tenant_secret": self.tenant_secret,
             "admin_token": self.admin_token,
             "started_at": self.started_at,
+            "owner": {"pid": self.owner_pid, "started": self.owner_started},
         }
 
 
@@ -132,6 +144,13 @@ def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxIn
                 url=need(item, "url", str, where),
             )
         )
+    owner = document.get("owner")
+    owner_pid = need(owner, "pid", int, "owner.")
+    owner_started = owner.get("started") if isinstance(owner, dict) else None
+    if owner_started is not None and (
+        not isinstance(owner_started, int) or isinstance(owner_started, bool)
+    ):
+        raise SettingsError(f"{what}: owner.started is not a whole number")
     kind = need(store, "kind", str, "store.")
     if kind not in STORE_KINDS:
         raise SettingsError(f"{what}: store.kind {kind!r} is not one of {', '.join(STORE_KINDS)}")
@@ -155,6 +174,8 @@ def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxIn
         tenant_secret=need(document, "tenant_secret", str, ""),
         admin_token=need(document, "admin_token", str, ""),
         started_at=need(document, "started_at", str, ""),
+        owner_pid=owner_pid,
+        owner_started=owner_started,
     )
 
 
@@ -191,7 +212,14 @@ def read_ready_file(path: Path) -> SandboxInfo:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SettingsError(f"the sandbox ready file {path} is not JSON ({exc}); {hint}") from None
-    return info_from_json(document, f"the sandbox ready file {path}")
+    info = info_from_json(document, f"the sandbox ready file {path}")
+    if not is_running(info.owner_pid, info.owner_started):
+        raise SettingsError(
+            f"the sandbox ready file {path} is stale: the sandbox that wrote it (pid "
+            f"{info.owner_pid}) is no longer running; start a new one with "
+            f"`sync-ci sandbox --ready-file {path}` or unset SYNC_CI_SANDBOX"
+        )
+    return info
 
 
 def validate_faults(faults: Mapping[str, str], colos: Sequence[str] = DEFAULT_COLOS) -> None:
@@ -249,38 +277,18 @@ class Sandbox:
         return self.worker.poll() is None and self.store.process.poll() is None
 
     def stop(self) -> None:
-        """Stop the Worker, then the store (their whole process groups), then tidy the workdir."""
+        """Stop the Worker and the store (whole process groups, both at once), tidy the workdir."""
         if self._stopped:
             return
         self._stopped = True
         try:
-            stop_process_group(self.worker)
+            stop_all_groups([self.worker, self.store.process])
         finally:
             try:
                 self.store.stop()
             finally:
                 if self.owns_workdir:
-                    shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM a child's process group, SIGKILL it after `timeout_s`, and reap the child."""
-    if process.poll() is not None:
-        _kill_group(process.pid, signal.SIGKILL)
-        return
-    _kill_group(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout_s)
-    # Anything the child left in its group goes too.
-    _kill_group(process.pid, signal.SIGKILL)
-
-
-def _kill_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
+                    release_workdir(self.workdir)
 
 
 def _now_iso() -> str:
@@ -302,7 +310,11 @@ def start_sandbox(
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)
     owns_workdir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="sync-ci-sandbox-")) if workdir is None else workdir
+    if workdir is None:
+        sweep_stale_workdirs()
+        workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        own_workdir(workdir)
+        write_owner(workdir)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     server: StoreProcess | None = None
     worker: subprocess.Popen[bytes] | None = None
@@ -341,6 +353,8 @@ def start_sandbox(
             tenant_secret=tenant_secret,
             admin_token=admin_token,
             started_at=_now_iso(),
+            owner_pid=os.getpid(),
+            owner_started=start_ticks(os.getpid()),
         )
     except BaseException:
         if worker is not None:
@@ -348,11 +362,35 @@ def start_sandbox(
         if server is not None:
             server.stop()
         if owns_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            release_workdir(workdir)
         raise
     return Sandbox(
         info=info, store=server, worker=worker, workdir=workdir, owns_workdir=owns_workdir
     )
+
+
+def write_owner(workdir: Path) -> None:
+    """Record which process owns `workdir`, so a later start can sweep it once that one is gone."""
+    document = {"pid": os.getpid(), "started": start_ticks(os.getpid())}
+    (workdir / OWNER_FILE).write_text(json.dumps(document), encoding="utf-8")
+
+
+def sweep_stale_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove this user's sandbox workdirs whose owner died without tidying (SIGKILL); list them."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    removed = []
+    for path in parent.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if path.is_symlink() or path.lstat().st_uid != os.getuid():
+                continue
+            owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+            pid, started = int(owner["pid"]), owner.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge (being created, or from elsewhere)
+        if not is_running(pid, started if isinstance(started, int) else None):
+            release_workdir(path)
+            removed.append(path)
+    return removed
 
 
 def _start_store(kind: StoreKind, workdir: Path) -> StoreProcess:
@@ -444,13 +482,12 @@ def start_worker(
     }
     with open(log_path, "wb") as log:
         try:
-            worker = subprocess.Popen(
+            worker = spawn(
                 worker_arguments(ready_file, faults, kv_miss_ms),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
             )
         except OSError as exc:
             raise SettingsError(f"cannot start the reference Worker: {exc}") from None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync_ci.errors import SettingsError, StoreError, UnreachableError
+from sync_ci.sandbox.processes import own_workdir, release_workdir, spawn
 from sync_ci.sandbox.store_server import StoreProcess
 
 WEED_ENV = "SYNC_CI_WEED"
@@ -52,7 +53,7 @@ class SeaweedProcess(StoreProcess):
         """Stop weed (it takes about 2.3 s to shut down), then remove what it left on disk."""
         # Zero-argument super() does not work in slots dataclasses.
         StoreProcess.stop(self, timeout_s)
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        release_workdir(self.runtime_dir)
         remove_stale_sockets(self.ports)
         if self.owns_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -190,6 +191,7 @@ def start_seaweedfs(data_dir: Path | None = None) -> SeaweedProcess:
     weed = find_weed()
     # A short private dir: unix socket paths are limited to about 100 bytes.
     runtime_dir = Path(tempfile.mkdtemp(prefix="sync-ci-weed-"))
+    own_workdir(runtime_dir)
     owns_data_dir = data_dir is None
     data = runtime_dir / "data" if data_dir is None else data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -202,7 +204,7 @@ def start_seaweedfs(data_dir: Path | None = None) -> SeaweedProcess:
     log_path = runtime_dir / "weed.log"
     with open(log_path, "wb") as log:
         try:
-            process = subprocess.Popen(
+            process = spawn(
                 weed_arguments(
                     weed, data_dir=data, runtime_dir=runtime_dir, ports=ports, s3_config=s3_config
                 ),
@@ -211,10 +213,9 @@ def start_seaweedfs(data_dir: Path | None = None) -> SeaweedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=runtime_dir,
                 env=env,
-                start_new_session=True,
             )
         except OSError as exc:
-            shutil.rmtree(runtime_dir, ignore_errors=True)
+            release_workdir(runtime_dir)
             raise SettingsError(
                 f"cannot start {weed} ({exc}); reinstall it: pip install '{WEED_PIN}'"
             ) from None

@@ -6,7 +6,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from sync_ci.errors import SettingsError, UnreachableError
+from sync_ci.sandbox.processes import spawn, stop_process_group
 
 StoreKind = Literal["moto", "seaweedfs"]
 STORE_KINDS: tuple[StoreKind, ...] = ("moto", "seaweedfs")
@@ -41,18 +41,9 @@ class StoreProcess:
         return self.process.pid
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the store (SIGTERM, then SIGKILL after `timeout_s`)."""
-        if self.process.poll() is not None:
-            return
+        """Stop the store's process group (SIGTERM, then SIGKILL after `timeout_s`)."""
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
+            stop_process_group(self.process, timeout_s)
         finally:
             if self.drain is not None:
                 self.drain.join(timeout=2)
@@ -72,11 +63,8 @@ def start_moto(log_path: Path | None = None) -> StoreProcess:
     """Start `moto_server` on an ephemeral loopback port."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
-        process = subprocess.Popen(
-            [*_moto_command(), "-H", "127.0.0.1", "-p", "0"],
-            stdout=log,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+        process = spawn(
+            [*_moto_command(), "-H", "127.0.0.1", "-p", "0"], stdout=log, stderr=subprocess.PIPE
         )
     except OSError as exc:
         raise SettingsError(
@@ -107,7 +95,7 @@ def _read_moto_port(process: subprocess.Popen[bytes]) -> int:
         match = _RUNNING_ON.search(line)
         if match:
             return int(match.group(1))
-    process.kill()
+    stop_process_group(process)
     tail = seen.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
     raise UnreachableError(f"moto_server did not start within {READY_TIMEOUT_S:g} s: {tail[0]}")
 

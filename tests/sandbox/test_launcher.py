@@ -19,7 +19,7 @@ from sync_ci import contract, guards
 from sync_ci.cli import main
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
-from sync_ci.sandbox import launcher
+from sync_ci.sandbox import launcher, processes
 from sync_ci.sandbox.attach import attach, clear_faults, get_faults, set_faults
 from sync_ci.sandbox.launcher import (
     Sandbox,
@@ -44,6 +44,7 @@ READY_KEYS = {
     "tenant_secret",
     "admin_token",
     "started_at",
+    "owner",
 }
 
 
@@ -75,6 +76,34 @@ def _wait_gone(*pids: int, timeout_s: float = 10.0) -> list[int]:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     return [p for p in pids if _alive(p)]
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return int(done.stdout)
 
 
 def _reader(settings: Settings) -> WorkerClient:
@@ -173,6 +202,10 @@ def test_ready_file_is_private_complete_and_round_trips(sandbox: Sandbox, tmp_pa
     assert document["tenant_id"] == "sandbox-tenant"
     assert len(document["admin_token"]) == 64
     assert len(document["tenant_secret"]) == 64
+    assert document["owner"] == {
+        "pid": os.getpid(),
+        "started": processes.start_ticks(os.getpid()),
+    }
     assert read_ready_file(path) == sandbox.info
     shown = repr(sandbox.info)
     for secret in (document["admin_token"], document["tenant_secret"]):
@@ -371,6 +404,172 @@ def test_sigterm_stops_the_sandbox_command_and_every_child(tmp_path: Path) -> No
     assert "(GRU)" in out
     for secret in (info.admin_token, info.tenant_secret, info.store.secret_access_key):
         assert secret not in out
+
+
+# --- no orphans ------------------------------------------------------------------------------
+
+_SPAWN_AND_WAIT = """
+import subprocess, sys, time
+from sync_ci.sandbox.processes import spawn
+how = sys.argv[1]
+argv = [sys.executable, "-c", "import time; time.sleep(600)"]
+if how == "popen":
+    child = subprocess.Popen(argv, start_new_session=True)
+else:
+    child = spawn(argv, watchdog=(how == "watchdog"))
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "survives"), [("death-signal", False), ("watchdog", False), ("popen", True)]
+)
+def test_a_spawned_child_dies_with_its_parent(how: str, survives: bool, tmp_path: Path) -> None:
+    # "popen" is the old way (own session, nothing else): it shows the check detects an orphan.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _SPAWN_AND_WAIT, how],
+        stdout=subprocess.PIPE,
+        env=_cli_env({}),
+        cwd=tmp_path,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=30)
+        if survives:
+            assert _wait_gone(child, timeout_s=2) == [child]
+        else:
+            assert _wait_gone(child, timeout_s=60) == []
+    finally:
+        processes.kill_group(child, signal.SIGKILL)
+        parent.stdout.close()
+
+
+def test_a_ready_file_whose_owner_is_gone_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
+    ready = write_ready_file(replace(sandbox.info, owner_pid=_dead_pid()), tmp_path / "r.json")
+    with pytest.raises(SettingsError) as caught:
+        read_ready_file(ready)
+    assert "is stale: the sandbox that wrote it (pid" in str(caught.value)
+    assert "is no longer running" in str(caught.value)
+    # Same pid, another process (a reused pid): the start time tells them apart.
+    reused = replace(sandbox.info, owner_started=(sandbox.info.owner_started or 0) + 1)
+    with pytest.raises(SettingsError, match="is stale"):
+        read_ready_file(write_ready_file(reused, tmp_path / "reused.json"))
+
+
+def test_a_stale_workdir_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+    stale, live, foreign = (
+        tmp_path / "sync-ci-sandbox-a",
+        tmp_path / "sync-ci-sandbox-b",
+        tmp_path / "sync-ci-sandbox-c",
+    )
+    for path in (stale, live, foreign):
+        path.mkdir()
+    (stale / launcher.OWNER_FILE).write_text(json.dumps({"pid": _dead_pid(), "started": None}))
+    launcher.write_owner(live)
+    assert launcher.sweep_stale_workdirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def _start_cli(
+    argv: list[str], tmp_path: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = _cli_env(
+        {"HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp"), **(extra or {})}
+    )
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    with open(tmp_path / "out.txt", "wb") as out, open(tmp_path / "err.txt", "wb") as err:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=err, env=env, cwd=tmp_path, start_new_session=True
+        )
+
+
+def _wait_for_sandbox(process: subprocess.Popen[bytes], tmp_path: Path) -> set[int]:
+    """Wait until the command's sandbox Worker is ready; return its store and Worker pids."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        ready = list((tmp_path / "tmp").glob("sync-ci-sandbox-*/worker-ready.json"))
+        servers = {
+            pid
+            for pid in _descendants(process.pid)
+            if "moto_server" in _cmdline(pid) or "worker_main" in _cmdline(pid)
+        }
+        if ready and len(servers) == 2:
+            return servers
+        time.sleep(0.1)
+    raise AssertionError(f"no sandbox came up: {(tmp_path / 'err.txt').read_text()}")
+
+
+SMOKE = [sys.executable, "-m", "sync_ci", "smoke", "--fault", "latency_ms=1500"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm", "timeout", "nox-ctrl-c"])
+def test_stopping_the_smoke_leaves_no_server_and_no_temp_dir(how: str, tmp_path: Path) -> None:
+    # timeout(1) forwards its SIGTERM to the command; nox follows the terminal's SIGINT with SIGTERM.
+    argv = ["timeout", "600", *SMOKE] if how == "timeout" else SMOKE
+    process = _start_cli(argv, tmp_path)
+    try:
+        servers = _wait_for_sandbox(process, tmp_path)
+        if how == "nox-ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    err = (tmp_path / "err.txt").read_text()
+    # After SIGINT the command may be done before nox's SIGTERM lands (then that kills it).
+    assert code in ((130, -signal.SIGTERM) if how == "nox-ctrl-c" else (143,)), err
+    assert "Traceback" not in err
+    assert _wait_gone(*servers) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_killed_sandbox_takes_its_servers_and_its_ready_file_is_refused(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    process = _start_cli(
+        [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)], tmp_path
+    )
+    try:
+        servers = _wait_for_sandbox(process, tmp_path)
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists()
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert _wait_gone(*servers, timeout_s=60) == []
+    assert ready.exists()  # SIGKILL leaves it: readers must refuse it
+    env = _cli_env(sandbox_env_for(ready, tmp_path / "home2"))
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"sync-ci: error: the sandbox ready file {ready} is stale"
+    )
+    assert launcher.sweep_stale_workdirs(tmp_path / "tmp") != []
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 # --- faults ----------------------------------------------------------------------------------
