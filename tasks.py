@@ -77,16 +77,28 @@ def cleanup_lifecycle(c: Context, target: str = "") -> None:
     _run("cleanup", "--install-lifecycle", *_opt("--target", target))
 
 
-@task(help={"role": "maintainer or tenant", "dry_run": "print the diff only"})
-def install_cron(c: Context, role: str = "tenant", dry_run: bool = False) -> None:
+@task(
+    help={
+        "role": "maintainer or tenant",
+        "dry_run": "print the diff only",
+        "user": "whose crontab (root only); every path is resolved and checked for them",
+    }
+)
+def install_cron(c: Context, role: str = "tenant", dry_run: bool = False, user: str = "") -> None:
     """Install this role's crontab entry (idempotent)."""
-    _run("cron", "install", "--role", role, "--dry-run" if dry_run else "")
+    _run("cron", "install", "--role", role, "--dry-run" if dry_run else "", *_opt("--user", user))
 
 
-@task(help={"role": "maintainer or tenant", "dry_run": "print the diff only"})
-def uninstall_cron(c: Context, role: str = "tenant", dry_run: bool = False) -> None:
+@task(
+    help={
+        "role": "maintainer or tenant",
+        "dry_run": "print the diff only",
+        "user": "whose crontab (root only)",
+    }
+)
+def uninstall_cron(c: Context, role: str = "tenant", dry_run: bool = False, user: str = "") -> None:
     """Remove this role's crontab entry and nothing else."""
-    _run("cron", "uninstall", "--role", role, "--dry-run" if dry_run else "")
+    _run("cron", "uninstall", "--role", role, "--dry-run" if dry_run else "", *_opt("--user", user))
 
 
 @task(help={"silent": "print nothing on success"})
@@ -101,10 +113,16 @@ def status(c: Context, html: str = "") -> None:
     _run("status", *_opt("--html", html))
 
 
-@task(help={"role": "maintainer or tenant"})
-def verify(c: Context, role: str = "tenant") -> None:
-    """Check the seed's "how to verify it's working" list for a role."""
-    _run("verify", "--role", role)
+@task(
+    help={
+        "role": "maintainer or tenant",
+        "cron_user": "whose installed line to run, as cron runs it (default: yours)",
+        "target": "sandbox, ci or live (live: nothing is written)",
+    }
+)
+def verify(c: Context, role: str = "tenant", cron_user: str = "", target: str = "") -> None:
+    """Run the installed cron line as cron would, then the rest of the seed's checklist."""
+    _run("verify", "--role", role, *_opt("--cron-user", cron_user), *_opt("--target", target))
 
 
 @task(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,8 @@ from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
+    from sync_ci.cron import Role
+    from sync_ci.report import Status
 
 VERIFY_CHECK = "verify-simulated-doctor-failure"
 RETENTION = timedelta(days=7)
@@ -24,8 +28,8 @@ LINT_TIMEOUT_S = 300.0
 
 
 def verify_crontab(role: str, cron_user: str = "") -> Result:
-    """`crontab -l` shows the role's entry, and it is sane."""
-    from sync_ci.cron import ROLES, evaluate_entry, find_block, read_crontab
+    """`crontab -l` shows the role's entry, and it is sane for the user cron runs it as."""
+    from sync_ci.cron import ROLES, account_for, evaluate_entry, find_block, read_crontab
 
     title = f"crontab -l shows the {role} entry"
     if role not in ROLES:
@@ -42,7 +46,7 @@ def verify_crontab(role: str, cron_user: str = "") -> Result:
             status="fail",
             detail=f"no {role} entry; run: sync-ci cron install --role {role}",
         )
-    sane = evaluate_entry(text)
+    sane = evaluate_entry(text, account=account_for(cron_user))
     return Result(
         id="crontab",
         title=title,
@@ -51,12 +55,118 @@ def verify_crontab(role: str, cron_user: str = "") -> Result:
     )
 
 
+def _stamp(path: Path) -> tuple[int, bytes] | None:
+    """Return what tells one write of `path` from the next (mtime and content), None if absent."""
+    try:
+        return path.stat().st_mtime_ns, path.read_bytes()
+    except OSError:
+        return None
+
+
+def verify_job(role: str, cron_user: str = "", *, live: bool = False) -> Result:
+    """Run the installed line as cron runs it, and check the job really ran (took its lock).
+
+    On `live` the tenant line's `|| sync-ci alert doctor-failed` half is not run: verify never
+    writes to production. The maintainer's ci-loop is read-only whatever the target.
+    """
+    from sync_ci.cron import account_for, find_block, parse_job, read_crontab, run_job
+    from sync_ci.doctor import LAST_DOCTOR
+    from sync_ci.locks import lock_is_held, lock_path
+
+    chosen: Role = "maintainer" if role == "maintainer" else "tenant"
+    title = f"the installed {role} line runs as cron runs it"
+
+    def row(status: Status, detail: str, **observed: Any) -> Result:
+        return Result(id="cron-job", title=title, status=status, detail=detail, observed=observed)
+
+    try:
+        text = read_crontab(cron_user)
+        block = find_block(text, chosen)
+    except SyncCIError as exc:
+        return row("fail", str(exc))
+    if block is None or len(block.jobs) != 1:
+        return row("skip", f"no single {role} line to run (see the crontab row)")
+    try:
+        job = parse_job(chosen, block.jobs[0])
+    except ValueError as exc:
+        return row("fail", f"the {role} line does not parse ({exc})")
+    state = job.exports.get("SYNC_CI_STATE_DIR", "")
+    if not state.startswith("/"):
+        return row(
+            "fail",
+            f"the {role} line names no absolute SYNC_CI_STATE_DIR, so its lock cannot be found; "
+            f"reinstall: sync-ci cron install --role {role}",
+        )
+    lock = lock_path(Path(state), "ci-loop" if chosen == "maintainer" else "doctor")
+    if lock_is_held(lock):
+        return row("skip", f"a run holds {lock} right now; run verify again once it is done")
+    note = ""
+    if live and chosen == "tenant":
+        job = replace(job, command=job.command.partition(" || ")[0])
+        note = (
+            "; the `|| sync-ci alert doctor-failed` half was not run (verify never writes on live)"
+        )
+    account = account_for(cron_user)
+    report_file = Path(state) / LAST_DOCTOR
+    before, report_before = _stamp(lock), _stamp(report_file)
+    try:
+        done = run_job(job, text, account)
+    except (OSError, SyncCIError) as exc:
+        return row("fail", f"could not run the {role} line as {account.name}: {exc}")
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    tail = said[-1] if said else "no output"
+    if _stamp(lock) == before:
+        return row(
+            "fail",
+            f"exit {done.returncode}, but the job never took its lock {lock}, so it did not run: "
+            f"{tail}",
+            exit=done.returncode,
+        )
+    if chosen == "maintainer":
+        lines = done.stdout.strip().splitlines()
+        summary = lines[-1] if lines else tail
+        return row(
+            "pass" if done.returncode == 0 else "fail",
+            f"ci-loop ran as {account.name}, exit {done.returncode}: {summary}",
+            exit=done.returncode,
+        )
+    if _stamp(report_file) == report_before:
+        return row("fail", f"doctor ran as {account.name} but left no {report_file}: {tail}")
+    try:
+        document = json.loads(report_file.read_text(encoding="utf-8"))
+        results = document["results"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return row("fail", f"doctor's report {report_file} is unreadable ({exc})")
+    failing = [str(r.get("id")) for r in results if r.get("status") in ("fail", "error")]
+    if failing:
+        return row(
+            "fail",
+            f"doctor ran as {account.name} and {len(failing)} checks fail: "
+            f"{', '.join(failing)}{note}",
+            exit=done.returncode,
+        )
+    return row(
+        "pass" if done.returncode == 0 else "fail",
+        f"doctor ran as {account.name}: {len(results)} checks, none failing, exit "
+        f"{done.returncode}{note}",
+        exit=done.returncode,
+    )
+
+
 def verify_alert(settings: Settings, *, now: datetime) -> Result:
-    """A simulated doctor failure POSTs an alert that then shows in /_status."""
+    """A simulated doctor failure POSTs an alert that then shows in /_status (never on live)."""
     from sync_ci.alerts import send_alert
     from sync_ci.status import fetch_status
 
     title = "simulated doctor failure appears in /_status"
+    if settings.read_only:
+        return Result(
+            id="alert-in-status",
+            title=title,
+            status="skip",
+            detail=f"skipped on {settings.target}: verify never writes to production (the "
+            "simulated alert would POST /_alert); `sync-ci status` shows what tenants sent",
+        )
     if not settings.secrets.admin_token:
         return Result(
             id="alert-in-status",
@@ -212,6 +322,7 @@ def verify(
     started_at, started = clock(), time.perf_counter()
     steps: list[Callable[[], Result]] = [
         lambda: verify_crontab(role, cron_user),
+        lambda: verify_job(role, cron_user, live=settings.read_only),
         lambda: verify_alert(settings, now=clock()),
         lambda: verify_lints(repo or Path.cwd()),
         lambda: verify_cleanup(settings, now=clock()),

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,15 +77,20 @@ def user_owned_file(path: Path, account: Account) -> Path:
     return path
 
 
-@pytest.mark.parametrize("role", ["tenant", "maintainer"])
-@pytest.mark.parametrize("who", ["root", "user"])
-def test_installed_line_runs_as_cron_runs_it(
-    who: str, role: Role, request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    account: Account = request.getfixturevalue("root_crontab" if who == "root" else "home_user")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Installed:
+    """A line installed for a test, and where its job leaves traces."""
+
+    config: Path
+    state: Path
+    repo: Path
+
+
+def install_line(who: str, role: Role, account: Account, sandbox: Sandbox, base: Path) -> Installed:
+    """Install `role`'s line with `sync-ci cron install` as root (for `account` when a user)."""
     if who == "root":
         exe = Path(sys.prefix) / "bin" / "sync-ci"
-        base, state = tmp_path, tmp_path / "state"
+        state = base / "state"
         if not exe.exists():
             pytest.skip(f"no console script at {exe} (install the package into this venv)")
     else:
@@ -95,16 +101,8 @@ def test_installed_line_runs_as_cron_runs_it(
     config, secrets_file = write_deployment(
         sandbox, deploy_dir, account, state_dir=state if who == "root" else None
     )
-    args = [
-        "cron",
-        "install",
-        "--role",
-        role,
-        "--exe",
-        str(exe),
-        "--secrets-file",
-        str(secrets_file),
-    ]
+    args = ["cron", "install", "--role", role, "--exe", str(exe)]
+    args += ["--secrets-file", str(secrets_file)]
     if role == "maintainer":
         (repo / "pyproject.toml").write_text("[project]\nname = 'sync-ci'\n")
         args += ["--repo", str(repo)]  # the settings file is found where the job cds to
@@ -114,7 +112,19 @@ def test_installed_line_runs_as_cron_runs_it(
         args += ["--user", account.name]
     installed = sync_ci(*args)
     assert installed.returncode == 0, installed.stderr
+    if role == "tenant":  # a tenant that pulled recently: doctor has nothing to say
+        user_owned_file(state / "last-pull", account)
+    return Installed(config=config, state=state, repo=repo)
 
+
+@pytest.mark.parametrize("role", ["tenant", "maintainer"])
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_installed_line_runs_as_cron_runs_it(
+    who: str, role: Role, request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    account: Account = request.getfixturevalue("root_crontab" if who == "root" else "home_user")
+    line = install_line(who, role, account, sandbox, tmp_path)
+    config, state, repo = line.config, line.state, line.repo
     command = installed_command(account, role)
     assert "flock" not in command
     assert f"SYNC_CI_STATE_DIR={state}" in command
@@ -144,7 +154,7 @@ def test_installed_line_runs_as_cron_runs_it(
         assert not alerts.exists() or not list(alerts.iterdir())
 
     shutil.rmtree(state)
-    if role == "tenant":  # a tenant that pulled recently: doctor has nothing to say
+    if role == "tenant":
         state.mkdir(mode=0o700, parents=True)
         os.chown(state, account.uid, account.gid)
         user_owned_file(state / "last-pull", account)
@@ -188,3 +198,47 @@ def test_install_for_a_user_refuses_what_they_cannot_use(
         ["crontab", "-u", home_user.name, "-l"], capture_output=True, text=True, timeout=30
     )
     assert cron.begin_marker("tenant") not in listed.stdout
+
+
+@pytest.mark.parametrize("role", ["tenant", "maintainer"])
+def test_verify_runs_the_installed_line_and_catches_one_that_never_runs(
+    role: Role, home_user: Account, sandbox: Sandbox, sandbox_ready_file: Path, tmp_path: Path
+) -> None:
+    """`sync-ci verify` runs the user's line as cron would; the old flock-wrapped line fails it."""
+    line = install_line("user", role, home_user, sandbox, tmp_path)
+    env = {**installer_env(), "SYNC_CI_SANDBOX": str(sandbox_ready_file)}
+
+    def verify() -> dict[str, dict[str, str]]:
+        args = ["verify", "--role", role, "--cron-user", home_user.name, "--repo", str(tmp_path)]
+        done = subprocess.run(
+            [sys.executable, "-m", "sync_ci", *args, "--json", str(tmp_path / "verify.json")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO,
+        )
+        assert "Traceback" not in done.stderr
+        document = json.loads((tmp_path / "verify.json").read_text())
+        return {r["id"]: r for r in document["results"]}
+
+    rows = verify()
+    assert rows["crontab"]["status"] == "pass", rows["crontab"]["detail"]
+    assert rows["cron-job"]["status"] == "pass", rows["cron-job"]["detail"]
+    assert f"ran as {home_user.name}" in rows["cron-job"]["detail"]
+    if role == "tenant":
+        assert (line.state / "last-doctor.json").stat().st_uid == home_user.uid
+
+    # The line as it was before the lock had one owner: flock held the lock the job then wanted.
+    text = subprocess.run(
+        ["crontab", "-u", home_user.name, "-l"], capture_output=True, text=True, timeout=30
+    ).stdout
+    job: Job = "ci-loop" if role == "maintainer" else "doctor"
+    exe = f"{home_user.home}/venv/bin/sync-ci {job}"
+    old = text.replace(exe, f"/usr/bin/flock -n -E 0 {lock_path(line.state, job)} {exe}", 1)
+    assert old != text
+    subprocess.run(["crontab", "-u", home_user.name, "-"], input=old, text=True, check=True)
+    rows = verify()
+    assert rows["cron-job"]["status"] == "fail"
+    assert "never took its lock" in rows["cron-job"]["detail"]
+    assert "wrapped in `flock`" in rows["crontab"]["detail"]
