@@ -108,9 +108,29 @@ def load_options(args: argparse.Namespace) -> tuple[LoadScenario, dict[str, Thre
     return scenario, table
 
 
+def confirm_writes_land(settings: Settings, job: Any, scenario: LoadScenario) -> None:
+    """Push once and read it back from the bucket under the CI prefix before the burst writes."""
+    from sync_ci import guards
+    from sync_ci.gates import load
+    from sync_ci.store import endpoint_from_settings, open_store
+
+    if job.policy.read_only:
+        return
+    store = open_store(endpoint_from_settings(settings), guards.read_only_policy())
+    load.confirm_first_push(
+        scenario,
+        settings.secrets.tenant_secret,
+        job.base_url,
+        policy=job.policy,
+        read_back=store.get,
+        timeout_s=job.timeout_s,
+    )
+
+
 def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
     """Run the load gate against attached settings and judge it."""
     from sync_ci.gates import load
+    from sync_ci.gates.http import policy_for
 
     started = time.monotonic()
     scenario, table = load_options(args)
@@ -119,7 +139,7 @@ def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
         scenario,
         base_url,
         settings.secrets.tenant_secret,
-        read_only=settings.read_only,
+        policy=policy_for(settings),
         timeout_s=args.timeout,
         rate=args.rate,
         duration_s=args.duration,
@@ -129,6 +149,7 @@ def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
     problem = asyncio.run(load.preflight(base_url))
     if problem:
         return _unmeasured("gate.load", settings.target, settings.sha, started, "load", problem)
+    confirm_writes_land(settings, job, scenario)
     progress = _progress(args)
     try:
         phases = load.run_load(job, processes=args.processes, progress=progress)

@@ -12,13 +12,12 @@ from sync_ci.config import Region
 from sync_ci.contract import colo_from_ray
 from sync_ci.errors import UsageError
 from sync_ci.gates import histogram
+from sync_ci.gates.http import GuardedSession, new_session, read_only_policy
 from sync_ci.gates.scenario import LatencyScenario, probe_nonces, probe_path
 from sync_ci.gates.thresholds import Threshold
 from sync_ci.report import Result
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from sync_ci.gates.load import ProgressFn
 
 PROBE_TIMEOUT_S = 30.0
@@ -233,7 +232,7 @@ def evaluate_latency(
 # --- the probe (edge) ----------------------------------------------------------------------------
 
 
-async def _health(session: aiohttp.ClientSession, region: Region) -> str:
+async def _health(session: GuardedSession, region: Region) -> str:
     import aiohttp
 
     try:
@@ -251,7 +250,7 @@ def _slug(name: str) -> str:
 
 
 async def probe_region(
-    session: aiohttp.ClientSession,
+    session: GuardedSession,
     region: Region,
     scenario: LatencyScenario,
     progress: ProgressFn | None = None,
@@ -328,17 +327,10 @@ async def probe_regions(
     progress: ProgressFn | None = None,
 ) -> dict[str, RegionOutcome]:
     """Probe every region at once (each at bounded concurrency) on one session."""
-    import aiohttp
-
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise UsageError(f"region names must be unique: {names}")
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-        headers={"user-agent": "sync-ci-gate"},
-    ) as session:
+    async with new_session(read_only_policy(), timeout_s) as session:
         outcomes = await asyncio.gather(
             *(probe_region(session, r, scenario, progress) for r in regions)
         )

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sync_ci.errors import ExitCode, SyncCIError, UsageError
+from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
 from sync_ci.gates import histogram
+from sync_ci.gates.http import GuardedSession, HttpPolicy, new_session, read_only_policy
 from sync_ci.gates.scenario import (
+    FULL_CHECK_EVERY,
     OPERATIONS,
     PUSH,
-    PUSH_PATH,
     LoadScenario,
     PlannedRequest,
+    answer_problem,
     install_request,
     open_model_operations,
     plan_burst,
@@ -26,11 +28,9 @@ from sync_ci.gates.scenario import (
     split,
 )
 from sync_ci.gates.thresholds import Threshold
-from sync_ci.guards import check_http_request
 from sync_ci.report import Result
 
 if TYPE_CHECKING:
-    import aiohttp
     from hdrh.histogram import HdrHistogram
 
 BURST = "burst"
@@ -60,13 +60,14 @@ class OpStats:
     status_4xx: int = 0
     network: int = 0
     other: int = 0
+    invalid: int = 0
     histogram: str = ""
     first_error: str = ""
 
     @property
     def errors(self) -> int:
-        """Failures that are not 5xx: 4xx, network errors, and unexpected 1xx/3xx answers."""
-        return self.status_4xx + self.network + self.other
+        """Failures that are not 5xx: 4xx, network errors, wrong answers, unexpected 1xx/3xx."""
+        return self.status_4xx + self.network + self.other + self.invalid
 
     @property
     def missing(self) -> int:
@@ -82,6 +83,7 @@ class OpStats:
             "status_4xx": self.status_4xx,
             "network": self.network,
             "other": self.other,
+            "invalid": self.invalid,
             "histogram": self.histogram,
             "first_error": self.first_error,
         }
@@ -97,6 +99,7 @@ class OpStats:
                 status_4xx=int(data["status_4xx"]),
                 network=int(data["network"]),
                 other=int(data["other"]),
+                invalid=int(data.get("invalid", 0)),
                 histogram=str(data["histogram"]),
                 first_error=str(data.get("first_error", "")),
             )
@@ -115,6 +118,7 @@ def merge_ops(parts: Iterable[OpStats]) -> OpStats:
         status_4xx=sum(p.status_4xx for p in parts),
         network=sum(p.network for p in parts),
         other=sum(p.other for p in parts),
+        invalid=sum(p.invalid for p in parts),
         histogram=histogram.merge_encoded(encoded)
         if encoded
         else histogram.encode(histogram.new()),
@@ -274,7 +278,11 @@ def evaluate_phase(
     )
     counts = (
         ("load.5xx", sum(op.status_5xx for op in ops), "5xx answers"),
-        ("load.errors", sum(op.errors for op in ops), "4xx, network and other errors"),
+        (
+            "load.errors",
+            sum(op.errors for op in ops),
+            "4xx, network, wrong-answer and other errors",
+        ),
         ("load.missing", missing, "planned requests without a successful sample"),
     )
     for threshold_id, value, what in counts:
@@ -289,6 +297,7 @@ def evaluate_phase(
                 "4xx": op.status_4xx,
                 "network": op.network,
                 "other": op.other,
+                "invalid": op.invalid,
             }
             for name, op in zip(OPERATIONS, ops, strict=True)
         }
@@ -346,27 +355,41 @@ def ensure_descriptors(needed: int) -> int:
     return int(soft)
 
 
-def check_plan_allowed(plan: Iterable[PlannedRequest], base_url: str, read_only: bool) -> None:
+def check_plan_allowed(plan: Iterable[PlannedRequest], base_url: str, policy: HttpPolicy) -> None:
     """Refuse (before any byte is sent) a plan the target's write policy forbids."""
     for method, path in sorted({(r.method, r.path) for r in plan}):
-        check_http_request(read_only, method, f"{base_url}{path}", allowed_posts=(PUSH_PATH,))
+        policy.apply(method, f"{base_url}{path}", {})
 
 
 class _Tally:
     """Mutable per-operation counters and histograms for one process."""
 
-    def __init__(self, planned: Mapping[str, int]) -> None:
+    def __init__(self, planned: Mapping[str, int], root: str = "") -> None:
         self.planned = dict(planned)
+        self.root = root
         self.hist: dict[str, HdrHistogram] = {name: histogram.new() for name in planned}
         self.raw: dict[str, HdrHistogram] = {}
         self.counts: dict[str, dict[str, int]] = {
-            name: dict.fromkeys(("ok", "status_5xx", "status_4xx", "network", "other"), 0)
+            name: dict.fromkeys(
+                ("ok", "status_5xx", "status_4xx", "network", "other", "invalid"), 0
+            )
             for name in planned
         }
         self.first_error: dict[str, str] = {}
         self.done = 0
+        self.judged = 0
 
-    def record(self, operation: str, status: int, latency_ns: int, error: str = "") -> None:
+    def judge(self, request: PlannedRequest, status: int, body: bytes) -> str:
+        """Return why a 2xx answer is wrong ('' if right): every one by shape, a sample in full."""
+        if not 200 <= status < 300:
+            return ""
+        self.judged += 1
+        full = self.judged % FULL_CHECK_EVERY == 1
+        return answer_problem(request, status, body, root=self.root, full=full)
+
+    def record(
+        self, operation: str, status: int, latency_ns: int, error: str = "", problem: str = ""
+    ) -> None:
         counts = self.counts[operation]
         self.done += 1
         if status == 0:
@@ -375,7 +398,11 @@ class _Tally:
             return
         histogram.record_us(self.hist[operation], latency_ns // 1000)
         if 200 <= status < 300:
-            counts["ok"] += 1
+            if problem:
+                counts["invalid"] += 1
+                self.first_error.setdefault(operation, f"{operation} {problem}{error}")
+            else:
+                counts["ok"] += 1
             return
         kind = "status_5xx" if status >= 500 else "status_4xx" if status >= 400 else "other"
         counts[kind] += 1
@@ -404,9 +431,10 @@ def _cpu_s() -> float:
 
 
 async def _send(
-    session: aiohttp.ClientSession, base_url: str, request: PlannedRequest
-) -> tuple[int, str]:
-    """Send one request and read the whole answer; return (status, or 0 on a network error; error)."""
+    session: GuardedSession, base_url: str, request: PlannedRequest
+) -> tuple[int, str, bytes]:
+    """Send one request and read the whole answer; return (status, or 0 on a network error; error;
+    body)."""
     import aiohttp
 
     try:
@@ -417,29 +445,11 @@ async def _send(
             headers=request.headers,
             allow_redirects=False,
         ) as response:
-            await response.read()
-            reason = ""
-            if response.status >= 400:
-                reason = f" ({response.headers.get('cf-ray', 'no cf-ray')})"
-            return response.status, reason
+            body = await response.read()
+            ray = response.headers.get("cf-ray", "no cf-ray")
+            return response.status, f" ({ray})" if response.status >= 400 else "", body
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return 0, f"{request.operation}: {type(exc).__name__}: {str(exc)[:120]}"
-
-
-def _new_session(timeout_s: float, root: str) -> aiohttp.ClientSession:
-    import aiohttp
-
-    from sync_ci.contract import ROOT_HEADER
-
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    headers = {"user-agent": "sync-ci-gate"}
-    if root:
-        headers[ROOT_HEADER] = root
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-        headers=headers,
-    )
+        return 0, f"{request.operation}: {type(exc).__name__}: {str(exc)[:120]}", b""
 
 
 async def _progress_ticker(tally: _Tally, total: int, label: str, progress: ProgressFn) -> None:
@@ -478,14 +488,14 @@ async def fire_burst(
     plan: Sequence[PlannedRequest],
     base_url: str,
     *,
+    policy: HttpPolicy,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    root: str = "",
     ready: Callable[[], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> PhaseOutcome:
     """Fire every planned request at once on one session; return exact per-operation outcomes."""
     planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
-    tally = _Tally(planned)
+    tally = _Tally(planned, policy.write_root)
     starts: list[int] = []
     gate = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -495,10 +505,12 @@ async def fire_burst(
         await gate.wait()
         started = time.perf_counter_ns()
         starts.append(started)
-        status, error = await _send(session, base_url, request)
-        tally.record(request.operation, status, time.perf_counter_ns() - started, error)
+        status, error, body = await _send(session, base_url, request)
+        ended = time.perf_counter_ns()
+        problem = tally.judge(request, status, body)
+        tally.record(request.operation, status, ended - started, error, problem)
 
-    async with _new_session(timeout_s, root) as session:
+    async with new_session(policy, timeout_s) as session:
         tasks = [asyncio.create_task(one(r)) for r in plan]
         await asyncio.sleep(0)  # let every task reach the gate before it opens
         if ready is not None:
@@ -523,10 +535,10 @@ async def run_open_model(
     tenant_secret: str,
     base_url: str,
     *,
+    policy: HttpPolicy,
     rate: float,
     duration_s: float,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    root: str = "",
     progress: ProgressFn | None = None,
 ) -> PhaseOutcome:
     """Send on a fixed schedule; latency counts from each request's intended send time (wrk2-style)."""
@@ -539,7 +551,7 @@ async def run_open_model(
     schedule = open_model_operations(scenario)
     operations = [next(schedule) for _ in range(total)]
     planned = {name: operations.count(name) for name in OPERATIONS}
-    tally = _Tally(planned)
+    tally = _Tally(planned, policy.write_root)
     tenants = scenario.tenant_ids()
     run = secrets.token_hex(4)
     lags: list[int] = []
@@ -547,15 +559,16 @@ async def run_open_model(
     async def one(request: PlannedRequest, intended: int) -> None:
         started = time.perf_counter_ns()
         lags.append(started - intended)
-        status, error = await _send(session, base_url, request)
+        status, error, body = await _send(session, base_url, request)
         ended = time.perf_counter_ns()
-        tally.record(request.operation, status, ended - intended, error)
+        problem = tally.judge(request, status, body)
+        tally.record(request.operation, status, ended - intended, error, problem)
         if status:
             tally.record_raw(request.operation, ended - started)
 
     tasks: list[asyncio.Task[None]] = []
     async with (
-        _new_session(timeout_s, root) as session,
+        new_session(policy, timeout_s) as session,
         _measured(tally, total, "open model", progress) as spent,
     ):
         begin = time.perf_counter_ns() + 5_000_000
@@ -587,11 +600,11 @@ async def run_open_model(
     )
 
 
-async def preflight(base_url: str, timeout_s: float = 5.0, root: str = "") -> str:
+async def preflight(base_url: str, timeout_s: float = 5.0) -> str:
     """Return '' when the Worker answers GET /_health, else why it could not be reached."""
     import aiohttp
 
-    async with _new_session(timeout_s, root) as session:
+    async with new_session(read_only_policy(), timeout_s) as session:
         try:
             async with session.get(f"{base_url}/_health", allow_redirects=False) as response:
                 await response.read()
@@ -600,12 +613,74 @@ async def preflight(base_url: str, timeout_s: float = 5.0, root: str = "") -> st
             return f"{base_url}/_health: {type(exc).__name__}: {str(exc)[:160]}"
 
 
+class MisplacedWrite(SyncCIError):
+    """The Worker did not store the first push under the run's CI root: nothing more is sent."""
+
+    exit_code = ExitCode.FAILED
+
+
+FIRST_PUSH_ATTEMPTS = 3
+
+
+async def _send_one(
+    base_url: str, request: PlannedRequest, policy: HttpPolicy, timeout_s: float
+) -> tuple[int, str, bytes]:
+    async with new_session(policy, timeout_s) as session:
+        return await _send(session, base_url, request)
+
+
+def confirm_first_push(
+    scenario: LoadScenario,
+    tenant_secret: str,
+    base_url: str,
+    *,
+    policy: HttpPolicy,
+    read_back: Callable[[str], bytes | None],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
+    """Send one push and read it back from the bucket under the CI root before any other write.
+
+    Returns the key it landed at; raises MisplacedWrite (exit 1) when the Worker answered anything
+    but a push stored byte for byte at `<ci root>tenants/<tenant>/state.json`.
+    """
+    import secrets
+
+    from sync_ci.contract import tenant_state_key
+
+    if policy.read_only or not scenario.pushes:
+        return ""
+    tenant = scenario.tenant_ids()[0]
+    request = push_request(
+        tenant, tenant_secret, scenario.body_bytes, f"first-{secrets.token_hex(4)}"
+    )
+    key = tenant_state_key(policy.write_root, tenant)
+    status, error, body = 0, "", b""
+    for _ in range(FIRST_PUSH_ATTEMPTS):  # a 5xx or a dropped connection may be transient
+        status, error, body = asyncio.run(_send_one(base_url, request, policy, timeout_s))
+        if 0 < status < 500:
+            break
+    stop = "; stopped before sending any other write"
+    if status == 0:
+        raise UnreachableError(f"the first push could not be sent ({error.strip()}){stop}")
+    problem = answer_problem(request, status, body, root=policy.write_root)
+    if problem:
+        raise MisplacedWrite(f"the first push {problem}{error}{stop}")
+    stored = read_back(key)
+    if stored != request.body:
+        found = "nothing" if stored is None else f"{len(stored)} other bytes"
+        raise MisplacedWrite(
+            f"the Worker answered 201 to the first push but the bucket holds {found} at {key}: "
+            f"it stores writes outside {policy.write_root}{stop}"
+        )
+    return key
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadJob:
     """Everything one client process needs (small and picklable for --processes)."""
 
     base_url: str
-    root: str = ""
+    policy: HttpPolicy = field(default_factory=read_only_policy)
     timeout_s: float = DEFAULT_TIMEOUT_S
     scenario: LoadScenario = field(default_factory=LoadScenario)
     tenant_secret: str = ""
@@ -629,8 +704,8 @@ async def _run_job(
         await fire_burst(
             plan,
             job.base_url,
+            policy=job.policy,
             timeout_s=job.timeout_s,
-            root=job.root,
             ready=ready,
             progress=progress,
         )
@@ -641,10 +716,10 @@ async def _run_job(
                 job.scenario,
                 job.tenant_secret,
                 job.base_url,
+                policy=job.policy,
                 rate=job.rate,
                 duration_s=job.duration_s,
                 timeout_s=job.timeout_s,
-                root=job.root,
                 progress=progress,
             )
         )
@@ -762,17 +837,16 @@ def plan_job(
     base_url: str,
     tenant_secret: str,
     *,
-    read_only: bool,
-    root: str = "",
+    policy: HttpPolicy,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     rate: float = 0.0,
     duration_s: float = 0.0,
 ) -> LoadJob:
     """Plan the burst and check the target allows every request in it."""
-    check_plan_allowed(plan_burst(scenario, tenant_secret), base_url, read_only)
+    check_plan_allowed(plan_burst(scenario, tenant_secret), base_url, policy)
     return LoadJob(
         base_url=base_url,
-        root=root,
+        policy=policy,
         timeout_s=timeout_s,
         scenario=scenario,
         tenant_secret=tenant_secret,

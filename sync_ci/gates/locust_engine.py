@@ -24,6 +24,7 @@ from sync_ci.errors import ExitCode, SyncCIError, UsageError
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
+    from sync_ci.gates.http import HttpPolicy
     from sync_ci.gates.latency import RegionOutcome
     from sync_ci.gates.load import PhaseOutcome
     from sync_ci.gates.scenario import LatencyScenario, LoadScenario
@@ -402,8 +403,13 @@ def _child_env(tenant_secret: str) -> dict[str, str]:
 def _parse_master_output(document: Mapping[str, Any]) -> EngineOutcome:
     if not document.get("ok"):
         message = str(document.get("error") or "the Locust master failed")
-        if int(document.get("exit", ExitCode.UNMEASURED)) == ExitCode.USAGE:
+        code = int(document.get("exit", ExitCode.UNMEASURED))
+        if code == ExitCode.USAGE:
             raise UsageError(message)
+        if code == ExitCode.FAILED:
+            from sync_ci.errors import GuardViolation
+
+            raise GuardViolation(message)
         raise EngineError(message)
     workers = [
         WorkerReport(
@@ -423,6 +429,20 @@ def _parse_master_output(document: Mapping[str, Any]) -> EngineOutcome:
     )
 
 
+def _policy_options(policy: HttpPolicy | None) -> list[str]:
+    """The worker subprocess's policy flags: read-only unless it is told where it may write."""
+    if policy is None or policy.read_only:
+        return []
+    return ["--write-root", policy.write_root]
+
+
+def worker_policy(write_root: str) -> HttpPolicy:
+    """The policy a worker subprocess enforces: pushes under `write_root`, or read-only without it."""
+    from sync_ci.gates.http import push_policy, read_only_policy
+
+    return push_policy(write_root) if write_root else read_only_policy()
+
+
 def run_locust(
     job: EngineJob,
     *,
@@ -432,6 +452,7 @@ def run_locust(
     bind_port: int = 0,
     expect_wait_s: float = DEFAULT_EXPECT_WAIT_S,
     tenant_secret: str = "",
+    policy: HttpPolicy | None = None,
     debug: bool = False,
     progress: ProgressFn | None = None,
 ) -> EngineOutcome:
@@ -472,6 +493,7 @@ def run_locust(
                                 "worker",
                                 *("--gate", job.gate, "--master-host", "127.0.0.1"),
                                 *("--master-port", str(port), "--connect-wait", "30"),
+                                *_policy_options(policy),
                                 *(["--debug"] if debug else []),
                             ),
                             stdin=subprocess.DEVNULL,
@@ -532,22 +554,21 @@ def run_load_locust(settings: Settings, args: argparse.Namespace) -> Report:
 
     from sync_ci.gates import cli as gate_cli
     from sync_ci.gates import load
+    from sync_ci.gates.http import policy_for
 
     started = time.monotonic()
     scenario, table = gate_cli.load_options(args)
     base_url = gate_cli.worker_base_url(settings)
-    load.plan_job(  # refuses, before anything is sent, what the target's write policy forbids
-        scenario,
-        base_url,
-        settings.secrets.tenant_secret,
-        read_only=settings.read_only,
-        timeout_s=args.timeout,
+    policy = policy_for(settings)
+    load_job = load.plan_job(  # refuses, before anything is sent, what the policy forbids
+        scenario, base_url, settings.secrets.tenant_secret, policy=policy, timeout_s=args.timeout
     )
     problem = asyncio.run(load.preflight(base_url))
     if problem:
         return gate_cli._unmeasured(
             "gate.load", settings.target, settings.sha, started, "load", problem
         )
+    gate_cli.confirm_writes_land(settings, load_job, scenario)
     job = EngineJob(
         gate="load",
         base_url=base_url,
@@ -562,6 +583,7 @@ def run_load_locust(settings: Settings, args: argparse.Namespace) -> Report:
             job,
             **_mode(args),
             tenant_secret=settings.secrets.tenant_secret,
+            policy=policy,
             debug=args.debug,
             progress=progress,
         )
@@ -626,24 +648,27 @@ def run_latency_locust(settings: Settings, args: argparse.Namespace) -> Report:
     return with_engine(report, outcome)
 
 
-def worker_secret(args: argparse.Namespace, gate: str) -> str:
-    """Return this machine's tenant secret for a load worker (the master never ships it)."""
-    if gate != "load":
-        return ""
+def worker_secret(args: argparse.Namespace, gate: str) -> tuple[str, HttpPolicy]:
+    """Return this machine's tenant secret and target policy for a worker (never the master's)."""
     from sync_ci.config import load_settings
+    from sync_ci.gates.http import policy_for, read_only_policy
     from sync_ci.sandbox.attach import attach
 
+    if gate != "load":
+        return "", read_only_policy()
     settings = load_settings(config=args.config, target=args.target)
     secret = settings.secrets.tenant_secret
     if settings.target == "sandbox" and settings.sandbox_file:
         with attach(settings) as attached:
+            settings = attached
             secret = attached.secrets.tenant_secret
-    if not secret:
+    policy = policy_for(settings)
+    if not secret and not policy.read_only:
         raise UsageError(
             "a load worker pushes as tenants and needs the tenant secret on its own machine "
             f"({SECRET_ENV}); the master never sends it"
         )
-    return secret
+    return secret, policy
 
 
 WORKER_MAX_RUN_S = 1800.0
@@ -651,7 +676,7 @@ WORKER_MAX_RUN_S = 1800.0
 
 def worker_command(args: argparse.Namespace, gate: str) -> int:
     """`sync-ci gate load|latency --engine locust --worker`: run one worker until the master quits."""
-    secret = worker_secret(args, gate)
+    secret, policy = worker_secret(args, gate)
     command = _module_command(
         "worker",
         *(
@@ -664,6 +689,7 @@ def worker_command(args: argparse.Namespace, gate: str) -> int:
         ),
         *("--region", args.region, "--connect-wait", str(args.expect_workers_max_wait)),
         *("--max-run", str(WORKER_MAX_RUN_S)),
+        *_policy_options(policy),
         *(["--debug"] if args.debug else []),
         *(["--quiet"] if args.quiet else []),
     )
@@ -715,6 +741,7 @@ def _subprocess_parser() -> argparse.ArgumentParser:
     worker.add_argument("--region", default="")
     worker.add_argument("--connect-wait", type=float, default=DEFAULT_EXPECT_WAIT_S)
     worker.add_argument("--max-run", type=float, default=WORKER_MAX_RUN_S)
+    worker.add_argument("--write-root", default="", help="where pushes may go (else read-only)")
     worker.add_argument("--debug", action="store_true")
     worker.add_argument("--quiet", action="store_true")
     return parser
@@ -748,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connect_wait_s=args.connect_wait,
         max_run_s=args.max_run,
         tenant_secret=os.environ.get(SECRET_ENV, ""),
+        policy=worker_policy(args.write_root),
         debug=args.debug,
         quiet=args.quiet,
     )

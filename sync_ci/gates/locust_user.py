@@ -32,6 +32,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from sync_ci.contract import colo_from_ray
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
 from sync_ci.gates import histogram
+from sync_ci.gates.http import HttpPolicy, read_only_policy
 from sync_ci.gates.latency import NO_COLO, RegionOutcome, _slug
 from sync_ci.gates.load import (
     BURST,
@@ -40,6 +41,7 @@ from sync_ci.gates.load import (
     LoadJob,
     PhaseOutcome,
     _Tally,
+    check_plan_allowed,
     ensure_descriptors,
 )
 from sync_ci.gates.locust_engine import (
@@ -54,6 +56,7 @@ from sync_ci.gates.locust_engine import (
 from sync_ci.gates.scenario import (
     OPERATIONS,
     PUSH,
+    PUSH_PATH,
     PlannedRequest,
     install_request,
     open_model_operations,
@@ -73,11 +76,12 @@ HELLO, JOB, READY, ARMED, GO = (
 RESULT, FAILED, ABORT = "sync_ci_result", "sync_ci_failed", "sync_ci_abort"
 USER_CLASS_NAMES = {"load": "LoadGateUser", "latency": "LatencyGateUser"}
 # Keys of the request context that tell our listener what a request was.
-OPERATION, PHASE, INTENDED, REGION = (
+OPERATION, PHASE, INTENDED, REGION, PLANNED = (
     "sync_ci_op",
     "sync_ci_phase",
     "sync_ci_intended",
     "sync_ci_region",
+    "sync_ci_planned",
 )
 USER_AGENT = "sync-ci-gate (locust)"
 HEALTH_TIMEOUT_S = 5.0
@@ -152,6 +156,27 @@ class RegionTally:
         )
 
 
+class GuardedSession(FastHttpSession):
+    """Locust's HTTP session with this worker's own target policy applied to every request.
+
+    The policy comes from the worker's settings, never from the master: a worker on a read-only
+    target refuses a POST whatever job it was sent, before a byte leaves the process.
+    """
+
+    def __init__(self, base_url: str | None, *, policy: HttpPolicy, **kwargs: Any) -> None:
+        super().__init__(base_url, user=kwargs.pop("user", None), **kwargs)
+        self.policy = policy
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
+        """Check the request against the policy (naming the CI root on writes), then send it."""
+        headers = dict(headers or {})
+        full = url if "://" in url else f"{self.base_url or ''}{url}"
+        self.policy.apply(method, full, headers)
+        return super().request(method, url, headers=headers, **kwargs)
+
+
 def user_class(gate: str, state: WorkerState | None) -> type[FastHttpUser]:
     """Generate the gate's User class: each user serves the worker's share of the scenario, then stops."""
 
@@ -160,7 +185,22 @@ def user_class(gate: str, state: WorkerState | None) -> type[FastHttpUser]:
             state.serve(user)
         raise StopUser()
 
+    def init(user: FastHttpUser, environment: Environment) -> None:
+        FastHttpUser.__init__(user, environment)
+        policy = state.policy if state is not None else read_only_policy()
+        user.client = GuardedSession(
+            user.host,
+            policy=policy,
+            request_event=environment.events.request,
+            user=user,
+            network_timeout=user.network_timeout,
+            connection_timeout=user.connection_timeout,
+            concurrency=user.concurrency,
+            headers=user.default_headers,
+        )
+
     attributes: dict[str, Any] = {
+        "__init__": init,
         "__module__": __name__,
         "__doc__": f"A {gate} gate user, generated from the scenario at run time.",
         "abstract": False,
@@ -178,8 +218,12 @@ def user_class(gate: str, state: WorkerState | None) -> type[FastHttpUser]:
 class WorkerState:
     """This worker's share of the scenario, its exact tallies, and its side of the protocol."""
 
-    def __init__(self, *, gate: str, region: str, tenant_secret: str) -> None:
+    def __init__(
+        self, *, gate: str, region: str, tenant_secret: str, policy: HttpPolicy | None = None
+    ) -> None:
         self.gate, self.region, self.tenant_secret = gate, region, tenant_secret
+        self.policy = policy or read_only_policy()
+        self.refused: tuple[str, int] | None = None
         self.environment: Environment | None = None
         self.runner: WorkerRunner | None = None
         self.users: type[FastHttpUser] | None = None
@@ -224,6 +268,7 @@ class WorkerState:
         try:
             planned = self.prepare(EngineJob.from_json(msg.data["job"]), msg.data)
         except SyncCIError as exc:
+            self.refused = (str(exc), int(exc.exit_code))
             self.send(FAILED, {"error": str(exc), "exit": int(exc.exit_code)})
             return
         except Exception as exc:  # reported to the master, which turns it into one error line
@@ -254,6 +299,9 @@ class WorkerState:
             raise UsageError(f"this worker runs the {self.gate} gate, the master {job.gate}")
         if job.gate == "load":
             scenario = load_scenario(job.scenario)
+            if scenario.pushes:
+                # This worker's own policy, whatever the master asked: refuse before anything is sent.
+                self.policy.apply("POST", f"{job.base_url}{PUSH_PATH}", {})
             plan = (
                 LoadJob(
                     base_url=job.base_url,
@@ -266,10 +314,12 @@ class WorkerState:
                 if job.burst
                 else []
             )
+            check_plan_allowed(plan, job.base_url, self.policy)
             ensure_descriptors(max(len(plan), int(data["users"])) + DESCRIPTOR_MARGIN)
             self.burst_items = deque(plan)
             self.tallies[BURST] = _Tally(
-                {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
+                {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS},
+                self.policy.write_root,
             )
             self.expected = len(plan)
             return self.expected
@@ -295,8 +345,9 @@ class WorkerState:
     def health(self, url: str) -> str:
         """Return '' when the region answers GET /_health, else why not (as the built-in probe)."""
         assert self.environment is not None
-        session = FastHttpSession(
+        session = GuardedSession(
             url,
+            policy=read_only_policy(),
             request_event=self.environment.events.request,
             user=None,
             network_timeout=HEALTH_TIMEOUT_S,
@@ -336,7 +387,7 @@ class WorkerState:
                 headers=request.headers,
                 name=request.operation,
                 allow_redirects=False,
-                context={OPERATION: request.operation, PHASE: BURST},
+                context={OPERATION: request.operation, PHASE: BURST, PLANNED: request},
             )
         while self.probe_items:
             region, nonce = self.probe_items.popleft()
@@ -378,13 +429,15 @@ class WorkerState:
             else:
                 error = ""
             tally = self.tallies[str(context[PHASE])]
+            body = getattr(response, "content", b"") if status else b""
+            problem = tally.judge(context[PLANNED], status, body or b"")
             if context[PHASE] == OPEN:
                 # Coordinated omission: the verdict counts from the intended send time.
-                tally.record(operation, status, ended - int(context[INTENDED]), error)
+                tally.record(operation, status, ended - int(context[INTENDED]), error, problem)
                 if status:
                     tally.record_raw(operation, latency_ns)
             else:
-                tally.record(operation, status, latency_ns, error)
+                tally.record(operation, status, latency_ns, error, problem)
         else:
             return
         self.samples += 1
@@ -424,11 +477,14 @@ class WorkerState:
         total = round(rate * job.duration_s)
         schedule = open_model_operations(scenario)
         operations = [next(schedule) for _ in range(total)]
-        self.tallies[OPEN] = _Tally({name: operations.count(name) for name in OPERATIONS})
+        self.tallies[OPEN] = _Tally(
+            {name: operations.count(name) for name in OPERATIONS}, self.policy.write_root
+        )
         pool = max(10, min(total, 4000))
         ensure_descriptors(pool + DESCRIPTOR_MARGIN)
-        session = FastHttpSession(
+        session = GuardedSession(
             job.base_url,
+            policy=self.policy,
             request_event=self.environment.events.request,
             user=None,
             network_timeout=job.timeout_s,
@@ -473,7 +529,7 @@ class WorkerState:
         self.send_result({"phases": [p.to_json() for p in self.phases]})
 
     @staticmethod
-    def _send_open(session: FastHttpSession, request: PlannedRequest, intended: int) -> None:
+    def _send_open(session: GuardedSession, request: PlannedRequest, intended: int) -> None:
         session.request(
             request.method,
             request.path,
@@ -481,7 +537,12 @@ class WorkerState:
             headers=request.headers,
             name=request.operation,
             allow_redirects=False,
-            context={OPERATION: request.operation, PHASE: OPEN, INTENDED: intended},
+            context={
+                OPERATION: request.operation,
+                PHASE: OPEN,
+                INTENDED: intended,
+                PLANNED: request,
+            },
         )
 
     def send_result(self, result: dict[str, Any]) -> None:
@@ -501,12 +562,13 @@ def worker_main(
     connect_wait_s: float,
     max_run_s: float,
     tenant_secret: str,
+    policy: HttpPolicy,
     debug: bool = False,
     quiet: bool = False,
 ) -> int:
     """Connect to the master, run what it sends, and stay until it quits this worker."""
     _setup_logging(debug)
-    state = WorkerState(gate=gate, region=region, tenant_secret=tenant_secret)
+    state = WorkerState(gate=gate, region=region, tenant_secret=tenant_secret, policy=policy)
     state.users = user_class(gate, state)
     environment = Environment(user_classes=[state.users])
     where = f"{master_host}:{master_port}"
@@ -525,6 +587,9 @@ def worker_main(
         {"gate": gate, "region": region, "host": socket.gethostname(), "pid": os.getpid()},
     )
     runner.greenlet.join(timeout=max_run_s)
+    if state.refused is not None:
+        print(f"sync-ci: error: {state.refused[0]}", file=sys.stderr)
+        return state.refused[1]
     if not state.result_sent:
         why = state.aborted or f"the master at {where} ended the run before this worker measured"
         print(f"sync-ci: error: {why}", file=sys.stderr)

@@ -5,13 +5,15 @@ Every engine (the built-in aiohttp one, and any other) runs the requests planned
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sync_ci.contract import tenant_token
-from sync_ci.errors import UsageError
+from sync_ci.contract import parse_catalog, tenant_state_key, tenant_token
+from sync_ci.errors import ContractError, UsageError
 
 INSTALL = "install"
 PUSH = "push"
@@ -20,6 +22,9 @@ INSTALL_PATH = "/install"
 PUSH_PATH = "/_push"
 PROBE_PATH = "/_probe/kv/"
 TENANT_HEADER = "x-sync-tenant"
+EXPECTED_STATUS = {INSTALL: 200, PUSH: 201}
+# One answer in this many is checked in full (every catalog entry); the rest by shape only.
+FULL_CHECK_EVERY = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,3 +166,51 @@ def probe_nonces(region: str, count: int) -> list[str]:
     """Return `count` unique, never-reused probe keys for a region (random per run)."""
     run = secrets.token_hex(8)
     return [f"sync-ci-{region}-{run}-{i:05d}" for i in range(count)]
+
+
+def _document(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def answer_problem(
+    request: PlannedRequest, status: int, body: bytes, *, root: str = "", full: bool = False
+) -> str:
+    """Return why a 2xx answer is not what the contract promises for the request ('' if it is).
+
+    Every answer's shape is checked (cheap); with `full`, an install manifest's every entry too.
+    A push must answer with the key under `root` (when given) and the sha256 of the bytes sent.
+    """
+    expected = EXPECTED_STATUS.get(request.operation)
+    if expected is not None and status != expected:
+        return f"answered {status}, expected {expected}"
+    document = _document(body)
+    if not isinstance(document, dict):
+        return f"answered {status} with a body that is not a JSON object: {body[:60]!r}"
+    if request.operation == INSTALL:
+        if "error" in document:
+            return f"answered {status} with an error body: {str(document['error'])[:80]!r}"
+        if not isinstance(document.get("object_base"), str):
+            return "answered a manifest without an object_base"
+        generation, entries = document.get("generation"), document.get("entries")
+        if document.get("schema") != 1 or not isinstance(entries, dict):
+            return "answered a manifest without schema 1 and an entries object"
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            return f"answered a manifest with generation {generation!r}"
+        if full:
+            try:
+                parse_catalog(document, "manifest")
+            except ContractError as exc:
+                return f"answered a malformed manifest: {exc}"
+        return ""
+    if request.operation == PUSH:
+        tenant = request.headers.get(TENANT_HEADER, "")
+        key, digest = document.get("key"), document.get("sha256")
+        want = tenant_state_key(root, tenant) if root else f"tenants/{tenant}/state.json"
+        if not isinstance(key, str) or not (key == want if root else key.endswith(want)):
+            return f"answered push key {key!r}, expected {want!r}"
+        if digest != hashlib.sha256(request.body).hexdigest():
+            return f"answered push sha256 {str(digest)[:16]!r}…, not that of the bytes sent"
+    return ""

@@ -56,10 +56,15 @@ def gate_env(
     sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> dict[str, str]:
     """Run in-process CLI calls against the session sandbox, with nothing from the real home."""
+    return use_env(sandbox_env, monkeypatch, tmp_path)
+
+
+def use_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, cwd: Path) -> dict[str, str]:
+    """Make `env` the only SYNC_CI_* settings of this process for the test, run from `cwd`."""
     for name in list(os.environ):
         if name.startswith("SYNC_CI_"):
             monkeypatch.delenv(name)
-    for name, value in sandbox_env.items():
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    return sandbox_env
+    monkeypatch.chdir(cwd)
+    return env

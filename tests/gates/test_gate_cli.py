@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from sync_ci import __version__
+from sync_ci import __version__, guards
 from sync_ci.cli import main
+from sync_ci.config import Settings
 from sync_ci.gates import platforms
+from sync_ci.store import endpoint_from_settings, open_store
 
 
 def document(path: Path) -> dict[str, object]:
@@ -25,9 +27,17 @@ def rows(doc: dict[str, object]) -> dict[str, dict[str, object]]:
     return {str(r["id"]): r for r in results}
 
 
-def test_load_gate_passes_on_the_sandbox(gate_env: dict[str, str], tmp_path: Path) -> None:
+def test_load_gate_passes_on_the_sandbox(
+    gate_env: dict[str, str], sandbox_settings: Settings, tmp_path: Path
+) -> None:
     out = tmp_path / "load.json"
     assert main(["gate", "load", "-q", "--json", str(out)]) == 0
+    # Every push named this run's CI prefix: 100 tenants' states there, none in the live root.
+    store = open_store(endpoint_from_settings(sandbox_settings), guards.read_only_policy())
+    keys = [o.key for o in store.list(f"{sandbox_settings.ci_prefix}tenants/")]
+    assert len(keys) == 100 and all(k.endswith("/state.json") for k in keys)
+    live = [o.key for o in store.list(f"{sandbox_settings.live_root}tenants/gate-")]
+    assert live == []
     doc = document(out)
     assert doc["ok"] is True and doc["suite"] == "gate.load"
     install = rows(doc)["load.burst.install.p95_ms"]["observed"]

@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from sync_ci.cli import main
+from tests.conftest import sandbox_env_for
+from tests.gates.recording import RecordingProxy
 
 SYNC_CI = [sys.executable, "-m", "sync_ci"]
 
@@ -39,10 +40,8 @@ def test_locust_and_builtin_give_the_same_verdict_and_counts(
 ) -> None:
     builtin, locust = tmp_path / "builtin.json", tmp_path / "locust.json"
     assert main(["gate", "load", "-q", "--json", str(builtin)]) == 0
-    started = time.monotonic()
     args = ["--engine", "locust", "--processes", "2", "--json", str(locust)]
     assert main(["gate", "load", "-q", *args]) == 0
-    assert time.monotonic() - started < 30  # the real 1,000 + 100 burst ends when answered
     mine, theirs = document(locust), document(builtin)
     assert mine["schema"] == theirs["schema"] == "sync-ci/result@1"
     assert {i: r["status"] for i, r in rows(mine).items()} == {
@@ -91,7 +90,6 @@ def test_master_refuses_to_run_short_handed(gate_env: dict[str, str], tmp_path: 
     master_args = ["gate", "load", "--engine", "locust", "--master", "--expect-workers", "3"]
     master_args += ["--expect-workers-max-wait", "3", "--master-bind-host", "127.0.0.1"]
     master_args += ["--master-bind-port", str(port)]
-    started = time.monotonic()
     master = subprocess.Popen(
         [*SYNC_CI, *master_args],
         stdin=subprocess.DEVNULL,
@@ -107,7 +105,6 @@ def test_master_refuses_to_run_short_handed(gate_env: dict[str, str], tmp_path: 
         if master.poll() is None:
             master.kill()
             master.wait(timeout=5)
-    elapsed = time.monotonic() - started
     codes = [reap(w, 20) for w in workers]
     assert master.returncode == 3
     lines = err.decode().strip().splitlines()
@@ -115,7 +112,6 @@ def test_master_refuses_to_run_short_handed(gate_env: dict[str, str], tmp_path: 
         "sync-ci: error: expected 3 Locust workers but 2 connected within 3 s; "
         "refusing to run the load gate short-handed"
     ]
-    assert elapsed < 15
     assert codes == [3, 3]
     assert "refusing to run" in (tmp_path / "w0.log").read_text(encoding="utf-8")
     assert not out.strip()
@@ -178,3 +174,72 @@ def test_cheap_paths_never_import_locust_or_gevent() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_worker_on_a_read_only_target_refuses_to_push_whatever_its_master_says(
+    sandbox_ready_file: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from sync_ci.sandbox.launcher import read_ready_file, write_ready_file
+
+    info = read_ready_file(sandbox_ready_file)
+    proxy = RecordingProxy(info.worker.url)
+    try:
+        proxied = dataclasses.replace(info, worker=dataclasses.replace(info.worker, url=proxy.url))
+        ready = write_ready_file(proxied, tmp_path / "ready.json")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_")}
+        master_env = {**base, **sandbox_env_for(ready, tmp_path / "master")}
+        live_env = {**base, **sandbox_env_for(ready, tmp_path / "worker")}
+        del live_env["SYNC_CI_SANDBOX"]
+        live_env |= {
+            "SYNC_CI_TARGET": "live",
+            "SYNC_CI_BUCKET": "production",
+            "SYNC_CI_ENDPOINT_URL": "http://127.0.0.1:9",
+            "SYNC_CI_ACCESS_KEY_ID": "live-key-id",
+            "SYNC_CI_SECRET_ACCESS_KEY": "live-secret-key",
+            "SYNC_CI_WORKER_URL": "http://127.0.0.1:9",
+            # The worker holds a valid tenant secret: only its own read-only policy stops it.
+            "SYNC_CI_TENANT_SECRET": info.tenant_secret,
+        }
+        port = free_port()
+        master = subprocess.Popen(
+            [
+                *(*SYNC_CI, "gate", "load", "-q", "--engine", "locust", "--master"),
+                *("--expect-workers", "1", "--expect-workers-max-wait", "30"),
+                *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=master_env,
+        )
+        worker = subprocess.Popen(
+            [
+                *(*SYNC_CI, "gate", "load", "--engine", "locust", "--worker"),
+                *("--master-host", "127.0.0.1", "--master-port", str(port)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=live_env,
+        )
+        try:
+            _, master_err = master.communicate(timeout=120)
+            _, worker_err = worker.communicate(timeout=60)
+        finally:
+            for process in (master, worker):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=5)
+    finally:
+        proxy.close()
+    refusal = "refused POST /_push: this run is read-only (GET and HEAD only)"
+    assert (master.returncode, worker.returncode) == (1, 1)
+    (master_line,) = master_err.decode().strip().splitlines()
+    assert master_line.startswith("sync-ci: error: Locust worker ") and refusal in master_line
+    assert worker_err.decode().strip().splitlines() == [f"sync-ci: error: {refusal}"]
+    # The only write that reached the Worker is the master's own first push (sandbox, CI root).
+    writes = proxy.writes()
+    assert [w.headers.get("user-agent") for w in writes] == ["sync-ci-gate"]
+    assert not [r for r in proxy.requests if "locust" in r.headers.get("user-agent", "")]

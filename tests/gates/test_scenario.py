@@ -49,3 +49,33 @@ def test_probe_keys_are_unique_and_valid() -> None:
     assert len(set(first) | set(second)) == 400
     assert all(NONCE_RE.fullmatch(n) for n in first)
     assert scenario.probe_path(first[0]).startswith("/_probe/kv/")
+
+
+def test_answer_problem_checks_shapes_cheaply_and_a_sample_in_full() -> None:
+    import hashlib
+    import json
+
+    from sync_ci.gates.scenario import answer_problem, install_request, push_request
+
+    manifest = {"schema": 1, "generation": 3, "entries": {}, "object_base": "/o/"}
+    install = install_request()
+    assert answer_problem(install, 200, json.dumps(manifest).encode()) == ""
+    assert "expected 200" in answer_problem(install, 203, json.dumps(manifest).encode())
+    assert "error body" in answer_problem(install, 200, b'{"error": "down"}')
+    assert "not a JSON object" in answer_problem(install, 200, b"<html>oops</html>")
+    broken = json.dumps({**manifest, "entries": {"a": {"sha256": "x", "size": 1}}}).encode()
+    assert answer_problem(install, 200, broken) == ""  # the cheap check looks at the shape only
+    assert "no valid sha256" in answer_problem(install, 200, broken, full=True)
+
+    root = "snappy-os-ci/0123abc/"
+    push = push_request("gate-001", "s", 200, "n")
+    digest = hashlib.sha256(push.body).hexdigest()
+    good = {"key": f"{root}tenants/gate-001/state.json", "sha256": digest}
+    assert answer_problem(push, 201, json.dumps(good).encode(), root=root) == ""
+    elsewhere = {**good, "key": "snappy-os/tenants/gate-001/state.json"}
+    assert "expected 'snappy-os-ci/" in answer_problem(
+        push, 201, json.dumps(elsewhere).encode(), root=root
+    )
+    assert "sha256" in answer_problem(
+        push, 201, json.dumps({**good, "sha256": "0" * 64}).encode(), root=root
+    )

@@ -1,6 +1,9 @@
 """A tiny stand-in Worker for gate tests: real sockets on 127.0.0.1, fixed latencies, injected faults.
 
-Run: python tiny_worker.py --secret S [--latency-ms N] [--5xx-every N] [--region NAME:COLO:MISS_MS[:ANSWER]]...
+Run: python tiny_worker.py --secret S [--latency-ms N] [--5xx-every N] [--wrong-install]
+     [--wrong-push] [--region NAME:COLO:MISS_MS[:ANSWER]]...
+--wrong-install answers /install with 200 and an error body; --wrong-push answers 201 without the
+contract's {"key", "sha256"}.
 Prints one JSON line {"url": ..., "regions": {name: url}} once every listener is bound.
 """
 
@@ -38,7 +41,10 @@ def make_app(
         return web.json_response({"ok": True, "version": "tiny", "root": "r/"}, headers=ray())
 
     async def install(_: web.Request) -> web.Response:
-        return await fault() or web.json_response({"generation": 1, "entries": {}}, headers=ray())
+        if args.wrong_install:
+            return web.json_response({"error": "catalog unavailable"}, headers=ray())
+        manifest = {"schema": 1, "generation": 1, "entries": {}, "object_base": "/o/"}
+        return await fault() or web.json_response(manifest, headers=ray())
 
     async def push(request: web.Request) -> web.Response:
         body = await request.read()
@@ -51,7 +57,14 @@ def make_app(
         if not hmac.compare_digest(token, expected):
             return web.json_response({"error": "bad token"}, status=401, headers=ray())
         json.loads(body)
-        return web.json_response({"stored": len(body)}, status=201, headers=ray())
+        if args.wrong_push:
+            return web.json_response({"stored": len(body)}, status=201, headers=ray())
+        root = request.headers.get("x-sync-ci-root", "r/")
+        answer = {
+            "key": f"{root}tenants/{tenant}/state.json",
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+        return web.json_response(answer, status=201, headers=ray())
 
     async def probe(request: web.Request) -> web.Response:
         nonce = request.match_info["nonce"]
@@ -96,6 +109,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--5xx-every", dest="every_5xx", type=int, default=0)
     parser.add_argument("--region", action="append", default=[])
+    parser.add_argument("--wrong-install", action="store_true")
+    parser.add_argument("--wrong-push", action="store_true")
     try:
         asyncio.run(serve(parser.parse_args()))
     except KeyboardInterrupt:
