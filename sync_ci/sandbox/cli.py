@@ -98,17 +98,20 @@ def run_sandbox(
     kv_miss_ms: dict[str, int],
     ready_file: Path,
     quiet: bool = False,
+    mutant: str = "",
 ) -> int:
     """Run a sandbox until SIGINT/SIGTERM, then stop every child and remove the ready file."""
     from sync_ci.sandbox.launcher import (
         start_sandbox,
         validate_faults,
         validate_kv_miss_ms,
+        validate_mutant,
         write_ready_file,
     )
 
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)
+    validate_mutant(mutant)
     refuse_running(ready_file)
     stop = threading.Event()
     received: list[int] = []
@@ -120,7 +123,9 @@ def run_sandbox(
     # Signals only set a flag, so a signal during start-up still ends in a full, orderly stop.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with start_sandbox(store=store, faults=faults, kv_miss_ms=kv_miss_ms) as sandbox:
+        with start_sandbox(
+            store=store, faults=faults, kv_miss_ms=kv_miss_ms, mutant=mutant
+        ) as sandbox:
             try:
                 write_ready_file(sandbox.info, ready_file)
                 if not quiet:
@@ -197,6 +202,12 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="where to write the ready file (default: $XDG_STATE_HOME/sync-ci/sandbox.json)",
     )
+    parser.add_argument(
+        "--mutant",
+        default="",
+        metavar="NAME",
+        help="run a Worker that breaks the contract in one named way (docs/mutants.md)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.set_defaults(func=_run_sandbox)
@@ -229,6 +240,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         kv_miss_ms=kv_miss_ms,
         ready_file=ready_file.expanduser().absolute(),
         quiet=args.quiet,
+        mutant=args.mutant,
     )
 
 

@@ -244,6 +244,16 @@ def validate_kv_miss_ms(
             )
 
 
+def validate_mutant(mutant: str) -> None:
+    """Check a --mutant name against the reference Worker's catalogue (usage error, exit 2)."""
+    if not mutant:
+        return
+    from sync_ci.sandbox.worker_app import MUTANTS
+
+    if mutant not in MUTANTS:
+        raise UsageError(f"--mutant {mutant!r} is not one of: {', '.join(sorted(MUTANTS))}")
+
+
 class Sandbox:
     """A running sandbox: store and Worker processes, their info, and how to stop both."""
 
@@ -301,6 +311,7 @@ def start_sandbox(
     faults: Mapping[str, str] | None = None,
     kv_miss_ms: Mapping[str, int] | None = None,
     workdir: Path | None = None,
+    mutant: str = "",
 ) -> Sandbox:
     """Start the store, seed the live root and start the reference Worker; return the sandbox."""
     faults = dict(faults or {})
@@ -309,6 +320,7 @@ def start_sandbox(
         raise UsageError(f"unknown store {store!r}; use one of: {', '.join(STORE_KINDS)}")
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)
+    validate_mutant(mutant)
     owns_workdir = workdir is None
     if workdir is None:
         sweep_stale_workdirs()
@@ -339,6 +351,7 @@ def start_sandbox(
             tenant_secret=tenant_secret,
             admin_token=admin_token,
             while_booting=lambda: seed_root(admin, LIVE_ROOT),
+            mutant=mutant,
         )
         regions = tuple(
             RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
@@ -425,7 +438,10 @@ def seed_store(store_info: StoreInfo) -> None:
 
 
 def worker_arguments(
-    ready_file: Path, faults: Mapping[str, str], kv_miss_ms: Mapping[str, int]
+    ready_file: Path,
+    faults: Mapping[str, str],
+    kv_miss_ms: Mapping[str, int],
+    mutant: str = "",
 ) -> list[str]:
     """Build the reference Worker's command line for the sandbox."""
     args = [
@@ -449,6 +465,8 @@ def worker_arguments(
         args += ["--kv-miss-ms", ",".join(f"{c}={ms}" for c, ms in kv_miss_ms.items())]
     for key, value in faults.items():
         args += ["--fault", f"{key}={value}"]
+    if mutant:
+        args += ["--mutant", mutant]
     return args
 
 
@@ -462,6 +480,7 @@ def start_worker(
     admin_token: str,
     timeout_s: float = WORKER_READY_TIMEOUT_S,
     while_booting: Callable[[], object] | None = None,
+    mutant: str = "",
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start the reference Worker in its own session and wait for its ready file."""
     ready_file = workdir / "worker-ready.json"
@@ -483,7 +502,7 @@ def start_worker(
     with open(log_path, "wb") as log:
         try:
             worker = spawn(
-                worker_arguments(ready_file, faults, kv_miss_ms),
+                worker_arguments(ready_file, faults, kv_miss_ms, mutant),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

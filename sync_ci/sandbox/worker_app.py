@@ -38,7 +38,9 @@ from sync_ci.store import Store
 
 T = TypeVar("T")
 
-CATALOG_TTL_S = 30.0
+# How long a region may serve a catalog it cached: the freshness bound /_health declares.
+CATALOG_TTL_S = 3.0
+MAX_CATALOG_TTL_S = 60.0
 OBJECT_TTL_S = 3600.0
 PROBE_TTL_S = 24 * 3600.0
 SILENT_AFTER_S = 12 * 3600.0
@@ -58,9 +60,139 @@ NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 IDEMPOTENCY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 FAULT_KEYS = ("5xx_rate", "latency_ms", "bucket_latency_ms")
 KV_MISS_FAULT_PREFIX = "kv_miss_ms."
+# What the alert-controls mutant strips instead of refusing the alert.
+MUTANT_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+SLOW_ROUTE_S = 3.0
+# A body the no-413 mutant still bounds, so even a broken Worker cannot be made to buffer gigabytes.
+MUTANT_BODY_CAP_BYTES = 16 * 1024 * 1024
 
 
 # --- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mutant:
+    """One named contract violation the reference Worker can commit, and the row that catches it."""
+
+    name: str
+    violation: str
+    suite: str
+    row: str
+
+
+MUTANTS: Mapping[str, Mutant] = {
+    m.name: m
+    for m in (
+        Mutant(
+            name="push-auth-bypass",
+            violation="POST /_push accepts any token for any tenant",
+            suite="smoke",
+            row="phase:reject-bad-token",
+        ),
+        Mutant(
+            name="cross-tenant-push",
+            violation="POST /_push writes the state of the tenant named in the body",
+            suite="smoke",
+            row="phase:reject-cross-tenant",
+        ),
+        Mutant(
+            name="status-open",
+            violation="GET /_status answers without the admin token",
+            suite="smoke",
+            row="phase:reject-status-anon",
+        ),
+        Mutant(
+            name="no-413",
+            violation="POST /_push accepts bodies over 64 KiB",
+            suite="smoke",
+            row="phase:reject-oversize",
+        ),
+        Mutant(
+            name="alert-controls",
+            violation="POST /_alert accepts control characters in its fields",
+            suite="smoke",
+            row="phase:reject-alert-controls",
+        ),
+        Mutant(
+            name="region-500",
+            violation="/install and /catalog answer 500 in the last region only",
+            suite="smoke, ci-loop",
+            row="phase:install",
+        ),
+        Mutant(
+            name="region-down",
+            violation="every request to the last region answers 503",
+            suite="smoke, ci-loop",
+            row="phase:install",
+        ),
+        Mutant(
+            name="stale-catalog",
+            violation="a region never refreshes a catalog it has cached",
+            suite="smoke",
+            row="phase:freshness",
+        ),
+        Mutant(
+            name="corrupt-object",
+            violation="GET /o/ serves bytes that do not hash to their name",
+            suite="smoke",
+            row="phase:pull",
+        ),
+        Mutant(
+            name="missing-install-entry",
+            violation="GET /install leaves one catalog entry out",
+            suite="smoke",
+            row="phase:install",
+        ),
+        Mutant(
+            name="push-no-write",
+            violation="POST /_push answers 201 without writing the state",
+            suite="smoke",
+            row="phase:push",
+        ),
+        Mutant(
+            name="alert-no-dedup",
+            violation="a repeated alert idempotency key is stored again (202)",
+            suite="smoke",
+            row="phase:alert",
+        ),
+        Mutant(
+            name="no-cf-ray",
+            violation="answers carry no cf-ray header",
+            suite="smoke",
+            row="phase:preflight",
+        ),
+        Mutant(
+            name="bad-cf-ray",
+            violation="cf-ray does not name the colo that answered",
+            suite="smoke",
+            row="phase:preflight",
+        ),
+        Mutant(
+            name="x-cache-always-hit",
+            violation="x-cache says hit even for a key the region never read",
+            suite="smoke",
+            row="phase:catalog",
+        ),
+        Mutant(
+            name="error-body-200",
+            violation="GET /install answers 200 with an error body",
+            suite="smoke",
+            row="phase:install",
+        ),
+        Mutant(
+            name="slow-install",
+            violation=f"GET /install takes {SLOW_ROUTE_S:g} s more than it should",
+            suite="gates.load",
+            row="load.burst.install.p95_ms",
+        ),
+        Mutant(
+            name="no-date",
+            violation="answers carry no Date header (RFC 9110 requires one)",
+            suite="smoke",
+            row="phase:preflight",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +218,8 @@ class WorkerConfig:
     allow_root_header: bool = False
     sandbox_control: bool = False
     faults: Mapping[str, float] = field(default_factory=dict)
+    catalog_ttl_s: float = CATALOG_TTL_S
+    mutant: str = ""
     tenant_secret: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
 
@@ -445,6 +579,15 @@ def _root(request: web.Request) -> str:
     return root
 
 
+def _mutant(request: web.Request) -> str:
+    return _state(request).config.mutant
+
+
+def in_mutant_region(request: web.Request) -> bool:
+    """True in the region a one-region mutant breaks: the last configured one."""
+    return _region(request).spec.colo == _state(request).config.regions[-1].colo
+
+
 def error_response(
     status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -474,6 +617,8 @@ async def contract_middleware(request: web.Request, handler: Handler) -> web.Str
             rate = state.faults.get("5xx_rate", 0.0)
             if rate and state.rng.random() < rate:
                 raise ApiError(503, "injected fault: 5xx_rate")
+        if _mutant(request) == "region-down" and in_mutant_region(request):
+            raise ApiError(503, "region unavailable")
         request[ROOT] = select_root(request.headers.get(contract.ROOT_HEADER), state.config)
         response: web.StreamResponse = await handler(request)
     except ApiError as exc:
@@ -496,11 +641,16 @@ async def contract_middleware(request: web.Request, handler: Handler) -> web.Str
         response = error_response(500, "internal error")
     if close:
         response.force_close()
-    response.headers["cf-ray"] = f"{secrets.token_hex(8)}-{_region(request).spec.colo}"
-    # The Date header follows the Worker's clock, so /_sandbox/clock can simulate skew.
-    response.headers["date"] = formatdate(request.app[STATE_KEY].now(), usegmt=True)
+    mutant = state.config.mutant
+    if mutant == "bad-cf-ray":
+        response.headers["cf-ray"] = secrets.token_hex(8)
+    elif mutant != "no-cf-ray":
+        response.headers["cf-ray"] = f"{secrets.token_hex(8)}-{_region(request).spec.colo}"
+    if mutant != "no-date":
+        # The Date header follows the Worker's clock, so /_sandbox/clock can simulate skew.
+        response.headers["date"] = formatdate(state.now(), usegmt=True)
     if CACHE in request:
-        response.headers["x-cache"] = request[CACHE]
+        response.headers["x-cache"] = "hit" if mutant == "x-cache-always-hit" else request[CACHE]
     total_ms = (time.perf_counter() - started) * 1000
     response.headers["server-timing"] = server_timing(timing, total_ms)
     return response
@@ -531,7 +681,7 @@ def _json_body(data: bytes, what: str) -> Any:
         raise ApiError(400, str(exc)) from None
 
 
-def authenticate_tenant(request: web.Request) -> str:
+def authenticate_tenant(request: web.Request, *, bypass: bool = False) -> str:
     """Return the tenant id proven by `x-sync-tenant` and its bearer token, else raise 401."""
     secret = _state(request).config.tenant_secret
     tenant = request.headers.get(TENANT_HEADER, "")
@@ -544,6 +694,8 @@ def authenticate_tenant(request: web.Request) -> str:
             headers=challenge,
         )
     token = token.strip()
+    if bypass and contract.TENANT_RE.fullmatch(tenant):
+        return tenant
     valid = (
         bool(secret)
         and contract.TENANT_RE.fullmatch(tenant) is not None
@@ -589,12 +741,13 @@ async def handle_health(request: web.Request) -> web.Response:
             "root": _root(request),
             "contract": contract.CONTRACT_VERSION,
             "colo": _region(request).spec.colo,
+            "catalog_ttl_s": _state(request).config.catalog_ttl_s,
         }
     )
 
 
-async def read_catalog(request: web.Request) -> contract.Catalog:
-    """Read the root's catalog through this region's KV (404 when absent, 502 when malformed)."""
+async def read_catalog(request: web.Request) -> tuple[contract.Catalog, bytes]:
+    """Read the root's catalog and its stored bytes through this region's KV (404, 502)."""
     state, region, root, timing = (
         _state(request),
         _region(request),
@@ -607,20 +760,24 @@ async def read_catalog(request: web.Request) -> contract.Catalog:
         data = await state.bucket(timing, state.store.get, key)
         if data is None:
             return None
-        return contract.parse_catalog(contract.parse_json(data, key), key), len(data)
+        return (contract.parse_catalog(contract.parse_json(data, key), key), data), len(data)
 
+    if _mutant(request) == "region-500" and in_mutant_region(request):
+        raise ApiError(500, "internal error")
+    # The stale-catalog mutant keeps what it cached for ever.
+    ttl_s = math.inf if _mutant(request) == "stale-catalog" else state.config.catalog_ttl_s
     request[CACHE] = "miss"
     try:
         read = await region.kv.read(
-            root, "catalog", load, ttl_s=CATALOG_TTL_S, miss_ms=state.miss_ms(region.spec)
+            root, "catalog", load, ttl_s=ttl_s, miss_ms=state.miss_ms(region.spec)
         )
     except ContractError as exc:
         raise ApiError(502, f"malformed catalog: {exc}") from None
     _record_kv(request, read.hit, read.kv_ms)
     if read.value is None:
         raise ApiError(404, f"no catalog at {key}")
-    catalog: contract.Catalog = read.value
-    return catalog
+    found: tuple[contract.Catalog, bytes] = read.value
+    return found
 
 
 def _record_kv(request: web.Request, hit: bool, kv_ms: float) -> None:
@@ -630,15 +787,22 @@ def _record_kv(request: web.Request, hit: bool, kv_ms: float) -> None:
 
 
 async def handle_catalog(request: web.Request) -> web.Response:
-    """GET /catalog."""
-    catalog = await read_catalog(request)
-    return web.json_response(catalog.to_json())
+    """GET /catalog: the stored bytes of R/catalog.json, once they parse as a catalog."""
+    _, data = await read_catalog(request)
+    return web.Response(body=data, content_type="application/json")
 
 
 async def handle_install(request: web.Request) -> web.Response:
     """GET /install: the install manifest built from the cached catalog."""
-    document = (await read_catalog(request)).to_json()
+    mutant = _mutant(request)
+    if mutant == "slow-install":
+        await asyncio.sleep(SLOW_ROUTE_S)
+    document = (await read_catalog(request))[0].to_json()
     document["object_base"] = "/o/"
+    if mutant == "missing-install-entry" and document["entries"]:
+        document["entries"].pop(min(document["entries"]))
+    if mutant == "error-body-200":
+        return web.json_response({"error": "catalog temporarily unavailable", "code": 500})
     return web.json_response(document)
 
 
@@ -677,8 +841,11 @@ async def handle_object(request: web.Request) -> web.Response:
     _record_kv(request, read.hit, read.kv_ms)
     if read.value is None:
         raise ApiError(404, f"no object {name}")
+    body: bytes = read.value
+    if _mutant(request) == "corrupt-object":
+        body = bytes([body[0] ^ 0xFF]) + body[1:] if body else b"\x00"
     return web.Response(
-        body=read.value,
+        body=body,
         content_type="application/octet-stream",
         headers={"etag": f'"{name}"', "cache-control": "public, max-age=31536000, immutable"},
     )
@@ -710,15 +877,24 @@ async def handle_probe(request: web.Request) -> web.Response:
 
 async def handle_push(request: web.Request) -> web.Response:
     """POST /_push: store a tenant's state document byte for byte."""
-    state, root = _state(request), _root(request)
-    tenant = authenticate_tenant(request)
-    body = await read_limited(request, contract.PUSH_LIMIT_BYTES)
+    state, root, mutant = _state(request), _root(request), _mutant(request)
+    tenant = authenticate_tenant(request, bypass=mutant == "push-auth-bypass")
+    limit = MUTANT_BODY_CAP_BYTES if mutant == "no-413" else contract.PUSH_LIMIT_BYTES
+    body = await read_limited(request, limit)
     document = _json_body(body, "push body")
     if not isinstance(document, dict):
         raise ApiError(400, "push body must be a JSON object")
+    named = document.get("tenant")
+    if (
+        mutant == "cross-tenant-push"
+        and isinstance(named, str)
+        and contract.TENANT_RE.fullmatch(named)
+    ):
+        tenant = named
     _check_body_tenant(document, tenant)
     key = contract.tenant_state_key(root, tenant)
-    await state.bucket(_timing(request), state.store.put, key, body, "application/json")
+    if mutant != "push-no-write":
+        await state.bucket(_timing(request), state.store.put, key, body, "application/json")
     return web.json_response({"key": key, "sha256": contract.sha256_hex(body)}, status=201)
 
 
@@ -728,19 +904,24 @@ async def handle_alert(request: web.Request) -> web.Response:
     tenant = authenticate_tenant(request)
     body = await read_limited(request, contract.ALERT_LIMIT_BYTES)
     document = _json_body(body, "alert body")
+    if state.config.mutant == "alert-controls" and isinstance(document, dict):
+        document = {
+            k: MUTANT_CONTROL_RE.sub("", v) if isinstance(v, str) else v
+            for k, v in document.items()
+        }
     try:
         alert = contract.validate_alert(document)
         rows = parse_alert_rows(document.get("rows"))
     except ContractError as exc:
         raise ApiError(400, str(exc)) from None
-    _check_body_tenant(document, tenant)
     idem = alert["idempotency_key"]
     if not IDEMPOTENCY_RE.fullmatch(idem):
         raise ApiError(
             400, "idempotency_key must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
         )
+    _check_body_tenant(document, tenant)
     book = state.book(root)
-    if (tenant, idem) in book.seen:
+    if (tenant, idem) in book.seen and state.config.mutant != "alert-no-dedup":
         return web.json_response({"stored": False, "idempotency_key": idem}, status=200)
     wait_s = state.take_alert_token(root, tenant)
     if wait_s > 0:
@@ -783,7 +964,8 @@ async def handle_heartbeat(request: web.Request) -> web.Response:
 
 async def handle_status(request: web.Request) -> web.Response:
     """GET /_status: alerts by check and silent tenants; HTML for Accept: text/html."""
-    authenticate_admin(request)
+    if _mutant(request) != "status-open":
+        authenticate_admin(request)
     state, root = _state(request), _root(request)
     book = state.book(root)
     summary = {"root": root, **summarize_status(book.checks, book.heartbeats, state.now())}
@@ -837,6 +1019,11 @@ async def handle_clock_post(request: web.Request) -> web.Response:
     return web.json_response({"offset_s": state.clock_offset_s, "now": iso_time(state.now())})
 
 
+async def drop_date(request: web.Request, response: web.StreamResponse) -> None:
+    """The no-date mutant: remove the Date header aiohttp adds to every answer."""
+    response.headers.popall("date", None)
+
+
 def build_region_app(state: WorkerState, spec: RegionSpec) -> web.Application:
     """Build the app one region's listener serves; regions share `state` but not their KV."""
     app = web.Application(middlewares=[contract_middleware])
@@ -852,6 +1039,8 @@ def build_region_app(state: WorkerState, spec: RegionSpec) -> web.Application:
     router.add_post("/_alert", handle_alert)
     router.add_post("/_heartbeat", handle_heartbeat)
     router.add_get("/_status", handle_status)
+    if state.config.mutant == "no-date":
+        app.on_response_prepare.append(drop_date)
     if state.config.sandbox_control:
         router.add_get("/_sandbox/faults", handle_faults_get)
         router.add_post("/_sandbox/faults", handle_faults_post)

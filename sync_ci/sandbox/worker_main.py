@@ -55,6 +55,8 @@ class WorkerOptions:
     write_prefixes: tuple[str, ...]
     allow_root_header: bool
     sandbox_control: bool
+    catalog_ttl_s: float = 3.0
+    mutant: str = ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +116,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sandbox-control", action="store_true", help="serve /_sandbox/* (admin token)"
     )
+    parser.add_argument(
+        "--catalog-ttl-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how long a region may serve a cached catalog, 0..60 (declared in /_health)",
+    )
+    parser.add_argument(
+        "--mutant",
+        default="",
+        metavar="NAME",
+        help="commit one named contract violation (sandbox tests of the suites; loopback only)",
+    )
     return parser
+
+
+def parse_mutant(name: str, loopback: bool) -> str:
+    """Validate a --mutant name against the catalogue; refuse it off loopback."""
+    from sync_ci.sandbox.worker_app import MUTANTS
+
+    if not name:
+        return ""
+    if name not in MUTANTS:
+        raise UsageError(f"--mutant {name!r} is not one of: {', '.join(sorted(MUTANTS))}")
+    if not loopback:
+        raise UsageError("--mutant runs only on a loopback listener")
+    return name
+
+
+def parse_catalog_ttl(value: float | None) -> float:
+    """Validate --catalog-ttl-s (0..60, the contract's freshness bound)."""
+    from sync_ci.sandbox.worker_app import CATALOG_TTL_S, MAX_CATALOG_TTL_S
+
+    if value is None:
+        return CATALOG_TTL_S
+    if not 0.0 <= value <= MAX_CATALOG_TTL_S:
+        raise UsageError(f"--catalog-ttl-s {value:g} is out of range 0..{MAX_CATALOG_TTL_S:g}")
+    return value
 
 
 def parse_colos(text: str) -> tuple[str, ...]:
@@ -169,6 +208,7 @@ def parse_options(argv: Sequence[str] | None) -> WorkerOptions:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
+    mutant = parse_mutant(str(args.mutant), loopback)
     if not loopback:
         raise UsageError(
             f"--host {host!r}: the reference Worker listens on loopback addresses only"
@@ -194,6 +234,8 @@ def parse_options(argv: Sequence[str] | None) -> WorkerOptions:
         write_prefixes=prefixes,
         allow_root_header=bool(args.allow_root_header),
         sandbox_control=bool(args.sandbox_control),
+        catalog_ttl_s=parse_catalog_ttl(args.catalog_ttl_s),
+        mutant=mutant,
     )
 
 
@@ -258,6 +300,8 @@ def build_config(options: WorkerOptions, tenant_secret: str, admin_token: str) -
         allow_root_header=options.allow_root_header,
         sandbox_control=options.sandbox_control,
         faults=dict(options.faults),
+        catalog_ttl_s=options.catalog_ttl_s,
+        mutant=options.mutant,
         tenant_secret=tenant_secret,
         admin_token=admin_token,
     )
@@ -317,6 +361,7 @@ async def serve(
                 "contract": contract.CONTRACT_VERSION,
                 "root": options.root,
                 "regions": regions,
+                "mutant": options.mutant,
             },
         )
         await stop.wait()

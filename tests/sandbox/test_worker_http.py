@@ -95,8 +95,10 @@ def test_health_answers_with_each_regions_colo(ref_worker: RefWorker) -> None:
             "root": "snappy-os/",
             "contract": 1,
             "colo": colo,
+            "catalog_ttl_s": 3.0,
         }
         assert contract.colo_from_ray(response.headers["cf-ray"]) == colo
+        assert response.headers["date"]
         assert "total" in timings(response)
         assert "x-cache" not in response.headers
 
