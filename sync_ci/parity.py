@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,9 +38,16 @@ def pair_name(pair: tuple[str, str]) -> str:
 
 
 def evaluate_cells(
-    observations: Iterable[Observation], *, expected: Mapping[str, str] | None = None
+    observations: Iterable[Observation],
+    *,
+    expected: Mapping[str, str] | None = None,
+    behind_ok: Collection[str] = (),
 ) -> list[Result]:
-    """Compare every pair of surfaces for every artifact; a pair with an unobserved side is skipped."""
+    """Compare every pair of surfaces for every artifact; a pair with an unobserved side is skipped.
+
+    A surface in `behind_ok` (the local mirror, read-only) may lag: where only it differs, the
+    cell is skipped as "behind", not failed, since a pull that has not run yet is no sync fault.
+    """
     by_artifact: dict[str, dict[str, str | None]] = {}
     for obs in observations:
         by_artifact.setdefault(obs.artifact, {})[obs.surface] = obs.digest
@@ -52,6 +59,11 @@ def evaluate_cells(
             status: Status
             if left is None or right is None:
                 status, detail = "skip", f"{pair[0] if left is None else pair[1]} not observed"
+            elif left != right and (lagging := _lagging(pair, left, right, behind_ok, want)):
+                status = "skip"
+                detail = f"{lagging} behind: " + (
+                    "not pulled yet" if seen.get(lagging) == MISSING else "an older copy"
+                )
             elif left == MISSING or right == MISSING:
                 status = "fail"
                 detail = f"missing on {pair[0] if left == MISSING else pair[1]}"
@@ -76,6 +88,21 @@ def evaluate_cells(
                 )
             )
     return results
+
+
+def _lagging(
+    pair: tuple[str, str], left: str, right: str, behind_ok: Collection[str], want: str | None
+) -> str:
+    """The side of a differing pair that may lag: the other side holds what it should."""
+    for side, other in ((pair[0], right), (pair[1], left)):
+        if side in behind_ok and other != MISSING and want in (None, other):
+            return side
+    return ""
+
+
+def behind_count(results: Iterable[Result]) -> int:
+    """How many artifacts a lagging surface is behind on."""
+    return len({str(r.observed.get("artifact")) for r in results if " behind: " in r.detail})
 
 
 def matrix_cells(

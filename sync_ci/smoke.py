@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sync_ci import __version__
-from sync_ci.config import Settings, load_settings
+from sync_ci.config import Region, Settings, load_settings
 from sync_ci.contract import (
+    PUSH_LIMIT_BYTES,
     Catalog,
     build_catalog,
     catalog_key,
+    colo_from_ray,
     object_key,
     parse_catalog,
     parse_json,
@@ -36,16 +38,44 @@ from sync_ci.errors import (
     UnreachableError,
     UsageError,
 )
-from sync_ci.parity import Observation, evaluate_cells, mirror_observations, mirror_path
+from sync_ci.parity import (
+    Observation,
+    behind_count,
+    evaluate_cells,
+    mirror_observations,
+    mirror_path,
+)
 from sync_ci.report import Report, Result, Status, make_report
 from sync_ci.store import Store
-from sync_ci.worker import WorkerClient, WorkerTarget, expect
+from sync_ci.worker import Answer, WorkerClient, WorkerTarget, error_text, expect
 
 Mode = Literal["write", "read-only"]
-WRITE_PHASES = ("preflight", "seed", "install", "push", "pull", "parity", "alert", "status")
-READ_ONLY_PHASES = ("preflight", "install", "pull-dry", "parity", "status")
+WRITE_PHASES = (
+    "preflight",
+    "seed",
+    "install",
+    "catalog",
+    "freshness",
+    "push",
+    "reject-bad-token",
+    "reject-cross-tenant",
+    "reject-oversize",
+    "pull",
+    "parity",
+    "alert",
+    "reject-alert-controls",
+    "status",
+    "reject-status-anon",
+)
+READ_ONLY_PHASES = ("preflight", "install", "catalog", "pull-dry", "parity", "status")
 SMOKE_TENANT = "ci-smoke"
 DEFAULT_SAMPLE = 5
+# Contract v1: a Worker serves a newly published catalog generation within this many seconds
+# (real Workers KV is eventually consistent for up to about 60 s). A Worker may declare a
+# tighter bound as `catalog_ttl_s` in /_health and is then held to it.
+FRESHNESS_BOUND_S = 60.0
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 1.0
 
 
 class PhaseFailed(SyncCIError):
@@ -54,6 +84,28 @@ class PhaseFailed(SyncCIError):
 
 class Skipped(SyncCIError):
     """A phase could not run for a reason that is not a failure (e.g. no admin token)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseOutcome:
+    """A passed phase: its detail line and the values it measured."""
+
+    detail: str
+    observed: dict[str, Any] = field(default_factory=dict)
+    threshold: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegionClient:
+    """One region the smoke asks: its expected colo ('' when unknown) and its client."""
+
+    colo: str
+    client: WorkerClient
+
+    @property
+    def label(self) -> str:
+        """The colo, or the base URL when the colo is not known."""
+        return self.colo or self.client.target.base_url
 
 
 @dataclass(slots=True, kw_only=True)
@@ -71,6 +123,9 @@ class SmokeRun:
     admin_token: str
     sample: int
     deadline: float
+    regions: tuple[RegionClient, ...] = ()
+    freshness_bound_s: float = FRESHNESS_BOUND_S
+    seeded_at: float = 0.0
     catalog: Catalog | None = None
     blobs: dict[str, bytes] = field(default_factory=dict)
     pushed: bytes = b""
@@ -96,13 +151,14 @@ def smoke_files(sha: str, nonce: str) -> dict[str, bytes]:
 # ---- phases (each returns a detail line or raises PhaseFailed / Skipped / a SyncCIError) ----
 
 
-def phase_preflight(run: SmokeRun) -> str:
-    """Check the Worker answers /_health with contract 1 and the store lists the root."""
+def phase_preflight(run: SmokeRun) -> PhaseOutcome:
+    """Check /_health (contract 1, cf-ray, Date), read the declared freshness bound, list the root."""
     try:
-        health = expect(run.worker.get("/_health"), 200).json()
+        answer = expect(run.worker.get("/_health"), 200)
     except UnreachableError:
         run.unmeasured = True
         raise
+    health = answer.json()
     if (
         not isinstance(health, dict)
         or health.get("contract", 1) != 1
@@ -111,17 +167,50 @@ def phase_preflight(run: SmokeRun) -> str:
         raise PhaseFailed(
             f"Worker /_health answered {str(health)[:120]!r}, expected ok and contract 1"
         )
+    main_colo = run.regions[0].colo if run.regions else ""
+    ray = check_ray(answer, main_colo, "/_health")
+    if not answer.header("date"):
+        raise PhaseFailed(
+            "Worker /_health sent no Date header; contract v1 requires one on every answer "
+            "(RFC 9110 section 6.6.1), and doctor's clock check reads it"
+        )
+    run.freshness_bound_s = declared_bound(health.get("catalog_ttl_s"))
     try:
         next(iter(run.store.list(run.root, page_size=1)), None)
     except UnreachableError:
         run.unmeasured = True
         raise
-    ray = run.worker.get("/_health").header("cf-ray")
-    return f"Worker {health.get('version', '?')} at {run.worker.target.base_url} (cf-ray {ray or 'none'}); root {run.root}"
+    return PhaseOutcome(
+        detail=f"Worker {health.get('version', '?')} at {run.worker.target.base_url} "
+        f"(cf-ray {ray}); freshness bound {run.freshness_bound_s:g} s; root {run.root}",
+        observed={"freshness_bound_s": run.freshness_bound_s},
+    )
+
+
+def declared_bound(value: object) -> float:
+    """Return the freshness bound a Worker declares, never looser than the contract's."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return FRESHNESS_BOUND_S
+    return max(0.0, min(float(value), FRESHNESS_BOUND_S))
+
+
+def check_ray(answer: Answer, colo: str, what: str) -> str:
+    """Return the answer's cf-ray, or fail unless it is `<16 hex>-<COLO>` naming `colo`."""
+    ray = answer.header("cf-ray")
+    served = colo_from_ray(ray)
+    if not served:
+        raise PhaseFailed(
+            f"{what} answered with cf-ray {ray!r}; contract v1 wants '<16 lowercase hex>-<COLO>'"
+        )
+    if colo and served != colo:
+        raise PhaseFailed(
+            f"{what} via the {colo} region answered with cf-ray {ray} (colo {served})"
+        )
+    return ray
 
 
 def phase_seed(run: SmokeRun) -> str:
-    """Write `_ci/run.json` first, then content-addressed objects, then the catalog."""
+    """Write `_ci/run.json` first, then objects, then a catalog one generation above any there."""
     settings = run.settings
     stamp = {
         "sha": settings.sha,
@@ -129,36 +218,160 @@ def phase_seed(run: SmokeRun) -> str:
         "run": secrets.token_hex(8),
     }
     run.store.put(run_key(run.root), json.dumps(stamp).encode(), "application/json")
-    catalog, blobs = build_catalog(smoke_files(settings.sha, stamp["run"]), generation=1)
+    # A re-run of the same commit finds its earlier catalog: seed above it, so a Worker that
+    # still caches the earlier one is seen to serve an older generation, not a wrong one.
+    previous = stored_generation(run)
+    catalog = publish(run, smoke_files(settings.sha, stamp["run"]), previous + 1)
+    again = f"; generation {previous} was there (a re-run)" if previous else ""
+    return f"{len(catalog.entries)} entries, {len(run.blobs)} objects under {run.root}{again}"
+
+
+def stored_generation(run: SmokeRun) -> int:
+    """The generation of the catalog already in the bucket (0 when none or unreadable)."""
+    raw = run.store.get(catalog_key(run.root))
+    if raw is None:
+        return 0
+    try:
+        return parse_catalog(parse_json(raw, "catalog"), "catalog").generation
+    except ContractError:
+        return 0
+
+
+def publish(run: SmokeRun, files: dict[str, bytes], generation: int) -> Catalog:
+    """Write the files' objects, then the catalog naming them; remember when it landed."""
+    catalog, blobs = build_catalog(files, generation=generation)
     for digest, data in blobs.items():
         run.store.put(object_key(run.root, digest), data)
     run.store.put(catalog_key(run.root), json.dumps(catalog.to_json()).encode(), "application/json")
-    run.catalog, run.blobs = catalog, blobs
-    return f"{len(catalog.entries)} entries, {len(blobs)} objects under {run.root}"
+    run.catalog, run.blobs, run.seeded_at = catalog, blobs, time.monotonic()
+    return catalog
 
 
-def phase_install(run: SmokeRun) -> str:
-    """GET /install and check its manifest (against the seed in write mode, the bucket when read-only)."""
-    manifest = expect(run.worker.get("/install"), 200).json()
-    if not isinstance(manifest, dict) or manifest.get("schema", 1) != 1:
-        raise ContractError(f"/install manifest is not a contract v1 object: {str(manifest)[:120]}")
-    served = parse_catalog(
-        {"schema": 1, "generation": manifest.get("generation"), "entries": manifest.get("entries")},
-        "/install manifest",
+def served_catalog(answer: Answer, path: str) -> Catalog | None:
+    """Parse a /catalog or /install answer (None for a 404: not published there yet)."""
+    if answer.status == 404:
+        return None
+    document = expect(answer, 200).json()
+    if not isinstance(document, dict) or document.get("schema", 1) != 1:
+        raise ContractError(f"{path} answer is not a contract v1 object: {str(document)[:120]}")
+    return parse_catalog(
+        {"schema": 1, "generation": document.get("generation"), "entries": document.get("entries")},
+        path,
     )
-    if run.mode == "write":
-        assert run.catalog is not None
-        if served != run.catalog:
+
+
+def await_catalog(
+    run: SmokeRun, region: RegionClient, path: str, want: Catalog, *, allow_newer: bool = False
+) -> float:
+    """Poll `path` with backoff until it serves `want`; return seconds from the publish.
+
+    An older generation (or a 404) is allowed only for requests sent within the freshness bound
+    of the publish; the same generation with other entries fails at once.
+    """
+    where = f"{region.label}: {path}"
+    delay = FIRST_POLL_S
+    while True:
+        sent = time.monotonic()
+        try:
+            answer = region.client.get(path)
+        except SyncCIError as exc:
+            raise PhaseFailed(f"{where}: {exc}") from None
+        try:
+            served = served_catalog(answer, path)
+        except SyncCIError as exc:
+            raise PhaseFailed(f"{where}: {exc}") from None
+        check_ray(answer, region.colo, where)
+        if served is not None and answer.header("x-cache") not in ("hit", "miss"):
+            raise PhaseFailed(f"{where} answered without x-cache: hit|miss")
+        age = sent - run.seeded_at
+        if served == want or (
+            allow_newer and served is not None and served.generation > want.generation
+        ):
+            return max(0.0, age)
+        if served is not None and served.generation >= want.generation:
             raise PhaseFailed(
-                f"/install serves generation {served.generation} with {len(served.entries)} entries; "
-                f"seeded generation {run.catalog.generation} with {len(run.catalog.entries)}"
+                f"{where} serves generation {served.generation} with {len(served.entries)} "
+                f"entries; published generation {want.generation} with {len(want.entries)}"
             )
-    else:
+        if age > run.freshness_bound_s:
+            have = "404" if served is None else f"generation {served.generation}"
+            raise PhaseFailed(
+                f"{where} still serves {have} {age:.1f} s after generation {want.generation} "
+                f"was published (freshness bound {run.freshness_bound_s:g} s)"
+            )
+        if time.monotonic() > run.deadline:
+            raise PhaseFailed(f"{where}: time budget exceeded while waiting for a fresh catalog")
+        # Land one poll just past the bound, so a stale answer there is judged, not guessed.
+        until_bound = run.seeded_at + run.freshness_bound_s - time.monotonic()
+        time.sleep(max(0.0, min(delay, until_bound + FIRST_POLL_S)))
+        delay = min(delay * 2, MAX_POLL_S)
+
+
+def await_everywhere(
+    run: SmokeRun, paths: tuple[str, ...], *, allow_newer: bool = False
+) -> dict[str, float]:
+    """Wait until every region serves run.catalog on every path; return the slowest per colo."""
+    assert run.catalog is not None
+    fresh: dict[str, float] = {}
+    for region in run.regions:
+        for path in paths:
+            took = await_catalog(run, region, path, run.catalog, allow_newer=allow_newer)
+            fresh[region.label] = round(max(took, fresh.get(region.label, 0.0)), 3)
+    return fresh
+
+
+def phase_install(run: SmokeRun) -> PhaseOutcome:
+    """GET /install in every region: the seeded catalog (write mode) or the bucket's (read-only)."""
+    if run.mode == "read-only":
         raw = run.store.get(catalog_key(run.root))
         if raw is None:
             raise PhaseFailed(f"{catalog_key(run.root)} is missing from the bucket")
         run.catalog = parse_catalog(parse_json(raw, catalog_key(run.root)), catalog_key(run.root))
-    return f"generation {served.generation}, {len(served.entries)} entries"
+        # Not knowing when live was published, allow the Worker the whole bound from now.
+        run.seeded_at = time.monotonic()
+    assert run.catalog is not None
+    fresh = await_everywhere(run, ("/install",), allow_newer=run.mode == "read-only")
+    return PhaseOutcome(
+        detail=f"generation {run.catalog.generation}, {len(run.catalog.entries)} entries, "
+        f"in {len(fresh)} region(s): {', '.join(fresh)}",
+        observed={"regions": len(fresh), "time_to_fresh_s": fresh},
+    )
+
+
+def phase_catalog(run: SmokeRun) -> PhaseOutcome:
+    """GET /catalog in every region, and a never-seen KV key there must miss."""
+    fresh = await_everywhere(run, ("/catalog",), allow_newer=run.mode == "read-only")
+    for region in run.regions:
+        nonce = f"smoke-{secrets.token_hex(8)}"
+        where = f"{region.label}: /_probe/kv/{nonce}"
+        answer = expect(region.client.get(f"/_probe/kv/{nonce}"), 200)
+        check_ray(answer, region.colo, where)
+        document = answer.json()
+        said = document.get("cache") if isinstance(document, dict) else None
+        if answer.header("x-cache") != "miss" or said != "miss":
+            raise PhaseFailed(
+                f"{where} is a key this region never read, yet it answered x-cache "
+                f"{answer.header('x-cache') or 'none'!r} and cache {said!r} (want miss)"
+            )
+    return PhaseOutcome(
+        detail=f"catalog and a cold KV miss in {len(fresh)} region(s): {', '.join(fresh)}",
+        observed={"regions": len(fresh)},
+    )
+
+
+def phase_freshness(run: SmokeRun) -> PhaseOutcome:
+    """Publish the next generation and poll every region until it serves it, within the bound."""
+    assert run.catalog is not None
+    files = smoke_files(run.settings.sha, secrets.token_hex(8))
+    catalog = publish(run, files, run.catalog.generation + 1)
+    fresh = await_everywhere(run, ("/install", "/catalog"))
+    slowest = max(fresh.values(), default=0.0)
+    return PhaseOutcome(
+        detail=f"generation {catalog.generation} served everywhere {slowest:.2f} s after the "
+        f"publish (bound {run.freshness_bound_s:g} s)",
+        observed={"time_to_fresh_s": slowest, "per_region_s": fresh},
+        threshold={"max_s": run.freshness_bound_s},
+    )
 
 
 def phase_push(run: SmokeRun) -> str:
@@ -179,6 +392,101 @@ def phase_push(run: SmokeRun) -> str:
     return f"{len(body)} bytes as tenant {run.tenant_id}"
 
 
+# ---- negative probes (write mode: sandbox and ci targets, inside the CI prefix) ----
+
+
+def refused(answer: Answer, want: int, sent: str) -> str:
+    """Fail unless the Worker refused with `want`; return the row's detail line."""
+    reason = error_text(answer)
+    got = f"{answer.status}" + (f" ({reason})" if reason else "")
+    if answer.status != want:
+        raise PhaseFailed(f"sent {sent}; got {got}, contract v1 wants {want}")
+    return f"sent {sent}; got {got}"
+
+
+def state_of(run: SmokeRun, tenant: str) -> bytes | None:
+    """A tenant's state as the bucket holds it."""
+    return run.store.get(tenant_state_key(run.root, tenant))
+
+
+def unchanged(run: SmokeRun, tenant: str, before: bytes | None) -> None:
+    """Fail when a refused request still changed a tenant's state in the bucket."""
+    after = state_of(run, tenant)
+    if after != before:
+        raise PhaseFailed(
+            f"the Worker changed {tenant_state_key(run.root, tenant)} "
+            f"({len(before or b'')} -> {len(after or b'')} bytes) on a request it must refuse"
+        )
+
+
+def phase_reject_bad_token(run: SmokeRun) -> str:
+    """A push with a wrong token gets 401 and writes nothing."""
+    headers = {**tenant_headers(run), "authorization": f"Bearer {secrets.token_hex(32)}"}
+    before = state_of(run, run.tenant_id)
+    body = json.dumps({"tenant": run.tenant_id, "probe": "wrong-token"}).encode()
+    answer = run.worker.post("/_push", data=body, headers=headers, retry=False)
+    detail = refused(answer, 401, f"POST /_push as {run.tenant_id} with a wrong token")
+    unchanged(run, run.tenant_id, before)
+    return detail
+
+
+def peer_tenant(run: SmokeRun) -> str:
+    """Another tenant id, for the cross-tenant probe."""
+    return f"{run.tenant_id[:55]}-peer"
+
+
+def phase_reject_cross_tenant(run: SmokeRun) -> str:
+    """Tenant A's token cannot write tenant B's state (401 as B, 403 naming B); B's state holds."""
+    peer = peer_tenant(run)
+    fixture = json.dumps({"tenant": peer, "sha": run.settings.sha, "owner": "peer"}).encode()
+    run.store.put(tenant_state_key(run.root, peer), fixture, "application/json")
+    body = json.dumps({"tenant": peer, "probe": "cross-tenant"}).encode()
+    as_peer = {**tenant_headers(run), "x-sync-tenant": peer}
+    first = refused(
+        run.worker.post("/_push", data=body, headers=as_peer, retry=False),
+        401,
+        f"POST /_push as {peer} with {run.tenant_id}'s token",
+    )
+    mine = state_of(run, run.tenant_id)
+    second = refused(
+        run.worker.post("/_push", data=body, headers=tenant_headers(run), retry=False),
+        403,
+        f"POST /_push as {run.tenant_id} with a body naming {peer}",
+    )
+    unchanged(run, peer, fixture)
+    unchanged(run, run.tenant_id, mine)
+    return f"{first}; {second}; {peer}'s state unchanged"
+
+
+def phase_reject_oversize(run: SmokeRun) -> str:
+    """A push one byte over the contract's limit gets 413 and writes nothing."""
+    head = json.dumps({"tenant": run.tenant_id, "pad": ""}).encode()
+    pad = PUSH_LIMIT_BYTES + 1 - len(head)
+    body = json.dumps({"tenant": run.tenant_id, "pad": "x" * pad}).encode()
+    before = state_of(run, run.tenant_id)
+    answer = run.worker.post("/_push", data=body, headers=tenant_headers(run), retry=False)
+    detail = refused(answer, 413, f"POST /_push of {len(body)} bytes (limit {PUSH_LIMIT_BYTES})")
+    unchanged(run, run.tenant_id, before)
+    return detail
+
+
+def phase_reject_status_anon(run: SmokeRun) -> str:
+    """GET /_status without the admin token gets 401."""
+    answer = run.worker.get("/_status", retry=False)
+    return refused(answer, 401, "GET /_status without the admin token")
+
+
+def phase_reject_alert_controls(run: SmokeRun) -> str:
+    """An alert holding control characters gets 400."""
+    body = {
+        **alert_body(run, f"smoke-controls-{secrets.token_hex(6)}"),
+        "check": "smoke-controls",
+        "message": "terminal escape \x1b[2J and a bell \x07",
+    }
+    answer = run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False)
+    return refused(answer, 400, "POST /_alert with ESC and BEL in its message")
+
+
 def phase_pull(run: SmokeRun) -> str:
     """Download every object through the Worker into the local mirror, checking each sha256."""
     assert run.catalog is not None
@@ -192,7 +500,7 @@ def phase_pull(run: SmokeRun) -> str:
     return f"{len(run.catalog.entries)} files, {fetched} bytes into {run.mirror_dir}"
 
 
-def phase_pull_dry(run: SmokeRun) -> str:
+def phase_pull_dry(run: SmokeRun) -> PhaseOutcome:
     """Say what a pull would change against the local mirror, writing nothing; verify a sample."""
     assert run.catalog is not None
     mirror = {o.artifact: o.digest for o in mirror_observations(run.catalog, run.mirror_dir)}
@@ -200,9 +508,12 @@ def phase_pull_dry(run: SmokeRun) -> str:
     sampled = sample_entries(run.catalog, run.sample)
     for entry in sampled:
         fetch_object(run, entry.sha256)
-    return (
-        f"would add {plan['add']}, update {plan['update']}, keep {plan['keep']} "
-        f"(mirror {run.mirror_dir}); {len(sampled)} sampled objects verified"
+    behind = plan["add"] + plan["update"] if plan["keep"] or plan["update"] else 0
+    lag = f"; the mirror is behind by {behind} file(s)" if behind else ""
+    return PhaseOutcome(
+        detail=f"would add {plan['add']}, update {plan['update']}, keep {plan['keep']} "
+        f"(mirror {run.mirror_dir}){lag}; {len(sampled)} sampled objects verified",
+        observed={**plan, "mirror_behind": behind},
     )
 
 
@@ -257,11 +568,15 @@ def phase_parity(run: SmokeRun) -> tuple[str, list[Result]]:
                 digest=sha256_hex(run.pushed),
             ),
         ]
-    cells = evaluate_cells(observations, expected=expected)
+    lagging = ("mirror",) if run.mode == "read-only" else ()
+    cells = evaluate_cells(observations, expected=expected, behind_ok=lagging)
     failing = [c for c in cells if c.status == "fail"]
     passed = sum(c.status == "pass" for c in cells)
-    detail = f"{passed} cells equal" + (
-        f", {len(failing)} differ: {failing[0].title}" if failing else ""
+    behind = behind_count(cells)
+    detail = (
+        f"{passed} cells equal"
+        + (f", {len(failing)} differ: {failing[0].title}" if failing else "")
+        + (f"; the local mirror is behind on {behind} file(s) (pull to catch up)" if behind else "")
     )
     if failing:
         raise PhaseFailedWithCells(detail, cells)
@@ -279,14 +594,7 @@ class PhaseFailedWithCells(PhaseFailed):
 def phase_alert(run: SmokeRun) -> str:
     """POST an alert, then the same key again: stored once."""
     run.alert_key = f"smoke-{run.settings.sha[:12]}-{secrets.token_hex(6)}"
-    body = {
-        "check": "smoke-roundtrip",
-        "message": f"sync-ci smoke alert round trip for {run.settings.sha[:12]}",
-        "host": socket.gethostname(),
-        "version": __version__,
-        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
-        "idempotency_key": run.alert_key,
-    }
+    body = alert_body(run, run.alert_key)
     first = expect(
         run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 202
     )
@@ -294,6 +602,18 @@ def phase_alert(run: SmokeRun) -> str:
         run.worker.post("/_alert", json_body=body, headers=tenant_headers(run), retry=False), 200
     )
     return f"202 then {second.status} for key {run.alert_key} ({first.elapsed_s * 1000:.0f} ms)"
+
+
+def alert_body(run: SmokeRun, key: str) -> dict[str, str]:
+    """The smoke's round-trip alert with idempotency key `key`."""
+    return {
+        "check": "smoke-roundtrip",
+        "message": f"sync-ci smoke alert round trip for {run.settings.sha[:12]}",
+        "host": socket.gethostname(),
+        "version": __version__,
+        "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "idempotency_key": key,
+    }
 
 
 def phase_status(run: SmokeRun) -> str:
@@ -368,7 +688,14 @@ PHASES: dict[str, PhaseFn] = {
     "preflight": phase_preflight,
     "seed": phase_seed,
     "install": phase_install,
+    "catalog": phase_catalog,
+    "freshness": phase_freshness,
     "push": phase_push,
+    "reject-bad-token": phase_reject_bad_token,
+    "reject-cross-tenant": phase_reject_cross_tenant,
+    "reject-oversize": phase_reject_oversize,
+    "reject-alert-controls": phase_reject_alert_controls,
+    "reject-status-anon": phase_reject_status_anon,
     "pull": phase_pull,
     "pull-dry": phase_pull_dry,
     "parity": phase_parity,
@@ -378,8 +705,15 @@ PHASES: dict[str, PhaseFn] = {
 TITLES = {
     "preflight": "Worker and bucket answer",
     "seed": "seed the CI prefix (run.json first)",
-    "install": "install manifest served",
+    "install": "install manifest served in every region",
+    "catalog": "catalog served and KV misses honestly in every region",
+    "freshness": "a new generation is served within the freshness bound",
     "push": "tenant push lands in the bucket",
+    "reject-bad-token": "a push with a wrong token is refused (401)",
+    "reject-cross-tenant": "one tenant cannot write another's state (401/403)",
+    "reject-oversize": "a push over the size limit is refused (413)",
+    "reject-alert-controls": "an alert with control characters is refused (400)",
+    "reject-status-anon": "/_status without the admin token is refused (401)",
     "pull": "pull into the local mirror",
     "pull-dry": "dry pull against the local mirror",
     "parity": "parity matrix",
@@ -427,7 +761,9 @@ def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Resul
                 row, phase_cells = retry, retry_cells
         rows.append(row)
         cells.extend(phase_cells)
-        if row.status in ("fail", "error") and name in ("preflight", "seed", "install"):
+        if row.status in ("fail", "error") and (
+            name in ("preflight", "seed") or run.catalog is None
+        ):
             blocked = f"{name} failed"
     return rows, cells
 
@@ -437,10 +773,14 @@ def run_one(run: SmokeRun, name: str) -> tuple[Result, list[Result]]:
     started = time.perf_counter()
     cells: list[Result] = []
     status: Status = "pass"
+    observed: dict[str, Any] = {}
+    threshold: dict[str, Any] = {}
     try:
         outcome = PHASES[name](run)
         if isinstance(outcome, tuple):
             detail, cells = outcome
+        elif isinstance(outcome, PhaseOutcome):
+            detail, observed, threshold = outcome.detail, outcome.observed, outcome.threshold
         else:
             detail = str(outcome)
     except Skipped as exc:
@@ -458,6 +798,8 @@ def run_one(run: SmokeRun, name: str) -> tuple[Result, list[Result]]:
             status=status,
             duration_s=time.perf_counter() - started,
             detail=detail,
+            observed=observed,
+            threshold=threshold,
         ),
         cells,
     )
@@ -504,17 +846,26 @@ def open_run(
     if not token and settings.secrets.tenant_secret:
         token = tenant_token(settings.secrets.tenant_secret, tenant)
     store = open_store(endpoint_from_settings(settings), policy)
-    worker = WorkerClient(
-        WorkerTarget(
-            base_url=worker_url,
-            read_only=read_only,
-            timeout_s=settings.worker_timeout_s,
-            root=root,
-            allowed_posts=() if read_only else ("/_push", "/_alert"),
+
+    def client(url: str) -> WorkerClient:
+        return WorkerClient(
+            WorkerTarget(
+                base_url=url,
+                read_only=read_only,
+                timeout_s=settings.worker_timeout_s,
+                root=root,
+                allowed_posts=() if read_only else ("/_push", "/_alert"),
+            )
         )
-    )
+
+    worker = client(worker_url)
     with ExitStack() as stack:
         stack.callback(worker.close)
+        regions = [RegionClient(colo=colo_of(settings, worker_url), client=worker)]
+        for region in regions_to_ask(settings, worker_url):
+            regional = client(region.url)
+            stack.callback(regional.close)
+            regions.append(RegionClient(colo=region.colo, client=regional))
         if mirror_dir is None and mode == "read-only":
             mirror_dir = settings.mirror_dir
         elif mirror_dir is None:
@@ -537,7 +888,27 @@ def open_run(
             admin_token=settings.secrets.admin_token,
             sample=sample,
             deadline=time.monotonic() + budget_s,
+            regions=tuple(regions),
         )
+
+
+def regions_to_ask(settings: Settings, worker_url: str) -> list[Region]:
+    """The configured regions besides the main URL that serve this run's root.
+
+    Sandbox: all of its listeners. Live: the configured [[regions]]. ci: none, since its preview
+    or local Worker is not the production one the regions name.
+    """
+    if settings.target == "ci":
+        return []
+    return [r for r in settings.regions if r.url.rstrip("/") != worker_url.rstrip("/")]
+
+
+def colo_of(settings: Settings, url: str) -> str:
+    """The colo configured for a Worker URL ('' when none is)."""
+    for region in settings.regions:
+        if region.url.rstrip("/") == url.rstrip("/"):
+            return region.colo
+    return ""
 
 
 def run_smoke(

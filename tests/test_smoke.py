@@ -195,3 +195,52 @@ def test_live_target_smoke_is_read_only(sandbox_settings: Settings) -> None:
     report = run_smoke(live, mode="read-only")
     assert report.ok and report.mode == "read-only"
     assert snapshot(store) == before
+
+
+def test_a_mirror_behind_the_worker_is_reported_as_behind_not_as_a_failure(
+    sandbox_settings: Settings, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from sync_ci.ci_loop import run_pass
+    from sync_ci.parity import mirror_path
+    from sync_ci.sandbox.seed import seed_files
+
+    files = seed_files()
+    for name, data in files.items():
+        target = mirror_path(sandbox_settings.mirror_dir, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    # The maintainer has not pulled the last publish yet: two files are the previous release's.
+    for name in ("VERSION", "manifest.json"):
+        mirror_path(sandbox_settings.mirror_dir, name).write_bytes(b"previous release\n")
+    report = run_smoke(sandbox_settings, mode="read-only", sample=0)
+    rows = {r.id: r for r in report.results}
+    assert report.ok, report.results
+    assert rows["phase:pull-dry"].observed["mirror_behind"] == 2
+    assert "behind by 2 file(s)" in rows["phase:pull-dry"].detail
+    assert "mirror is behind on 2 file(s)" in rows["phase:parity"].detail
+    behind = [c for c in report.extra["parity"] if "behind" in c["detail"]]
+    assert {c["observed"]["artifact"] for c in behind} == {"VERSION", "manifest.json"}
+    assert all(c["status"] == "skip" for c in behind)
+    outcome = run_pass(sandbox_settings, alerts_dir=tmp_path / "alerts", now=datetime.now(UTC))
+    assert outcome.report.ok and outcome.alert_file is None
+
+
+def test_a_bucket_fault_still_fails_with_a_mirror_present(faulty_sandbox: FaultySandbox) -> None:
+    from sync_ci.parity import mirror_path
+    from sync_ci.sandbox.seed import seed_files
+
+    settings = faulty_sandbox()
+    for name, data in seed_files().items():
+        target = mirror_path(settings.mirror_dir, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    store = admin(settings)
+    catalog = json.loads(store.get(catalog_key(settings.live_root)) or b"{}")
+    digest = catalog["entries"]["VERSION"]["sha256"]
+    store.put(object_key(settings.live_root, digest), b"tampered\n")
+    report = run_smoke(settings, mode="read-only", sample=0)
+    assert statuses(report.results)["parity"] == "fail"
+    failing = [c for c in report.extra["parity"] if c["status"] == "fail"]
+    assert failing and all(c["observed"]["artifact"] == "VERSION" for c in failing)
