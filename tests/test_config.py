@@ -24,12 +24,12 @@ REMOTE_ENV = {
 def run_sync_ci(
     args: list[str], env: dict[str, str], cwd: Path
 ) -> subprocess.CompletedProcess[str]:
-    """Run `sync-ci ARGS` as a user would, with only `env` (plus a plain PATH)."""
+    """Run `sync-ci ARGS` from this tree as a user would, with only `env` (plus a plain PATH)."""
     return subprocess.run(
         [sys.executable, "-m", "sync_ci", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), **env},
         timeout=120,
         cwd=cwd,
     )
