@@ -63,7 +63,7 @@ def _summary(label: str, walls: list[float], rss: list[int]) -> str:
 
 
 def _make_cron_user() -> str:
-    if os.geteuid() != 0 or not shutil.which("useradd"):
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("crontab"):
         return ""
     name = f"scibench{secrets.token_hex(3)}"
     done = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], capture_output=True)

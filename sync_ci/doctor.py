@@ -1,14 +1,16 @@
-"""Field doctor: field lints, Worker checks, mirror parity; exit code = the failure count."""
+"""Field doctor: field lints, the tenant's read path, mirror parity; exit code = failure count."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -20,6 +22,7 @@ from sync_ci.report import Report, Result, Status, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
+    from sync_ci.contract import Catalog, CatalogEntry
     from sync_ci.worker import Answer, WorkerClient
 
 MAX_EXIT = 100
@@ -30,6 +33,16 @@ HEALTH_TIMEOUT_S = 5.0
 LAST_PULL_STAMP = "last-pull"
 LAST_DOCTOR = "last-doctor.json"
 SUPPORTED_CONTRACTS = (1,)
+OBJECT_BASE = "/o/"
+READ_SAMPLE = 3
+SAMPLE_MAX_BYTES = 4 * 2**20  # larger blobs are sampled only when nothing smaller exists
+TIMING_TOTAL = "total;dur="
+READ_TITLES = {
+    "worker-install": "/install serves a valid manifest",
+    "worker-catalog": "/catalog valid and agrees with /install",
+    "worker-objects": "sampled objects fetched and sha256-checked",
+    "worker-headers": "answers carry cf-ray, x-cache and server-timing",
+}
 
 
 # --- pure evaluations --------------------------------------------------------------------------
@@ -145,6 +158,196 @@ def evaluate_secrets_file(path: Path | None, mode: int, owner: int, uid: int) ->
     return _row("secrets-file", title, "pass", f"{path} mode {mode:o}")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """A parsed `/install` answer: the catalog it lists and where its objects are fetched."""
+
+    catalog: Catalog
+    object_base: str
+
+
+def _not_ok(answer: Answer) -> str:
+    """Return '' for a 200, else the Worker's status, error text and cf-ray in one phrase."""
+    from sync_ci.worker import expect
+
+    try:
+        expect(answer, 200)
+    except SyncCIError as exc:
+        return str(exc)
+    return ""
+
+
+def evaluate_install(answer: Answer) -> tuple[Result, Manifest | None]:
+    """Judge GET /install: 200, a contract v1 manifest, an object base, at least one entry."""
+    from sync_ci.contract import parse_catalog
+
+    title = READ_TITLES["worker-install"]
+    problem = _not_ok(answer)
+    manifest = None
+    if not problem:
+        try:
+            document = answer.json()
+            if not isinstance(document, dict) or document.get("schema") != 1:
+                raise SyncCIError(f"{answer.url} is not a contract v1 manifest (schema 1 object)")
+            catalog = parse_catalog(
+                {"schema": 1, **{k: document.get(k) for k in ("generation", "entries")}},
+                f"{answer.url} manifest",
+            )
+        except SyncCIError as exc:
+            problem = str(exc)
+        else:
+            base = document.get("object_base")
+            if not isinstance(base, str) or not base.startswith("/") or not base.endswith("/"):
+                problem = f"{answer.url} object_base {base!r} is not a path like {OBJECT_BASE!r}"
+            else:
+                manifest = Manifest(catalog=catalog, object_base=base)
+                if not catalog.entries:
+                    problem = f"{answer.url} lists no entries: a tenant install would fetch nothing"
+    if problem:
+        return _row("worker-install", title, "fail", problem, http_status=answer.status), manifest
+    assert manifest is not None
+    detail = f"generation {manifest.catalog.generation}, {len(manifest.catalog.entries)} entries"
+    row = _row(
+        "worker-install",
+        title,
+        "pass",
+        detail,
+        generation=manifest.catalog.generation,
+        entries=len(manifest.catalog.entries),
+    )
+    return row, manifest
+
+
+def _names(names: Iterable[str], limit: int = 3) -> str:
+    ordered = sorted(names)
+    more = len(ordered) - limit
+    return ", ".join(ordered[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def evaluate_catalog(answer: Answer, manifest: Manifest | None) -> tuple[Result, Catalog | None]:
+    """Judge GET /catalog: 200, a valid catalog, the same generation and entries as /install."""
+    from sync_ci.contract import parse_catalog
+
+    title = READ_TITLES["worker-catalog"]
+    problem = _not_ok(answer)
+    if problem:
+        return _row("worker-catalog", title, "fail", problem, http_status=answer.status), None
+    try:
+        catalog = parse_catalog(answer.json(), f"{answer.url} catalog")
+    except SyncCIError as exc:
+        return _row("worker-catalog", title, "fail", str(exc)), None
+    observed = {"generation": catalog.generation, "entries": len(catalog.entries)}
+    summary = f"generation {catalog.generation}, {len(catalog.entries)} entries"
+    if manifest is None:
+        return _row(
+            "worker-catalog",
+            title,
+            "pass",
+            f"{summary}; not compared (/install failed)",
+            **observed,
+        ), catalog
+    listed = manifest.catalog
+    problems = []
+    if catalog.generation != listed.generation:
+        problems.append(f"generation {catalog.generation}, /install says {listed.generation}")
+    have = {e.name: (e.sha256, e.size) for e in catalog.entries}
+    want = {e.name: (e.sha256, e.size) for e in listed.entries}
+    if only := have.keys() - want.keys():
+        problems.append(f"only in /catalog: {_names(only)}")
+    if only := want.keys() - have.keys():
+        problems.append(f"only in /install: {_names(only)}")
+    if differ := {name for name in have.keys() & want.keys() if have[name] != want[name]}:
+        problems.append(f"sha256 or size differs for {_names(differ)}")
+    if problems:
+        return _row("worker-catalog", title, "fail", "; ".join(problems), **observed), catalog
+    return _row("worker-catalog", title, "pass", f"{summary}, as /install", **observed), catalog
+
+
+def choose_sample(
+    entries: Sequence[CatalogEntry], seed: str, size: int = READ_SAMPLE
+) -> tuple[CatalogEntry, ...]:
+    """Pick up to `size` entries, rotating with `seed`, preferring blobs under SAMPLE_MAX_BYTES."""
+    small = [e for e in entries if e.size <= SAMPLE_MAX_BYTES]
+    pool = small or sorted(entries, key=lambda e: e.size)[:1]
+    ranked = sorted(pool, key=lambda e: hashlib.sha256(f"{seed}:{e.name}".encode()).digest())
+    return tuple(ranked[:size])
+
+
+def evaluate_objects(fetched: Sequence[tuple[CatalogEntry, Answer | None, str]]) -> Result:
+    """Judge sampled object GETs: each 200, its bytes hashing to the listed sha256 and size."""
+    title = READ_TITLES["worker-objects"]
+    if not fetched:
+        return _row("worker-objects", title, "skip", "the catalog lists no objects to sample")
+    problems = []
+    for entry, answer, why in fetched:
+        if answer is None:
+            problems.append(f"{entry.name}: {why}")
+        elif problem := _not_ok(answer):
+            problems.append(f"{entry.name}: {problem}")
+        elif (digest := hashlib.sha256(answer.body).hexdigest()) != entry.sha256:
+            problems.append(
+                f"{entry.name}: {answer.url} served {len(answer.body)} bytes hashing to "
+                f"{digest[:12]}, not {entry.sha256[:12]}"
+            )
+        elif len(answer.body) != entry.size:
+            problems.append(
+                f"{entry.name}: {len(answer.body)} bytes, the catalog says {entry.size}"
+            )
+    observed = {"sampled": len(fetched), "bad": len(problems)}
+    if problems:
+        return _row("worker-objects", title, "fail", "; ".join(problems), **observed)
+    names = _names((entry.name for entry, _, _ in fetched), limit=len(fetched))
+    return _row("worker-objects", title, "pass", f"{len(fetched)} match: {names}", **observed)
+
+
+def header_problems(route: str, answer: Answer) -> list[str]:
+    """Return what one answer lacks of the contract's headers (x-cache only where KV was read)."""
+    from sync_ci.contract import CF_RAY_RE
+
+    problems = []
+    ray = answer.header("cf-ray")
+    if not CF_RAY_RE.fullmatch(ray):
+        problems.append(f"cf-ray {ray!r} is not <16 hex>-<COLO>" if ray else "no cf-ray")
+    timing = answer.header("server-timing")
+    total = next((p.strip() for p in timing.split(",") if p.strip().startswith(TIMING_TOTAL)), "")
+    try:
+        float(total.removeprefix(TIMING_TOTAL))
+    except ValueError:
+        problems.append(
+            f"server-timing {timing!r} has no total;dur=<ms>" if timing else "no server-timing"
+        )
+    cache = answer.header("x-cache")
+    if route != "/_health" and answer.status == 200 and cache not in ("hit", "miss"):
+        problems.append(f"x-cache {cache!r} is not hit|miss" if cache else "no x-cache")
+    return [f"GET {route}: {p}" for p in problems]
+
+
+def evaluate_headers(answers: Sequence[tuple[str, Answer]]) -> Result:
+    """Judge the contract's headers (cf-ray, server-timing, x-cache) on the read path's answers."""
+    title = READ_TITLES["worker-headers"]
+    problems = [p for route, answer in answers for p in header_problems(route, answer)]
+    observed = {"answers": len(answers), "problems": len(problems)}
+    if problems:
+        return _row("worker-headers", title, "fail", "; ".join(problems[:6]), **observed)
+    colos = sorted({a.header("cf-ray").rsplit("-", 1)[-1] for _, a in answers})
+    detail = f"{len(answers)} answers, colo {', '.join(colos)}"
+    return _row("worker-headers", title, "pass", detail, **observed)
+
+
+def evaluate_state_dir(path: Path, problem: str) -> Result:
+    """Judge the writability probe of the state directory ('' = a temp file came and went)."""
+    title = "state directory writable"
+    if not problem:
+        return _row("state-dir", title, "pass", f"{path} (created and removed a file)")
+    return _row(
+        "state-dir",
+        title,
+        "fail",
+        f"cannot write in {path}: {problem}; make it a directory this user owns "
+        "(mkdir -p, chown) or point [tenant] state_dir / SYNC_CI_STATE_DIR elsewhere",
+    )
+
+
 def summarize_parity(cells: Sequence[Result]) -> list[Result]:
     """Collapse parity cells: one summary row plus every failing cell (those count as failures)."""
     failing = [c for c in cells if c.status in ("fail", "error")]
@@ -181,7 +384,8 @@ class Context:
     cron_user: str = ""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _client: WorkerClient | None = None
-    _health: tuple[Answer | None, str] | None = None
+    _answers: dict[str, tuple[Answer | None, str]] = field(default_factory=dict)
+    _state_problem: str | None = None
     crontab_text: str | None = None
 
     def need_settings(self) -> Settings:
@@ -208,16 +412,32 @@ class Context:
             )
         return self._client
 
-    def health(self) -> tuple[Answer | None, str]:
-        """GET /_health once; return (answer, '') or (None, why)."""
-        if self._health is None:
+    def get(self, path: str) -> tuple[Answer | None, str]:
+        """GET a path once per run; return (answer, '') or (None, why)."""
+        if path not in self._answers:
             try:
-                self._health = (self.client().get("/_health", retry=False), "")
+                self._answers[path] = (self.client().get(path, retry=False), "")
             except Skip:
                 raise
             except SyncCIError as exc:
-                self._health = (None, str(exc))
-        return self._health
+                self._answers[path] = (None, str(exc))
+        return self._answers[path]
+
+    def health(self) -> tuple[Answer | None, str]:
+        """GET /_health once; return (answer, '') or (None, why)."""
+        return self.get("/_health")
+
+    def state_problem(self) -> str:
+        """Create the state directory if needed, then a temp file in it; return '' or why not."""
+        if self._state_problem is None:
+            self._state_problem = probe_writable(self.need_settings().state_dir)
+        return self._state_problem
+
+    def need_state_dir(self) -> Path:
+        """Return the state directory or raise Skip when it cannot be written."""
+        if self.state_problem():
+            raise Skip("state directory unusable (see the state-dir row)")
+        return self.need_settings().state_dir
 
     def reachable(self) -> Answer:
         """Return the health answer or raise Skip when the Worker is down."""
@@ -242,6 +462,19 @@ class Context:
 
 class Skip(Exception):
     """A check that cannot run here; its message becomes the skip detail."""
+
+
+def probe_writable(path: Path) -> str:
+    """Create `path` if missing, then create and remove a file in it; return '' or why not."""
+    probe = path / f".doctor-probe-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        return f"{exc.strerror or type(exc).__name__}{where}"
+    return ""
 
 
 # --- the checks -------------------------------------------------------------------------------
@@ -327,6 +560,54 @@ def check_worker(ctx: Context) -> list[Result]:
     return [evaluate_health(answer.status, document)]
 
 
+def check_read_path(ctx: Context) -> list[Result]:
+    """Walk what a tenant's install does: /install, /catalog, sampled objects, the headers."""
+    health = ctx.reachable()
+    seen: list[tuple[str, Answer]] = [("/_health", health)]
+    rows: list[Result] = []
+    manifest: Manifest | None = None
+    catalog: Catalog | None = None
+    for route in ("/install", "/catalog"):
+        answer, why = ctx.get(route)
+        if answer is None:
+            row_id = f"worker{route.replace('/', '-')}"
+            rows.append(_row(row_id, READ_TITLES[row_id], "fail", why))
+            continue
+        seen.append((route, answer))
+        if route == "/install":
+            row, manifest = evaluate_install(answer)
+        else:
+            row, catalog = evaluate_catalog(answer, manifest)
+        rows.append(row)
+    listed = catalog or (manifest.catalog if manifest else None)
+    if listed is None:
+        rows.append(
+            _row(
+                "worker-objects",
+                READ_TITLES["worker-objects"],
+                "skip",
+                "nothing to sample: neither /install nor /catalog gave a valid list",
+            )
+        )
+    else:
+        base = manifest.object_base if manifest else OBJECT_BASE
+        fetched: list[tuple[CatalogEntry, Answer | None, str]] = []
+        for entry in choose_sample(listed.entries, seed=ctx.now().strftime("%Y%m%d%H")):
+            answer, why = ctx.get(f"{base}{entry.sha256}")
+            fetched.append((entry, answer, why))
+            if answer is not None:
+                seen.append((f"{base}{entry.sha256[:12]}…", answer))
+        rows.append(evaluate_objects(fetched))
+    rows.append(evaluate_headers(seen))
+    return rows
+
+
+def check_state_dir(ctx: Context) -> list[Result]:
+    """The state directory exists (or can be made) and a file can be created in it."""
+    settings = ctx.need_settings()
+    return [evaluate_state_dir(settings.state_dir, ctx.state_problem())]
+
+
 def check_clock(ctx: Context) -> list[Result]:
     """Clock skew against the Worker's Date header."""
     answer = ctx.reachable()
@@ -347,9 +628,9 @@ def check_cron(ctx: Context) -> list[Result]:
 
 def check_last_pull(ctx: Context) -> list[Result]:
     """Age of the last successful pull."""
-    settings = ctx.need_settings()
+    state_dir = ctx.need_state_dir()
     try:
-        mtime: float | None = (settings.state_dir / LAST_PULL_STAMP).stat().st_mtime
+        mtime: float | None = (state_dir / LAST_PULL_STAMP).stat().st_mtime
     except FileNotFoundError:
         mtime = None
     return [evaluate_pull_age(mtime, ctx.now().timestamp())]
@@ -361,10 +642,19 @@ def check_parity(ctx: Context) -> list[Result]:
     if not settings.mirror_dir.is_dir():
         raise Skip(f"no local mirror at {settings.mirror_dir}")
     ctx.reachable()
-    from sync_ci.parity import tenant_cells
+    from sync_ci.contract import parse_catalog
+    from sync_ci.parity import Observation, evaluate_cells, mirror_observations
+    from sync_ci.worker import expect
 
     try:
-        cells = tenant_cells(ctx.client(), settings.mirror_dir)
+        answer, why = ctx.get("/catalog")  # the read path's answer, not a second request
+        if answer is None:
+            raise SyncCIError(why)
+        catalog = parse_catalog(expect(answer, 200).json(), "Worker /catalog")
+        advertised = [
+            Observation(artifact=e.name, surface="worker", digest=e.sha256) for e in catalog.entries
+        ]
+        cells = evaluate_cells(advertised + mirror_observations(catalog, settings.mirror_dir))
     except SyncCIError as exc:
         return [_row("mirror-parity", "local mirror matches the Worker catalog", "fail", str(exc))]
     return summarize_parity(cells)
@@ -385,7 +675,7 @@ def check_spool(ctx: Context) -> list[Result]:
 
     settings = ctx.need_settings()
     title = "no undelivered alerts in the spool"
-    spool = Spool(settings.state_dir)
+    spool = Spool(ctx.need_state_dir())
     if not spool.pending():
         dropped = spool.dropped()
         if dropped:
@@ -450,9 +740,15 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(name="worker", title="Worker reachable and contract compatible", run=check_worker),
     Check(
+        name="read-path",
+        title="tenant read path: /install, /catalog, sampled objects, contract headers",
+        run=check_read_path,
+    ),
+    Check(
         name="clock-skew", title="clock within 5 min of the Worker's Date header", run=check_clock
     ),
     Check(name="cron-entry", title="cron entry installed and sane", run=check_cron),
+    Check(name="state-dir", title="state directory writable", run=check_state_dir),
     Check(name="last-pull", title="last successful pull within 24 h", run=check_last_pull),
     Check(name="mirror-parity", title="local mirror matches the Worker catalog", run=check_parity),
     Check(name="free-space", title="free space for the state directory", run=check_free_space),
@@ -593,13 +889,27 @@ def command(
         error = ""
     except SyncCIError as exc:
         settings, error = None, str(exc)
-    report = doctor(settings, names=names, settings_error=error, cron_user=cron_user)
+    exclusive = contextlib.ExitStack()
     if settings is not None:
-        save_report(report, settings.state_dir)
-    args = argparse.Namespace(quiet=silent, json_path=json_path, junit_path=junit_path)
-    emit(report, args)
-    if heartbeat and report.ok and settings is not None:
-        send_heartbeat(settings)
+        from sync_ci.errors import LockBusy
+        from sync_ci.locks import LockUnavailable, hold_lock, lock_path
+
+        try:
+            exclusive.enter_context(hold_lock(lock_path(settings.state_dir, "doctor"), "doctor"))
+        except LockBusy as exc:  # a run still going is not a failure: exit 0, no alert
+            if not silent:
+                print(f"sync-ci: doctor: {exc}", file=sys.stderr)
+            return 0
+        except LockUnavailable:
+            pass  # an unusable state directory must not stop doctor from reporting it
+    with exclusive:
+        report = doctor(settings, names=names, settings_error=error, cron_user=cron_user)
+        if settings is not None:
+            save_report(report, settings.state_dir)
+        args = argparse.Namespace(quiet=silent, json_path=json_path, junit_path=junit_path)
+        emit(report, args)
+        if heartbeat and report.ok and settings is not None:
+            send_heartbeat(settings)
     return cap_exit(report)
 
 

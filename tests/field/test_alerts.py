@@ -30,6 +30,13 @@ def make(check: str = "doctor-failed", nonce: str = "abc123", **kw: Any) -> Aler
     )
 
 
+def blocked_state_dir(tmp_path: Path) -> Path:
+    """A state directory nobody can create, root included: its parent is a regular file."""
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("a regular file where the state directory's parent should be")
+    return blocker / "state"
+
+
 def closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -219,9 +226,7 @@ def test_cli_alert_exit_codes_and_no_traceback(field_env: dict[str, str], tmp_pa
 def test_cli_alert_with_unwritable_state_dir_still_delivers(
     field_env: dict[str, str], tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "file-not-dir"
-    blocker.write_text("x")
-    env = {**field_env, "SYNC_CI_STATE_DIR": str(blocker / "state")}
+    env = {**field_env, "SYNC_CI_STATE_DIR": str(blocked_state_dir(tmp_path))}
     done = run_cli(env, "alert", "no-spool")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr

@@ -9,15 +9,19 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sync_ci import cron, doctor
+from sync_ci import cron, doctor, guards
 from sync_ci.config import Settings
+from sync_ci.contract import CatalogEntry, parse_catalog, sha256_hex
 from sync_ci.report import Result, make_report
-from sync_ci.worker import WorkerClient, WorkerTarget
+from sync_ci.store import endpoint_from_settings, open_store
+from sync_ci.worker import Answer, WorkerClient, WorkerTarget
+from tests.conftest import FaultySandbox
 from tests.field.conftest import REPO, run_cli
-from tests.field.test_alerts import closed_port_url
+from tests.field.test_alerts import blocked_state_dir, closed_port_url
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -78,6 +82,127 @@ def test_summarize_parity_keeps_failing_cells() -> None:
     assert [r.status for r in rows] == ["skip", "fail"]
 
 
+BLOB = b"hello, tenant\n"
+BLOB_SHA = sha256_hex(BLOB)
+RAY = {"cf-ray": "0123456789abcdef-SJC", "server-timing": "kv;dur=1.0, total;dur=2.5"}
+
+
+def answer(path: str, status: int = 200, body: bytes = b"", **headers: str) -> Answer:
+    merged = {**RAY, "x-cache": "miss", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    return Answer(
+        status=status,
+        headers={k: v for k, v in merged.items() if v},
+        body=body,
+        elapsed_s=0.0,
+        url=f"http://w{path}",
+    )
+
+
+def listing(generation: int = 3, **entries: str) -> dict[str, object]:
+    return {
+        "generation": generation,
+        "entries": {n: {"sha256": d, "size": len(BLOB)} for n, d in entries.items()},
+    }
+
+
+def test_evaluate_install_wants_a_manifest_with_entries() -> None:
+    good = json.dumps({"schema": 1, "object_base": "/o/", **listing(a=BLOB_SHA)}).encode()
+    row, manifest = doctor.evaluate_install(answer("/install", body=good))
+    assert (row.status, row.detail) == ("pass", "generation 3, 1 entries")
+    assert manifest is not None and manifest.object_base == "/o/"
+    faulted = answer("/install", 503, b'{"error": "injected fault: 5xx_rate", "code": 503}')
+    row, manifest = doctor.evaluate_install(faulted)
+    assert (row.status, manifest) == ("fail", None)
+    assert "answered 503" in row.detail and "injected fault" in row.detail
+    assert "0123456789abcdef-SJC" in row.detail
+    empty = json.dumps({"schema": 1, "object_base": "/o/", **listing()}).encode()
+    assert "lists no entries" in doctor.evaluate_install(answer("/install", body=empty))[0].detail
+    no_base = json.dumps({"schema": 1, **listing(a=BLOB_SHA)}).encode()
+    assert "object_base" in doctor.evaluate_install(answer("/install", body=no_base))[0].detail
+    for body in (b"<html>", b'{"schema": 2}', b'{"error": "oops"}'):
+        assert doctor.evaluate_install(answer("/install", body=body))[0].status == "fail"
+
+
+def test_evaluate_catalog_must_agree_with_install() -> None:
+    manifest = doctor.Manifest(
+        catalog=parse_catalog({"schema": 1, **listing(a=BLOB_SHA, b=BLOB_SHA)}), object_base="/o/"
+    )
+
+    def judge(document: dict[str, object], with_manifest: bool = True) -> Result:
+        body = json.dumps({"schema": 1, **document}).encode()
+        return doctor.evaluate_catalog(
+            answer("/catalog", body=body), manifest if with_manifest else None
+        )[0]
+
+    assert judge(listing(a=BLOB_SHA, b=BLOB_SHA)).status == "pass"
+    assert "generation 4, /install says 3" in judge(listing(4, a=BLOB_SHA, b=BLOB_SHA)).detail
+    assert "only in /install: b" in judge(listing(a=BLOB_SHA)).detail
+    assert "only in /catalog: c" in judge(listing(a=BLOB_SHA, b=BLOB_SHA, c=BLOB_SHA)).detail
+    assert "differs for b" in judge(listing(a=BLOB_SHA, b="0" * 64)).detail
+    assert "not compared" in judge(listing(4, a=BLOB_SHA), with_manifest=False).detail
+    assert doctor.evaluate_catalog(answer("/catalog", 502), manifest)[0].status == "fail"
+
+
+def test_choose_sample_is_small_bounded_and_rotates() -> None:
+    entries = [CatalogEntry(name=f"f{i}", sha256="0" * 64, size=i) for i in range(20)]
+    huge = CatalogEntry(name="huge", sha256="1" * 64, size=doctor.SAMPLE_MAX_BYTES + 1)
+    picks = {doctor.choose_sample([*entries, huge], seed=str(hour)) for hour in range(24)}
+    assert all(len(p) == doctor.READ_SAMPLE for p in picks)
+    assert len(picks) > 1, "the sample should rotate with the seed"
+    assert not any(huge in p for p in picks)
+    assert doctor.choose_sample([huge], seed="x") == (huge,)
+    assert doctor.choose_sample([], seed="x") == ()
+
+
+def test_evaluate_objects_checks_every_sampled_digest() -> None:
+    entry = CatalogEntry(name="a.txt", sha256=BLOB_SHA, size=len(BLOB))
+    good = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=BLOB), "")])
+    assert (good.status, good.detail) == ("pass", "1 match: a.txt")
+    tampered = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=b"evil"), "")])
+    assert tampered.status == "fail" and "hashing to" in tampered.detail
+    gone = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", 404), "")])
+    assert "answered 404" in gone.detail
+    down = doctor.evaluate_objects([(entry, None, "connection failed")])
+    assert down.detail == "a.txt: connection failed"
+    assert doctor.evaluate_objects([]).status == "skip"
+
+
+def test_evaluate_headers_names_each_missing_header() -> None:
+    fine = [("/_health", answer("/_health", x_cache="")), ("/catalog", answer("/catalog"))]
+    assert doctor.evaluate_headers(fine).status == "pass"
+    assert "colo SJC" in doctor.evaluate_headers(fine).detail
+    cases = {
+        "GET /catalog: no cf-ray": answer("/catalog", cf_ray=""),
+        "GET /catalog: cf-ray 'abc' is not": answer("/catalog", cf_ray="abc"),
+        "GET /catalog: no server-timing": answer("/catalog", server_timing=""),
+        "GET /catalog: server-timing 'kv;dur=1' has no total": answer(
+            "/catalog", server_timing="kv;dur=1"
+        ),
+        "GET /catalog: no x-cache": answer("/catalog", x_cache=""),
+        "GET /catalog: x-cache 'stale' is not hit|miss": answer("/catalog", x_cache="stale"),
+    }
+    for expected, broken in cases.items():
+        row = doctor.evaluate_headers([*fine, ("/catalog", broken)])
+        assert row.status == "fail" and expected in row.detail, (expected, row.detail)
+    # an error answer read no KV, so it owes no x-cache; it still owes cf-ray and server-timing
+    assert (
+        doctor.evaluate_headers([("/catalog", answer("/catalog", 503, x_cache=""))]).status
+        == "pass"
+    )
+
+
+def test_probe_writable_creates_and_removes_a_file(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "state"
+    assert doctor.probe_writable(state) == ""
+    assert state.is_dir() and list(state.iterdir()) == []
+    blocked = blocked_state_dir(tmp_path)
+    assert doctor.probe_writable(blocked) == "Not a directory"
+    assert doctor.probe_writable(blocked.parent) != ""
+    row = doctor.evaluate_state_dir(blocked, "Not a directory")
+    assert row.status == "fail" and "SYNC_CI_STATE_DIR" in row.detail
+    assert doctor.evaluate_state_dir(state, "").status == "pass"
+
+
 # --- against the sandbox -----------------------------------------------------------------------
 
 
@@ -117,6 +242,11 @@ def test_healthy_silent_run_prints_nothing_and_exits_zero(
         "settings",
         "tenant",
         "worker",
+        "worker-install",
+        "worker-catalog",
+        "worker-objects",
+        "worker-headers",
+        "state-dir",
         "clock-skew",
         "cron-entry",
         "last-pull",
@@ -124,7 +254,9 @@ def test_healthy_silent_run_prints_nothing_and_exits_zero(
         "free-space",
         "alert-spool",
     }
-    assert next(r for r in document["results"] if r["id"] == "mirror-parity")["status"] == "pass"
+    rows = {r["id"]: r for r in document["results"]}
+    assert rows["mirror-parity"]["status"] == "pass"
+    assert rows["worker-objects"]["observed"]["sampled"] == doctor.READ_SAMPLE
 
 
 def test_healthy_run_imports_neither_boto3_nor_aiohttp(healthy: dict[str, str]) -> None:
@@ -257,3 +389,63 @@ def test_clock_skew_from_the_workers_date_header(
             client.post("/_sandbox/clock", json_body={"offset_s": 0}, headers=admin)
     assert done.returncode == 1
     assert "behind the Worker" in done.stdout
+
+
+def doctor_rows(env: dict[str, str], out: Path, *names: str) -> tuple[int, dict[str, Any]]:
+    """Run `sync-ci doctor` in a subprocess; return its exit code and its rows by id."""
+    done = run_cli(env, "doctor", *names, "--json", str(out))
+    assert "Traceback" not in done.stderr, done.stderr
+    document = json.loads(out.read_text())
+    failing = sum(r["status"] in ("fail", "error") for r in document["results"])
+    assert done.returncode == failing, done.stdout
+    return done.returncode, {r["id"]: r for r in document["results"]}
+
+
+def on_sandbox(env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """Point a tenant environment at another sandbox (its ready file)."""
+    return {**env, "SYNC_CI_SANDBOX": settings.sandbox_file}
+
+
+def test_broken_worker_fails_the_read_path_rows(
+    faulty_sandbox: FaultySandbox, field_env: dict[str, str], tmp_path: Path
+) -> None:
+    broken = on_sandbox(field_env, faulty_sandbox(faults={"5xx_rate": "1"}))
+    code, rows = doctor_rows(broken, tmp_path / "d.json", "worker", "read-path")
+    assert rows["worker"]["status"] == "pass", "/_health is exempt from faults"
+    for row_id in ("worker-install", "worker-catalog"):
+        assert rows[row_id]["status"] == "fail"
+        assert "answered 503" in rows[row_id]["detail"]
+        assert "injected fault: 5xx_rate" in rows[row_id]["detail"]
+    assert rows["worker-objects"]["status"] == "skip"
+    assert rows["worker-headers"]["status"] == "pass"
+    assert code == 2
+
+
+def test_corrupt_objects_fail_the_sample_through_the_real_worker(
+    faulty_sandbox: FaultySandbox, field_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = faulty_sandbox()
+    store = open_store(endpoint_from_settings(settings), guards.sandbox_admin_policy())
+    catalog = parse_catalog(json.loads(store.get(f"{settings.live_root}catalog.json") or b""))
+    for entry in catalog.entries:  # bit rot in the bucket, before any region cached a blob
+        store.put(f"{settings.live_root}objects/{entry.sha256}", b"bit rot")
+    code, rows = doctor_rows(on_sandbox(field_env, settings), tmp_path / "d.json", "read-path")
+    assert rows["worker-install"]["status"] == rows["worker-catalog"]["status"] == "pass"
+    assert rows["worker-objects"]["status"] == "fail"
+    assert rows["worker-objects"]["detail"].count("answered 502") == doctor.READ_SAMPLE
+    assert code == 1
+
+
+def test_unwritable_state_dir_fails_one_row_and_skips_what_needs_it(
+    healthy: dict[str, str], tmp_path: Path
+) -> None:
+    state_dir = blocked_state_dir(tmp_path)
+    names = ("state-dir", "last-pull", "alert-spool", "free-space")
+    code, rows = doctor_rows(
+        {**healthy, "SYNC_CI_STATE_DIR": str(state_dir)}, tmp_path / "d.json", *names
+    )
+    assert rows["state-dir"]["status"] == "fail"
+    assert str(state_dir) in rows["state-dir"]["detail"]
+    assert "Not a directory" in rows["state-dir"]["detail"]
+    assert rows["last-pull"]["status"] == rows["alert-spool"]["status"] == "skip"
+    assert code == 1
