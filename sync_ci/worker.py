@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,32 @@ class WorkerTarget:
     retries: int = 1
 
 
+def _bounded(seconds: object) -> bool:
+    return (
+        isinstance(seconds, int | float)
+        and not isinstance(seconds, bool)
+        and math.isfinite(seconds)
+        and seconds > 0
+    )
+
+
+def timeout_problem(timeout: object) -> str:
+    """Say why a requests `timeout=` does not bound the request ('' when both phases are bounded).
+
+    None, 0, negatives, infinity and NaN wait forever (or mean nothing), and so does a
+    (connect, read) pair with either half unbounded: `(None, None)` is no timeout at all.
+    """
+    if isinstance(timeout, tuple):
+        if len(timeout) == 2 and all(_bounded(part) for part in timeout):
+            return ""
+        return f"timeout {timeout!r} leaves a phase unbounded (give finite, positive seconds)"
+    if _bounded(timeout):
+        return ""
+    if timeout is None:
+        return "no timeout given"
+    return f"timeout {timeout!r} is not a finite, positive number of seconds"
+
+
 def _adapter_class() -> type:
     import requests.adapters
 
@@ -69,8 +96,9 @@ def _adapter_class() -> type:
             check_http_request(
                 self.read_only, request.method or "GET", request.url or "", self.allowed_posts
             )
-            if kwargs.get("timeout") is None:
-                raise GuardViolation(f"refused {request.method} {request.url}: no timeout given")
+            problem = timeout_problem(kwargs.get("timeout"))
+            if problem:
+                raise GuardViolation(f"refused {request.method} {request.url}: {problem}")
             return super().send(request, *args, **kwargs)
 
     return GuardedAdapter
