@@ -348,12 +348,15 @@ def _json_escape(match: re.Match[str]) -> str:
 
 
 def _write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write atomically, creating parent directories, so a reader never sees half a file."""
+    """Write atomically and owner-only, creating parent directories (a reader never sees half)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        # Failure details may quote what a server said: owner-only, like the alert files.
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

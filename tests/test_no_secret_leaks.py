@@ -12,7 +12,10 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,9 +28,12 @@ from sync_ci.errors import WorkerError
 from sync_ci.sandbox.store_server import StoreProcess
 from sync_ci.worker import WorkerClient, WorkerTarget, expect
 from tests.conftest import new_bucket
-from tests.field.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
+MARK_ENV = "SYNC_CI_LEAK_TEST_MARK"
+COMMAND_TIMEOUT_S = 180
+# How often the command lines of a command's children are sampled while it runs.
+POLL_S = 0.05
 TENANT = "leaktest"
 # Echoed back by the adversary on top of the request's own headers: it clears the screen.
 FORGED = "\x1b[2J\x1b[Hno alerts recorded\u202e"
@@ -56,12 +62,14 @@ class EchoForbidden(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _answer(self) -> None:
+        auth = self.headers.get("authorization", "")
+        assert isinstance(self.server, Adversary)
+        self.server.seen.append(auth.split(" ")[0].lower() or "none")
         if self.path.split("?")[0] == "/_health" and self.command in ("GET", "HEAD"):
             self._health()
             return
         length = int(self.headers.get("content-length") or 0)
         sent = self.rfile.read(min(length, 65536)).decode("utf-8", "replace") if length else ""
-        auth = self.headers.get("authorization", "")
         # The secret first: clients cut an error body to its first couple of hundred characters.
         echo = (
             f"{FORGED} you sent authorization: {auth}\n{self.requestline}\n{self.headers}\n{sent}"
@@ -91,15 +99,29 @@ class EchoForbidden(BaseHTTPRequestHandler):
         """Keep the test output clean."""
 
 
-@pytest.fixture(scope="module")
-def adversary() -> Iterator[str]:
-    """Base URL of the 403-and-echo server on 127.0.0.1."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoForbidden)
-    server.daemon_threads = True
+class Adversary(ThreadingHTTPServer):
+    """The server, with the authorization scheme of each request it got ('none' when absent)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), EchoForbidden)
+        self.seen: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def adversary() -> Iterator[Adversary]:
+    """A 403-and-echo server on 127.0.0.1 of this test's own."""
+    server = Adversary()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -161,14 +183,18 @@ def leak_env(tmp_path: Path, sentinels: Sentinels, url: str) -> dict[str, str]:
     """A hermetic environment: sentinel secrets, every endpoint at `url`, GitHub Actions on."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     config = home / "sync-ci.toml"
-    config.touch()
+    # A probe region for the latency gate, at the same endpoint (the adversary answers as SJC).
+    config.write_text(f'[[regions]]\nname = "sjc"\nurl = "{url}"\ncolo = "SJC"\n')
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / "config"),
         "XDG_STATE_HOME": str(home / "state-home"),
         "PYTHONPATH": str(REPO),
+        # Temporary files (a Locust job file, say) land under the test's directory, and are read.
+        "TMPDIR": str(tmp_path / "tmp"),
         "SYNC_CI_CONFIG": str(config),
         "SYNC_CI_SHA": secrets.token_hex(20),
         "SYNC_CI_STATE_DIR": str(tmp_path / "state"),
@@ -181,9 +207,52 @@ def leak_env(tmp_path: Path, sentinels: Sentinels, url: str) -> dict[str, str]:
         "SYNC_CI_TENANT_ID": TENANT,
         "GITHUB_ACTIONS": "true",
         "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"),
+        # Inherited by every process the command starts: how `watch_command_lines` finds them.
+        MARK_ENV: secrets.token_hex(8),
         **sentinels.env(),
     }
     return env
+
+
+def run_watched(
+    env: dict[str, str], argv: list[str], cwd: Path
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run `argv`; also return the command line of every process it started, sampled as it runs."""
+    needle = f"{MARK_ENV}={env[MARK_ENV]}".encode()
+    seen: dict[int, str] = {}
+    with (cwd / "command.out").open("w+") as out, (cwd / "command.err").open("w+") as err:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + COMMAND_TIMEOUT_S
+            while process.poll() is None and time.monotonic() < deadline:
+                seen.update(command_lines(needle, exclude=process.pid))
+                time.sleep(POLL_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(argv, process.returncode, out.read(), err.read())
+    (cwd / "command.out").unlink()
+    (cwd / "command.err").unlink()
+    return done, sorted(seen.values())
+
+
+def command_lines(needle: bytes, *, exclude: int) -> dict[int, str]:
+    """Command lines of the live processes whose environment holds `needle`."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == exclude:
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:  # gone already, or not ours to read
+            continue
+        found[int(entry.name)] = argv.replace(b"\0", b" ").decode("utf-8", "replace")
+    return found
 
 
 def leaks(found: dict[str, str], forbidden: dict[str, str]) -> list[str]:
@@ -223,12 +292,34 @@ COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "gate-latency": (
         ("gate", "latency", "--target", "ci", "--timeout", "5", "--json", "{tmp}/r.json"),
     ),
+    # Locust master and worker subprocesses: their command lines are searched too.
+    "gate-latency-locust": (
+        (
+            *("gate", "latency", "--target", "ci", "--engine", "locust", "--processes", "1"),
+            *("--timeout", "5", "--junit", "{tmp}/r.xml"),
+        ),
+    ),
 }
 ONCE: dict[str, tuple[tuple[str, ...], ...]] = {
     "lint": (
         ("lint", "--format", "github", "--json", "{tmp}/r.json", "--junit", "{tmp}/r.xml", "src"),
     ),
     "config-show": (("config", "show"),),
+}
+BEARER, SIGV4 = "bearer", "aws4-hmac-sha256"
+# The authorization schemes each case sends the adversary (so it echoes a secret back).
+SECRET_ON_WIRE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("smoke-ci", "worker-403"): (BEARER,),
+    ("smoke-ci", "store-403"): (SIGV4,),
+    ("smoke-live", "store-403"): (SIGV4,),
+    ("ci-loop-then-status", "worker-403"): (BEARER,),
+    ("ci-loop-then-status", "store-403"): (SIGV4, BEARER),
+    ("doctor-then-alert", "worker-403"): (BEARER,),
+    ("doctor-then-alert", "store-403"): (BEARER,),
+    ("gate-load", "worker-403"): (BEARER,),
+    ("gate-load", "store-403"): (BEARER,),
+    ("status", "worker-403"): (BEARER,),
+    ("status", "store-403"): (BEARER,),
 }
 # worker-403: the real (moto) store, a Worker that passes /_health and answers 403 to the rest;
 # store-403: the store is the adversary too (its 403 quotes the signed Credential); closed: no
@@ -240,14 +331,14 @@ ENDPOINTS = ("worker-403", "store-403", "closed")
 def run_all(
     tmp_path: Path,
     sentinels: Sentinels,
-    adversary: str,
+    adversary: Adversary,
     closed_port: str,
     store_server: StoreProcess,
 ) -> Callable[[str, tuple[tuple[str, ...], ...]], dict[str, str]]:
     """Run a sequence of commands against one kind of endpoint; return every output by name."""
 
     def run(endpoint: str, commands: tuple[tuple[str, ...], ...]) -> dict[str, str]:
-        env = leak_env(tmp_path, sentinels, closed_port if endpoint == "closed" else adversary)
+        env = leak_env(tmp_path, sentinels, closed_port if endpoint == "closed" else adversary.url)
         if endpoint == "worker-403":
             # moto accepts any credentials, so the sentinel keys sign real requests.
             env["SYNC_CI_ENDPOINT_URL"] = store_server.endpoint_url
@@ -258,11 +349,18 @@ def run_all(
         )
         found: dict[str, str] = {}
         for index, command in enumerate(commands):
-            done = run_cli(env, *(a.format(tmp=tmp_path) for a in command), cwd=tmp_path)
+            argv = [sys.executable, "-m", "sync_ci", *(a.format(tmp=tmp_path) for a in command)]
+            done, children = run_watched(env, argv, tmp_path)
             where = f"{index}:{command[0]}"
             found[f"{where} stdout"], found[f"{where} stderr"] = done.stdout, done.stderr
+            found[f"{where} child command lines"] = "\n".join(children)
             assert "Traceback" not in done.stdout + done.stderr, (command, done.stderr)
         found.update(files_under(tmp_path, skip=("src/settings.py", "home/sync-ci.toml")))
+        # What may hold failure details (alert files, spool, last-doctor.json, --json, --junit).
+        for path in tmp_path.rglob("*"):
+            name = str(path.relative_to(tmp_path))
+            if path.is_file() and (name.startswith("state/") or name in ("r.json", "r.xml")):
+                assert path.stat().st_mode & 0o077 == 0, f"{name} is readable by others"
         return found
 
     return run
@@ -293,11 +391,17 @@ def escapes(found: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_no_command_leaks_a_secret_or_an_escape(
     run_all: Callable[[str, tuple[tuple[str, ...], ...]], dict[str, str]],
+    adversary: Adversary,
     sentinels: Sentinels,
     name: str,
     endpoint: str,
 ) -> None:
     found = run_all(endpoint, COMMANDS[name])
+    if endpoint != "closed":
+        # Not vacuous: the command talked to the adversary, and handed it the secret to echo.
+        assert adversary.seen, "the command never reached the adversary"
+        for scheme in SECRET_ON_WIRE.get((name, endpoint), ()):
+            assert scheme in adversary.seen, (scheme, sorted(set(adversary.seen)))
     assert leaks(found, sentinels.forbidden()) == []
     assert escapes(found) == []
 
@@ -331,9 +435,9 @@ def nothing_registered() -> Iterator[None]:
 
 @pytest.mark.usefixtures("nothing_registered")
 def test_the_adversary_hands_a_token_back_into_an_error_line(
-    adversary: str, sentinels: Sentinels
+    adversary: Adversary, sentinels: Sentinels
 ) -> None:
-    target = WorkerTarget(base_url=adversary, read_only=True, timeout_s=10)
+    target = WorkerTarget(base_url=adversary.url, read_only=True, timeout_s=10)
     token = contract.tenant_token(sentinels.tenant_secret.strip(), TENANT)
     with WorkerClient(target) as client:
         answer = client.get("/_status", headers={"authorization": f"Bearer {token}"})
@@ -351,12 +455,31 @@ def test_the_adversary_hands_a_token_back_into_an_error_line(
 
 @pytest.mark.usefixtures("nothing_registered")
 def test_an_unstripped_secret_is_quoted_by_the_header_error(
-    adversary: str, sentinels: Sentinels
+    adversary: Adversary, sentinels: Sentinels
 ) -> None:
-    target = WorkerTarget(base_url=adversary, read_only=True, timeout_s=10)
+    target = WorkerTarget(base_url=adversary.url, read_only=True, timeout_s=10)
     with WorkerClient(target) as client, pytest.raises(WorkerError) as caught:
         client.get("/_status", headers={"authorization": f"Bearer {sentinels.admin_token}"})
     raw = str(caught.value)
     assert "SYNC_CI_ADMIN_TOKEN" in " ".join(leaks({"error": raw}, sentinels.forbidden()))
     redaction.register_secrets([sentinels.admin_token])
     assert leaks({"error": redaction.clean(raw)}, sentinels.forbidden()) == []
+
+
+def test_the_watcher_sees_a_secret_on_a_child_command_line(
+    tmp_path: Path, sentinels: Sentinels
+) -> None:
+    env = leak_env(tmp_path, sentinels, "http://127.0.0.1:9")
+    secret = sentinels.secret_access_key.strip()
+    # A parent that hands the secret to a child on its command line (what must never happen).
+    parent = [sys.executable, "-c", CHILD_WITH_SECRET, secret]
+    done, children = run_watched(env, parent, tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = {"child command lines": "\n".join(children)}
+    assert "SYNC_CI_SECRET_ACCESS_KEY in child command lines" in leaks(found, sentinels.forbidden())
+    assert not (tmp_path / "command.out").exists()
+
+
+CHILD_WITH_SECRET = (
+    "import subprocess, sys; subprocess.run(['sh', '-c', 'sleep 1', 'sh', sys.argv[1]], check=True)"
+)

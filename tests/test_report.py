@@ -609,3 +609,16 @@ def test_an_unexpected_error_is_one_line_without_traceback(
     assert "Traceback" not in err
     with pytest.raises(ValueError, match="second line"):
         run_handler(breaks, argparse.Namespace(debug=True))
+
+
+def test_json_and_junit_files_are_owner_only(tmp_path: Path) -> None:
+    # Failure details may quote what a server said; the alert files are owner-only for that too.
+    (tmp_path / "r.json").write_text("old")
+    (tmp_path / "r.json").chmod(0o644)
+    for path in (
+        write_json(_report(), tmp_path / "r.json"),
+        write_junit(_report(), tmp_path / "r.xml"),
+    ):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert read_json(tmp_path / "r.json").results[1].detail == NASTY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.xml"]
