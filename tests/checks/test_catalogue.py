@@ -35,6 +35,9 @@ def test_rule_examples(rule: Rule, kind: str, subject: Subject) -> None:
     assert not outcome[0].error
     if kind == "bad":
         assert outcome[0].findings, f"{rule.id}: a BAD example yielded no finding"
+        if subject.expected_at:
+            found = sorted({(f.path, f.line) for f in outcome[0].findings})
+            assert found == list(subject.expected_at), f"{rule.id}: findings landed elsewhere"
     else:
         assert outcome[0].findings == (), f"{rule.id}: a GOOD example yielded findings"
 
@@ -110,8 +113,7 @@ def test_field_cron_rule_accepts_the_lines_cron_py_renders() -> None:
 
     paths = cron.CronPaths(
         exe="/opt/venv/bin/sync-ci",
-        flock="/usr/bin/flock",
-        lock="/tmp/sync-ci.lock",
+        state_dir="/tmp/sync-ci",
         repo="/srv/repo",
     )
     text = "".join(cron.render_block(role, paths) for role in cron.ROLES)
