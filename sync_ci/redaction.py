@@ -6,6 +6,7 @@ token); every renderer and every error line passes its text through `clean` (or 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ def register_secrets(values: Iterable[str]) -> None:
     with _lock:
         added = False
         for value in values:
-            for form in {value, value.strip()}:
+            for form in _forms(value):
                 if len(form) >= MIN_SECRET_LEN and form not in _secrets:
                     _secrets.add(form)
                     added = True
@@ -35,6 +36,17 @@ def register_secrets(values: Iterable[str]) -> None:
             # Longest first, so a secret that contains another is masked whole.
             ordered = sorted(_secrets, key=len, reverse=True)
             _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def _forms(value: str) -> set[str]:
+    # As given, stripped, and as a JSON string or a Python repr quote it (an error message that
+    # quotes a header, a JSON body echoed back), so a quote or backslash cannot hide a secret.
+    forms = {value, value.strip()}
+    for form in list(forms):
+        forms.add(json.dumps(form)[1:-1])
+        forms.add(json.dumps(form, ensure_ascii=False)[1:-1])
+        forms.add(repr(form)[1:-1])
+    return forms
 
 
 def registered_count() -> int:

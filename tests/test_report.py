@@ -622,3 +622,18 @@ def test_json_and_junit_files_are_owner_only(tmp_path: Path) -> None:
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert read_json(tmp_path / "r.json").results[1].detail == NASTY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.xml"]
+
+
+def test_a_secret_quoted_as_json_or_repr_is_masked() -> None:
+    odd = "Zq9quote\"back\\slash'é-secret"
+    redaction.register_secrets([odd + "\n"])
+    try:
+        echoed = json.dumps({"error": f"you sent {odd}"})  # a JSON body echoed back
+        quoted = f"invalid header value {odd + chr(10)!r}"  # an error quoting the header
+        for text in (echoed, json.dumps(odd, ensure_ascii=False), quoted, repr(odd)):
+            assert "Zq9quote" in text
+            row = Result(id="push", title="push", status="error", detail=text)
+            assert "Zq9quote" not in row.detail, text
+            assert "***" in row.detail
+    finally:
+        redaction.forget_secrets()
