@@ -895,18 +895,21 @@ def open_run(
 def regions_to_ask(settings: Settings, worker_url: str) -> list[Region]:
     """The configured regions besides the main URL that serve this run's root.
 
-    Sandbox: all of its listeners. Live: the configured [[regions]]. ci: none, since its preview
-    or local Worker is not the production one the regions name.
+    Sandbox: all of its listeners. Live: the configured [[regions]] reached directly (one reached
+    through a proxy lands on another colo when asked directly, so it is the latency gate's alone).
+    ci: none, since its preview or local Worker is not the production one the regions name.
     """
     if settings.target == "ci":
         return []
-    return [r for r in settings.regions if r.url.rstrip("/") != worker_url.rstrip("/")]
+    return [
+        r for r in settings.regions if not r.proxy and r.url.rstrip("/") != worker_url.rstrip("/")
+    ]
 
 
 def colo_of(settings: Settings, url: str) -> str:
-    """The colo configured for a Worker URL ('' when none is)."""
+    """The colo configured for a Worker URL reached directly ('' when none is)."""
     for region in settings.regions:
-        if region.url.rstrip("/") == url.rstrip("/"):
+        if not region.proxy and region.url.rstrip("/") == url.rstrip("/"):
             return region.colo
     return ""
 

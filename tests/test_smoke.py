@@ -244,3 +244,54 @@ def test_a_bucket_fault_still_fails_with_a_mirror_present(faulty_sandbox: Faulty
     assert statuses(report.results)["parity"] == "fail"
     failing = [c for c in report.extra["parity"] if c["status"] == "fail"]
     assert failing and all(c["observed"]["artifact"] == "VERSION" for c in failing)
+
+
+def test_regions_asked_are_the_configured_direct_ones(sandbox_settings: Settings) -> None:
+    from sync_ci.config import Region
+    from sync_ci.smoke import colo_of, regions_to_ask
+
+    main = sandbox_settings.worker_url
+    regions = (
+        Region(name="sjc", url=main, colo="SJC"),
+        Region(name="fra", url="http://127.0.0.1:9/", colo="FRA"),
+        Region(name="sin", url=main, colo="SIN", proxy="http://127.0.0.1:8"),
+    )
+    live = sandbox_settings.with_values(target="live", regions=regions)
+    assert [r.colo for r in regions_to_ask(live, main)] == ["FRA"]
+    assert colo_of(live, main) == "SJC"
+    assert regions_to_ask(live.with_values(target="ci"), main) == []
+
+
+def test_the_freshness_bound_is_never_looser_than_the_contract() -> None:
+    from sync_ci.smoke import FRESHNESS_BOUND_S, declared_bound
+
+    assert declared_bound(3) == 3.0
+    assert declared_bound(600) == FRESHNESS_BOUND_S
+    assert declared_bound(None) == declared_bound(True) == declared_bound("5") == FRESHNESS_BOUND_S
+    assert declared_bound(-1) == 0.0
+
+
+def test_only_a_surface_allowed_to_lag_is_reported_behind() -> None:
+    from sync_ci.parity import Observation, evaluate_cells
+
+    good, old = "a" * 64, "b" * 64
+    observations = [
+        Observation(artifact="f", surface="bucket", digest=good),
+        Observation(artifact="f", surface="worker", digest=good),
+        Observation(artifact="f", surface="mirror", digest=old),
+    ]
+    lenient = {
+        c.id: c for c in evaluate_cells(observations, expected={"f": good}, behind_ok=("mirror",))
+    }
+    assert lenient["parity:f:worker~mirror"].status == "skip"
+    assert "mirror behind" in lenient["parity:f:worker~mirror"].detail
+    strict = {c.id: c.status for c in evaluate_cells(observations, expected={"f": good})}
+    assert strict["parity:f:worker~mirror"] == "fail"
+    # When the bucket is the odd one out, the mirror is not "behind": the bucket is wrong.
+    tampered = [Observation(artifact="f", surface="bucket", digest=old), *observations[1:2]]
+    tampered.append(Observation(artifact="f", surface="mirror", digest=good))
+    cells = {
+        c.id: c.status
+        for c in evaluate_cells(tampered, expected={"f": good}, behind_ok=("mirror",))
+    }
+    assert cells["parity:f:bucket~mirror"] == "fail"
