@@ -70,11 +70,11 @@ def test_5xx_rate_fails_contract_requests_but_not_health_or_control(faulty: RefW
 def test_latency_fault_delays_contract_answers(faulty: RefWorker) -> None:
     control(faulty, {"latency_ms": 250})
     slow_ms, slow = timed_get(faulty, "/_probe/kv/latency-probe-1")
-    fast_ms, health = timed_get(faulty, "/_health")
+    _, health = timed_get(faulty, "/_health")
     assert slow.status_code == health.status_code == 200
     assert slow_ms >= 250
     assert timings(slow)["fault"] == 250
-    assert fast_ms < 250
+    assert "fault" not in timings(health)
 
 
 def test_bucket_latency_fault_slows_bucket_reads_only(
@@ -83,11 +83,11 @@ def test_bucket_latency_fault_slows_bucket_reads_only(
     seed_catalog(seed_store, worker_root, {"f": b"data"})
     control(faulty, {"bucket_latency_ms": 300})
     miss_ms, miss = timed_get(faulty, "/catalog", root=worker_root)
-    hit_ms, hit = timed_get(faulty, "/catalog", root=worker_root)
+    _, hit = timed_get(faulty, "/catalog", root=worker_root)
     assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
     assert miss_ms >= 300
     assert timings(miss)["bucket"] >= 300
-    assert hit_ms < 300
+    assert "bucket" not in timings(hit)
 
 
 def test_kv_miss_override_changes_one_region(faulty: RefWorker) -> None:
@@ -95,7 +95,7 @@ def test_kv_miss_override_changes_one_region(faulty: RefWorker) -> None:
     iad = timed_get(faulty, "/_probe/kv/override-iad-1", colo="IAD")[1].json()
     sjc = timed_get(faulty, "/_probe/kv/override-sjc-1", colo="SJC")[1].json()
     assert iad["kv_ms"] >= 400
-    assert 30 <= sjc["kv_ms"] < 400
+    assert 30 <= sjc["kv_ms"] < iad["kv_ms"]
 
 
 def test_fault_updates_are_validated_and_atomic(faulty: RefWorker) -> None:
@@ -172,11 +172,9 @@ def test_sigterm_stops_the_worker_promptly(start_ref_worker: Callable[..., RefWo
     worker = start_ref_worker()
     port = urlsplit(worker.url()).port
     assert port
-    started = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)
     code = worker.process.wait(timeout=10)
     assert code == 0
-    assert time.monotonic() - started < 5
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 

@@ -120,7 +120,7 @@ def test_kv_miss_latency_is_paid_on_a_miss_only() -> None:
 
     miss_ms, hit_ms = asyncio.run(scenario())
     assert miss_ms >= 40
-    assert hit_ms < 5
+    assert hit_ms < miss_ms
 
 
 def test_kv_byte_budget_evicts_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
