@@ -6,7 +6,6 @@ passes through `load_settings`, so no caller has to remember a check.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import secrets as _secrets
@@ -51,6 +50,7 @@ SECRET_ENV: dict[str, tuple[str, ...]] = {
     "tenant_token": ("SYNC_CI_TENANT_TOKEN",),
     "admin_token": ("SYNC_CI_ADMIN_TOKEN",),
 }
+ACCESS_KEY_ID_MIN_LEN = 16
 NUMBER_KEYS = frozenset({"worker_timeout_s"})
 # URL settings, and whether each may carry a base path: the contract lets a Worker live under a
 # path of its host; an S3 endpoint never (the client puts the bucket and key in the path).
@@ -372,6 +372,8 @@ def _schema_problems(
             continue
         expected = schema.get(key)
         if expected is None:
+            import difflib
+
             close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(schema)}"
             yield here, f"unknown key {key!r} {_table_name(keys)}; {hint}"
@@ -516,7 +518,11 @@ def register_settings_secrets(secrets: Secrets, tenant_id: str) -> None:
     """
     from sync_ci.contract import tenant_token
 
-    values = [getattr(secrets, name) for name in SECRET_ENV]
+    values = [getattr(secrets, name) for name in SECRET_ENV if name != "access_key_id"]
+    # A real access key id is 16 to 128 characters (AWS's limits); a shorter one is a local
+    # stand-in such as the sandbox store's "sandbox", and masking it would mask that word.
+    if len(secrets.access_key_id) >= ACCESS_KEY_ID_MIN_LEN:
+        values.append(secrets.access_key_id)
     if secrets.tenant_secret and tenant_id:
         values.append(tenant_token(secrets.tenant_secret, tenant_id))
     register_secrets(value for value in values if value)

@@ -104,3 +104,13 @@ def test_a_refused_secret_never_reaches_the_terminal(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "SYNC_CI_TENANT_SECRET" in lines[0], done.stderr
     assert "leak" not in done.stdout + done.stderr
+
+
+def test_a_stand_in_access_key_id_is_not_masked_everywhere(tmp_path: Path) -> None:
+    # The sandbox store's key id is the word "sandbox"; masking it would turn every
+    # "target sandbox" line into "target ***". Real key ids are 16 characters or more.
+    env = {**base_env(tmp_path), "SYNC_CI_ACCESS_KEY_ID": "standin"}
+    env["AWS_SECRET_ACCESS_KEY"] = sentinel("with-standin")
+    load_settings(env=env, target="ci")
+    assert redact("the standin store") == "the standin store"
+    assert redact(env["AWS_SECRET_ACCESS_KEY"]) == "***"
