@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -293,14 +295,7 @@ def test_attach_to_a_dead_sandbox_is_unreachable(sandbox: Sandbox, tmp_path: Pat
         f"the sandbox named by SYNC_CI_SANDBOX={ready} is not answering; "
         f"start one with `sync-ci sandbox --ready-file {ready}`"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "sync_ci", "sandbox-fault"],
-        env=_cli_env(sandbox_env_for(ready, tmp_path / "home2")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    done = _run_cli(["sandbox-fault"], sandbox_env_for(ready, tmp_path / "home2"), tmp_path)
     assert done.returncode == 3
     assert done.stdout == ""
     assert done.stderr.splitlines() == [f"sync-ci: error: {caught.value}"]
@@ -474,17 +469,32 @@ def test_a_stale_workdir_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
     assert not stale.exists() and live.exists() and foreign.exists()
 
 
-def _start_cli(
-    argv: list[str], tmp_path: Path, extra: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    env = _cli_env(
-        {"HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp"), **(extra or {})}
-    )
+@contextlib.contextmanager
+def _started_cli(argv: list[str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a command in its own session with TMPDIR under tmp_path; kill its group at the end."""
+    env = _cli_env({"HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp")})
     (tmp_path / "tmp").mkdir(exist_ok=True)
     with open(tmp_path / "out.txt", "wb") as out, open(tmp_path / "err.txt", "wb") as err:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             argv, stdout=out, stderr=err, env=env, cwd=tmp_path, start_new_session=True
         )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sync_ci", *argv],
+        env=_cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
 
 
 def _wait_for_sandbox(process: subprocess.Popen[bytes], tmp_path: Path) -> set[int]:
@@ -511,8 +521,7 @@ SMOKE = [sys.executable, "-m", "sync_ci", "smoke", "--fault", "latency_ms=1500"]
 def test_stopping_the_smoke_leaves_no_server_and_no_temp_dir(how: str, tmp_path: Path) -> None:
     # timeout(1) forwards its SIGTERM to the command; nox follows the terminal's SIGINT with SIGTERM.
     argv = ["timeout", "600", *SMOKE] if how == "timeout" else SMOKE
-    process = _start_cli(argv, tmp_path)
-    try:
+    with _started_cli(argv, tmp_path) as process:
         servers = _wait_for_sandbox(process, tmp_path)
         if how == "nox-ctrl-c":
             os.killpg(process.pid, signal.SIGINT)
@@ -521,10 +530,6 @@ def test_stopping_the_smoke_leaves_no_server_and_no_temp_dir(how: str, tmp_path:
         else:
             process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
     err = (tmp_path / "err.txt").read_text()
     # After SIGINT the command may be done before nox's SIGTERM lands (then that kills it).
     assert code in ((130, -signal.SIGTERM) if how == "nox-ctrl-c" else (143,)), err
@@ -536,10 +541,8 @@ def test_stopping_the_smoke_leaves_no_server_and_no_temp_dir(how: str, tmp_path:
 @pytest.mark.slow
 def test_a_killed_sandbox_takes_its_servers_and_its_ready_file_is_refused(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
-    process = _start_cli(
-        [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)], tmp_path
-    )
-    try:
+    argv = [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)]
+    with _started_cli(argv, tmp_path) as process:
         servers = _wait_for_sandbox(process, tmp_path)
         deadline = time.monotonic() + 60
         while not ready.exists() and time.monotonic() < deadline:
@@ -547,21 +550,9 @@ def test_a_killed_sandbox_takes_its_servers_and_its_ready_file_is_refused(tmp_pa
         assert ready.exists()
         process.kill()
         process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
     assert _wait_gone(*servers, timeout_s=60) == []
     assert ready.exists()  # SIGKILL leaves it: readers must refuse it
-    env = _cli_env(sandbox_env_for(ready, tmp_path / "home2"))
-    done = subprocess.run(
-        [sys.executable, "-m", "sync_ci", "smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done = _run_cli(["smoke"], sandbox_env_for(ready, tmp_path / "home2"), tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.splitlines()
