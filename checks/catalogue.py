@@ -83,6 +83,8 @@ class Subject:
     files: Mapping[str, str] = field(default_factory=dict)
     secret_files: Mapping[str, int] = field(default_factory=dict)
     root: str = ""
+    # BAD examples only: the (path, line) of every finding the rule must report, when pinned.
+    expected_at: tuple[tuple[str, int], ...] = ()
 
     def matching(self, *patterns: str) -> Iterator[tuple[str, str]]:
         """Yield (path, text) for files whose path matches any glob (`*` also crosses `/`)."""
@@ -125,9 +127,15 @@ def example(
     *,
     scope: Scope = "repo",
     secret_files: Mapping[str, int] | None = None,
+    at: Iterable[tuple[str, int]] = (),
 ) -> Subject:
-    """Build a GOOD/BAD example subject from literal files."""
-    return Subject(scope=scope, files=dict(files or {}), secret_files=dict(secret_files or {}))
+    """Build a GOOD/BAD example subject from literal files; `at` pins a BAD one's findings."""
+    return Subject(
+        scope=scope,
+        files=dict(files or {}),
+        secret_files=dict(secret_files or {}),
+        expected_at=tuple(sorted(at)),
+    )
 
 
 def _load_rule(module: ModuleType) -> Rule:

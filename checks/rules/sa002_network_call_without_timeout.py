@@ -6,12 +6,15 @@ half-open connection, and a hung cron pass holds its lock, so every later pass i
 alert is ever sent. `requests` has no default timeout at all, `urlopen`, `http.client` and
 `socket.create_connection` wait for the OS (minutes), an `aiohttp.ClientSession` without
 `timeout=` waits five minutes, and a botocore `Config` without `connect_timeout`/`read_timeout`
-waits 60 s per attempt.
+waits 60 s per attempt. A timeout that is there but bounds nothing counts as none:
+`timeout=None`, `timeout=(None, None)` or `(5, None)` (requests then waits forever for that
+phase), `0` or a negative number, `math.inf`, and `aiohttp.ClientTimeout()` without `total=`.
 
 **Fix:** pass `timeout=` on every `requests` call (or go through `sync_ci.worker.WorkerClient`,
 which always does), `timeout=` to `urlopen`, `HTTPConnection` and `create_connection`, an
-`aiohttp.ClientTimeout` to the session, and build S3 clients with `sync_ci.store.build_client`
-(its `Config` sets both timeouts).
+`aiohttp.ClientTimeout(total=...)` to the session (`sync_ci.gates.http.new_session` does), and
+build S3 clients with `sync_ci.store.build_client` (its `Config` sets both timeouts). Every value
+is a finite, positive number of seconds, for both halves of a `(connect, read)` pair.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ import ast
 from collections.abc import Iterator
 
 from checks.catalogue import Finding, Subject, example
-from checks.pysource import dotted, has_keyword, import_aliases, nodes, parse, qualified
+from checks.pysource import (
+    dotted,
+    has_keyword,
+    import_aliases,
+    keyword,
+    nodes,
+    number,
+    parse,
+    qualified,
+)
 
 ID = "SA002"
 TITLE = "network call without a timeout"
@@ -38,6 +50,44 @@ NEEDS_TIMEOUT: dict[str, tuple[tuple[str, ...], int]] = {
     "botocore.config.Config": (("connect_timeout", "read_timeout"), -1),
 }
 SESSION_FACTORIES = frozenset({"requests.Session", "requests.session", "requests.sessions.Session"})
+TIMEOUT_KEYWORDS = ("timeout", "connect_timeout", "read_timeout", "total")
+CLIENT_TIMEOUTS = frozenset({"aiohttp.ClientTimeout", "aiohttp.client.ClientTimeout"})
+
+
+def _unbounded(value: ast.expr, aliases: dict[str, str]) -> bool:
+    """True when a literal timeout value bounds nothing (None, <= 0, infinity, a half-open pair)."""
+    if isinstance(value, ast.Constant) and value.value is None:
+        return True
+    if isinstance(value, ast.Tuple):
+        return any(_unbounded(part, aliases) for part in value.elts)
+    if qualified(value, aliases) in ("math.inf", "numpy.inf"):
+        return True
+    if (
+        isinstance(value, ast.Call)
+        and qualified(value.func, aliases) == "float"
+        and value.args
+        and isinstance(value.args[0], ast.Constant)
+        and str(value.args[0].value).lower().lstrip("+-") in ("inf", "infinity", "nan")
+    ):
+        return True
+    seconds = number(value)
+    return seconds is not None and seconds <= 0
+
+
+def _unbounded_value(call: ast.Call, aliases: dict[str, str]) -> str:
+    for name in TIMEOUT_KEYWORDS:
+        value = keyword(call, name)
+        if value is not None and _unbounded(value, aliases):
+            return f"{name}={ast.unparse(value)} bounds nothing (give finite, positive seconds)"
+    name = qualified(call.func, aliases)
+    if (
+        name in CLIENT_TIMEOUTS
+        and keyword(call, "total") is None
+        and not call.args
+        and not has_keyword(call, "sock_read", "sock_connect", "connect")
+    ):
+        return f"{name}() without total= bounds nothing"
+    return ""
 
 
 def _sessions(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
@@ -71,6 +121,9 @@ def _sessions(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
 
 
 def _problem(call: ast.Call, aliases: dict[str, str], sessions: set[str]) -> str:
+    unbounded = _unbounded_value(call, aliases)
+    if unbounded:
+        return unbounded
     name = qualified(call.func, aliases)
     if name in NEEDS_TIMEOUT:
         keywords, position = NEEDS_TIMEOUT[name]
@@ -142,4 +195,33 @@ BAD = (
     example({"sync_ci/c.py": "from urllib.request import urlopen\nurlopen('http://x')\n"}),
     example({"sync_ci/d.py": "import aiohttp\ns = aiohttp.ClientSession()\n"}),
     example({"sync_ci/e.py": "from botocore.config import Config\nc = Config(retries={})\n"}),
+    example(
+        {
+            "sync_ci/f.py": (
+                "import math\n"
+                "import requests\n"
+                "def f(s: requests.Session, u: str) -> None:\n"
+                "    requests.get(u, timeout=(None, None))\n"
+                "    requests.get(u, timeout=(3, None))\n"
+                "    requests.get(u, timeout=None)\n"
+                "    s.get(u, timeout=0)\n"
+                "    s.get(u, timeout=-1)\n"
+                "    s.get(u, timeout=math.inf)\n"
+                "    s.get(u, timeout=float('inf'))\n"
+            )
+        },
+        at=[("sync_ci/f.py", line) for line in range(4, 11)],
+    ),
+    example(
+        {
+            "sync_ci/g.py": (
+                "import aiohttp\n"
+                "from botocore.config import Config\n"
+                "s = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout())\n"
+                "t = aiohttp.ClientTimeout(total=None)\n"
+                "c = Config(connect_timeout=0, read_timeout=30)\n"
+            )
+        },
+        at=[("sync_ci/g.py", 3), ("sync_ci/g.py", 4), ("sync_ci/g.py", 5)],
+    ),
 )

@@ -1,20 +1,25 @@
-"""Code reachable from ci-loop builds a client without the read-only guard.
+"""An HTTP or S3 client is built outside the guarded builders.
 
-**Why:** the schedule-time loop runs every six hours against the live bucket and the production
-Worker and must never write (a write-cron risks CI write, catalog rebuild, CI again, in a loop).
-The guards hold only if every client on that path is built by `sync_ci.store.build_client` (which
-installs the botocore hook) or `sync_ci.worker.WorkerClient` (which mounts the guarded adapter),
-and if ci-loop itself never asks for a write policy. This rule follows the imports from
-`sync_ci/ci_loop.py` through `sync_ci`, and reports: any module on that path that builds a boto3,
-botocore, requests, aiohttp or urllib client itself; `build_client` no longer calling
-`install_s3_guard`; `WorkerClient` no longer mounting the adapter that calls `check_http_request`;
-and, in `ci_loop.py`, a write policy (`prefix_policy`, `cleanup_policy`, `sandbox_admin_policy`,
-`WritePolicy(...)`) or a literal `read_only=False`. Data flow beyond that (a policy chosen by a
-variable in another module) is left to the runtime guard and its tests.
+**Why:** production safety holds only if every request to a target passes the guards: the prefix
+firewall and read-only hook that `sync_ci.store.build_client` installs on each boto3 client, the
+adapter `sync_ci.worker.WorkerClient` mounts on its requests session, and the policy
+`sync_ci.gates.http.new_session` puts in front of the gates' aiohttp session (Locust workers wrap
+their session in `GuardedSession` the same way). A `requests.get`, `requests.Session()`,
+`aiohttp.ClientSession()`, `urlopen`, `http.client` connection, `httpx`/`urllib3` client,
+Locust `FastHttpSession` or boto3/botocore client built anywhere else in `sync_ci/` sends without
+them, so a read-only run could write, and a CI run could write outside `snappy-os-ci/<sha>/`.
+This rule reports such a construction in every module of `sync_ci/` outside those builders;
+`build_client` no longer calling `install_s3_guard`; `WorkerClient` no longer mounting the adapter
+that calls `check_http_request`; `new_session` no longer wrapping its session in
+`GuardedSession`; and, in `ci_loop.py` (the schedule-time loop, read-only always), a write policy
+(`prefix_policy`, `cleanup_policy`, `sandbox_admin_policy`, `WritePolicy(...)`) or a literal
+`read_only=False`. Data flow beyond that (a policy chosen by a variable) is left to the runtime
+guards and their tests.
 
-**Fix:** build clients only through `sync_ci.store.open_store(..., guards.read_only_policy())` and
-`WorkerClient(WorkerTarget(..., read_only=True))`; keep the guard calls in `build_client` and
-`WorkerClient`.
+**Fix:** build clients only through `sync_ci.store.open_store(endpoint, policy)`,
+`WorkerClient(WorkerTarget(...))` and `sync_ci.gates.http.new_session(policy, timeout_s)`; keep
+the guard calls in those builders. ci-loop asks for `guards.read_only_policy()` and
+`read_only=True` only.
 """
 
 from __future__ import annotations
@@ -26,76 +31,50 @@ from checks.catalogue import Finding, Subject, example
 from checks.pysource import dotted, import_aliases, nodes, parse, qualified
 
 ID = "SA003"
-TITLE = "ci-loop path builds a client without the read-only guard"
+TITLE = "client built outside the guarded builders"
 SCOPE = ("repo",)
 
 ENTRY = "sync_ci/ci_loop.py"
-GUARDED_MODULES = {"sync_ci/store.py", "sync_ci/worker.py"}
+# The one function or class per module allowed to build a raw client, and what it must call on it.
+GUARDED_BUILDERS = {
+    "sync_ci/store.py": ("build_client", "install_s3_guard"),
+    "sync_ci/worker.py": ("WorkerClient", ".mount"),
+    "sync_ci/gates/http.py": ("new_session", "GuardedSession"),
+}
 RAW_CLIENTS = (
     "boto3.",
     "botocore.session",
     "requests.Session",
     "requests.session",
+    "requests.sessions.Session",
     "requests.get",
     "requests.post",
     "requests.put",
     "requests.delete",
+    "requests.head",
+    "requests.options",
     "requests.request",
     "requests.patch",
+    "requests.api.",
     "aiohttp.ClientSession",
+    "aiohttp.client.ClientSession",
     "aiohttp.request",
     "urllib.request.urlopen",
+    "urllib.request.build_opener",
+    "urllib.request.OpenerDirector",
     "http.client.HTTP",
+    "httpx.",
+    "urllib3.PoolManager",
+    "urllib3.request",
+    "urllib3.connection_from_url",
+    "urllib3.HTTPConnectionPool",
+    "urllib3.HTTPSConnectionPool",
+    "locust.contrib.fasthttp.FastHttpSession",
+    "geventhttpclient.",
 )
 WRITE_POLICIES = frozenset(
     {"prefix_policy", "cleanup_policy", "sandbox_admin_policy", "WritePolicy"}
 )
-
-
-def _module_path(name: str, files: set[str]) -> str:
-    base = name.replace(".", "/")
-    for candidate in (f"{base}.py", f"{base}/__init__.py"):
-        if candidate in files:
-            return candidate
-    return ""
-
-
-def _imports(path: str, tree: ast.Module, files: set[str]) -> Iterator[str]:
-    package = path.rsplit("/", 1)[0].replace("/", ".")
-    for node in nodes(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                parts = parts[: len(parts) - (node.level - 1)]
-                module = ".".join([*parts, node.module] if node.module else parts)
-            else:
-                module = node.module or ""
-            names = [module] + [f"{module}.{a.name}" for a in node.names]
-        for name in names:
-            if name.startswith("sync_ci"):
-                found = _module_path(name, files)
-                if found:
-                    yield found
-
-
-def reachable(subject: Subject) -> dict[str, ast.Module]:
-    """Return the parsed sync_ci modules reachable by import from ci_loop.py."""
-    files = set(subject.files)
-    seen: dict[str, ast.Module] = {}
-    todo = [ENTRY] if ENTRY in files else []
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        tree = parse(subject.files[path])
-        if tree is None:
-            continue
-        seen[path] = tree
-        todo.extend(p for p in _imports(path, tree, files) if p not in seen)
-    return seen
 
 
 def _calls(tree: ast.AST) -> Iterator[ast.Call]:
@@ -109,65 +88,78 @@ def _function(tree: ast.AST, name: str) -> ast.AST | None:
     return None
 
 
-def check(subject: Subject) -> Iterator[Finding]:
-    """Report unguarded client construction on the ci-loop import path."""
-    modules = reachable(subject)
-    for path, tree in sorted(modules.items()):
-        aliases = import_aliases(tree)
-        if path not in GUARDED_MODULES:
-            for call in _calls(tree):
-                name = qualified(call.func, aliases)
-                if name.startswith(RAW_CLIENTS):
-                    yield Finding(
-                        path=path,
-                        line=call.lineno,
-                        message=f"{name}() builds a client outside sync_ci.store/sync_ci.worker, "
-                        "so the read-only guard is not installed on it",
-                    )
-        if path == ENTRY:
-            for call in _calls(tree):
-                name = dotted(call.func).rsplit(".", 1)[-1]
-                if name in WRITE_POLICIES:
-                    yield Finding(
-                        path=path,
-                        line=call.lineno,
-                        message=f"ci-loop asks for a write policy ({name}); it is read-only",
-                    )
-                for kw in call.keywords:
-                    if (
-                        kw.arg == "read_only"
-                        and isinstance(kw.value, ast.Constant)
-                        and kw.value.value is False
-                    ):
-                        yield Finding(
-                            path=path,
-                            line=call.lineno,
-                            message="ci-loop passes read_only=False; it is read-only",
-                        )
-    store = modules.get("sync_ci/store.py")
-    if store is not None:
-        build = _function(store, "build_client")
-        if build is None or not any(
-            dotted(c.func).endswith("install_s3_guard") for c in _calls(build)
-        ):
+def _builder_span(tree: ast.AST, name: str) -> tuple[int, int]:
+    node = _function(tree, name)
+    if node is None:
+        return (0, -1)
+    return (getattr(node, "lineno", 0), getattr(node, "end_lineno", 0) or 0)
+
+
+def _raw_clients(path: str, tree: ast.Module) -> Iterator[Finding]:
+    aliases = import_aliases(tree)
+    builder = GUARDED_BUILDERS.get(path)
+    start, end = _builder_span(tree, builder[0]) if builder else (0, -1)
+    for call in _calls(tree):
+        name = qualified(call.func, aliases)
+        if name.startswith(RAW_CLIENTS) and not start <= call.lineno <= end:
             yield Finding(
-                path="sync_ci/store.py",
-                line=getattr(build, "lineno", 1),
-                message="build_client() does not call install_s3_guard()",
+                path=path,
+                line=call.lineno,
+                message=f"{name}() builds a client outside the guarded builders "
+                "(store.build_client, worker.WorkerClient, gates.http.new_session), so the "
+                "prefix firewall and the read-only guard are not on it",
             )
-    worker = modules.get("sync_ci/worker.py")
-    if worker is not None:
-        client = _function(worker, "WorkerClient")
-        mounts = client is not None and any(
-            dotted(c.func).endswith(".mount") for c in _calls(client)
+
+
+def _ci_loop_policies(tree: ast.Module) -> Iterator[Finding]:
+    for call in _calls(tree):
+        name = dotted(call.func).rsplit(".", 1)[-1]
+        if name in WRITE_POLICIES:
+            yield Finding(
+                path=ENTRY,
+                line=call.lineno,
+                message=f"ci-loop asks for a write policy ({name}); it is read-only",
+            )
+        for kw in call.keywords:
+            if (
+                kw.arg == "read_only"
+                and isinstance(kw.value, ast.Constant)
+                and kw.value.value is False
+            ):
+                yield Finding(
+                    path=ENTRY,
+                    line=call.lineno,
+                    message="ci-loop passes read_only=False; it is read-only",
+                )
+
+
+def _builders_guard(path: str, tree: ast.Module) -> Iterator[Finding]:
+    name, guard = GUARDED_BUILDERS[path]
+    builder = _function(tree, name)
+    called = builder is not None and any(dotted(c.func).endswith(guard) for c in _calls(builder))
+    if path == "sync_ci/worker.py":
+        called = called and any(dotted(c.func).endswith("check_http_request") for c in _calls(tree))
+    if not called:
+        yield Finding(
+            path=path,
+            line=getattr(builder, "lineno", 1),
+            message=f"{name}() no longer applies its guard ({guard.lstrip('.')}"
+            + (", check_http_request" if path == "sync_ci/worker.py" else "")
+            + ")",
         )
-        checks = any(dotted(c.func).endswith("check_http_request") for c in _calls(worker))
-        if not (mounts and checks):
-            yield Finding(
-                path="sync_ci/worker.py",
-                line=getattr(client, "lineno", 1),
-                message="WorkerClient does not mount the guarded adapter (check_http_request)",
-            )
+
+
+def check(subject: Subject) -> Iterator[Finding]:
+    """Report clients built outside the guarded builders, and builders that lost their guard."""
+    for path, text in subject.matching("sync_ci/*.py"):
+        tree = parse(text)
+        if tree is None:
+            continue
+        yield from _raw_clients(path, tree)
+        if path == ENTRY:
+            yield from _ci_loop_policies(tree)
+        if path in GUARDED_BUILDERS:
+            yield from _builders_guard(path, tree)
 
 
 _STORE = (
@@ -177,6 +169,13 @@ _STORE = (
     "    client = boto3.session.Session().client('s3')\n"
     "    install_s3_guard(client, policy)\n"
     "    return client\n"
+)
+_HTTP = (
+    "import aiohttp\n"
+    "class GuardedSession:\n"
+    "    def __init__(self, session, policy): ...\n"
+    "def new_session(policy, timeout_s):\n"
+    "    return GuardedSession(aiohttp.ClientSession(timeout=timeout_s), policy)\n"
 )
 GOOD = (
     example(
@@ -189,16 +188,67 @@ GOOD = (
             ),
             "sync_ci/store.py": _STORE,
             "sync_ci/guards.py": "def install_s3_guard(c, p): ...\n",
+            "sync_ci/gates/http.py": _HTTP,
+            "sync_ci/gates/load.py": (
+                "from sync_ci.gates.http import new_session\n"
+                "async def fire(policy):\n"
+                "    async with new_session(policy, 10) as session:\n"
+                "        return await session.get('http://w/install')\n"
+            ),
         }
     ),
-    example({"sync_ci/smoke.py": "import requests\nrequests.Session()\n"}),
+    example({"tests/test_x.py": "import requests\nrequests.Session()\n"}),
 )
 BAD = (
     example(
+        {"sync_ci/fetch.py": "import boto3\ndef pull():\n    return boto3.client('s3')\n"},
+        at=[("sync_ci/fetch.py", 3)],
+    ),
+    example(
         {
-            "sync_ci/ci_loop.py": "from sync_ci.fetch import pull\n",
-            "sync_ci/fetch.py": "import boto3\ndef pull():\n    return boto3.client('s3')\n",
-        }
+            "sync_ci/smoke.py": "import requests\n\ndef ping(u):\n    return requests.get(u, timeout=5)\n"
+        },
+        at=[("sync_ci/smoke.py", 4)],
+    ),
+    example(
+        {
+            "sync_ci/gates/load.py": (
+                "from aiohttp import ClientSession as CS\n"
+                "async def fire():\n"
+                "    async with CS() as session:\n"
+                "        return await session.post('http://w/_push')\n"
+            )
+        },
+        at=[("sync_ci/gates/load.py", 3)],
+    ),
+    example(
+        {
+            "sync_ci/verify.py": (
+                "import urllib.request\nimport http.client\n"
+                "urllib.request.urlopen('http://w/_alert', b'{}', 5)\n"
+                "http.client.HTTPSConnection('w', timeout=5)\n"
+            )
+        },
+        at=[("sync_ci/verify.py", 3), ("sync_ci/verify.py", 4)],
+    ),
+    example(
+        {
+            "sync_ci/gates/locust_user.py": (
+                "from locust.contrib.fasthttp import FastHttpSession\n"
+                "session = FastHttpSession('http://w', request_event=None, user=None)\n"
+            )
+        },
+        at=[("sync_ci/gates/locust_user.py", 2)],
+    ),
+    example(
+        {
+            "sync_ci/gates/http.py": (
+                "import aiohttp\n"
+                "def new_session(policy, timeout_s):\n"
+                "    return aiohttp.ClientSession(timeout=timeout_s)\n"
+            )
+        },
+        at=[("sync_ci/gates/http.py", 2)],
     ),
     example(
         {
@@ -207,20 +257,22 @@ BAD = (
                 "def run(b, sha):\n"
                 "    return guards.prefix_policy(b, 'snappy-os-ci/' + sha + '/')\n"
             )
-        }
+        },
+        at=[("sync_ci/ci_loop.py", 3)],
     ),
     example(
         {
             "sync_ci/ci_loop.py": "from sync_ci.worker import WorkerClient, WorkerTarget\n"
             "w = WorkerClient(WorkerTarget(base_url='u', read_only=False))\n",
             "sync_ci/worker.py": "class WorkerClient:\n    pass\nclass WorkerTarget:\n    pass\n",
-        }
+        },
+        at=[("sync_ci/ci_loop.py", 2), ("sync_ci/worker.py", 1)],
     ),
     example(
         {
-            "sync_ci/ci_loop.py": "from . import store\n",
             "sync_ci/store.py": "def build_client(endpoint, policy):\n    import boto3\n"
             "    return boto3.client('s3')\n",
-        }
+        },
+        at=[("sync_ci/store.py", 1)],
     ),
 )

@@ -79,22 +79,20 @@ def _retention(root: Path) -> None:
 
 
 def _no_timeout(root: Path) -> None:
-    (root / "sync_ci" / "injected.py").write_text(
-        "import requests\n\n\ndef fetch(url: str) -> bytes:\n"
-        "    return requests.get(url).content\n",
-        encoding="utf-8",
+    replace(
+        root / "sync_ci" / "worker.py",
+        "    def close(self) -> None:\n",
+        "    def peek(self, url: str) -> bytes:\n"
+        "        return self.session.get(url).content\n\n"
+        "    def close(self) -> None:\n",
     )
 
 
-def _unguarded_ci_loop(root: Path) -> None:
-    (root / "sync_ci" / "injected.py").write_text(
-        "import boto3\nfrom botocore.config import Config\n\n\ndef raw() -> object:\n"
-        "    return boto3.client('s3', config=Config(connect_timeout=5, read_timeout=30))\n",
-        encoding="utf-8",
-    )
-    path = root / "sync_ci" / "ci_loop.py"
-    path.write_text(
-        path.read_text(encoding="utf-8") + "\nfrom sync_ci import injected  # noqa\n",
+def _unguarded_client(root: Path) -> None:
+    # Not on the ci-loop path: every client built anywhere in sync_ci/ goes through the builders.
+    (root / "sync_ci" / "gates" / "injected.py").write_text(
+        "import aiohttp\n\n\ndef raw() -> aiohttp.ClientSession:\n"
+        "    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))\n",
         encoding="utf-8",
     )
 
@@ -104,7 +102,7 @@ def _unguarded_ci_loop(root: Path) -> None:
     [
         pytest.param(_production_write, "SA001", id="test-writes-production-root"),
         pytest.param(_no_timeout, "SA002", id="request-without-timeout"),
-        pytest.param(_unguarded_ci_loop, "SA003", id="ci-loop-unguarded-client"),
+        pytest.param(_unguarded_client, "SA003", id="unguarded-client"),
         pytest.param(_softened_threshold, "SA004", id="softened-threshold"),
         pytest.param(_cron_without_silent, "SA005", id="doctor-cron-not-silent"),
         pytest.param(_unpinned_action, "SA006", id="unpinned-action"),
