@@ -32,6 +32,7 @@ KEYED_WRITE_OPS: dict[str, tuple[str, ...]] = {
 }
 CLEANUP_OPS = frozenset({"DeleteObjects", "DeleteObject", "AbortMultipartUpload"})
 LIFECYCLE_OP = "PutBucketLifecycleConfiguration"
+AWS_GLOBAL_S3 = "s3.amazonaws.com:443"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,13 +193,16 @@ def s3_location(url: str, endpoint_url: str) -> tuple[str, str]:
     """Return the (bucket, key) a final S3 request URL addresses, path- or virtual-host style."""
     request, endpoint = urlsplit(url), urlsplit(endpoint_url)
     host = _host_port(request)
-    base = _host_port(endpoint)
+    bases = [_host_port(endpoint)]
+    if bases[0].endswith(".amazonaws.com:443"):
+        bases.append(AWS_GLOBAL_S3)  # botocore sends us-east-1 requests to the global endpoint
     path = unquote(request.path)
-    if host == base:
-        bucket, _, key = path.removeprefix("/").partition("/")
-        return bucket, key
-    if host.endswith("." + base):
-        return host[: -len(base) - 1], path.removeprefix("/")
+    for base in bases:
+        if host == base:
+            bucket, _, key = path.removeprefix("/").partition("/")
+            return bucket, key
+        if host.endswith("." + base):
+            return host[: -len(base) - 1], path.removeprefix("/")
     raise GuardViolation(
         f"refused a write to host {request.hostname!r}: not the store endpoint "
         f"{endpoint.hostname!r}"

@@ -205,15 +205,51 @@ def test_a_read_only_client_sends_no_write_even_when_rewritten(
         ("https://b.s3.example.com/k%20y", "https://s3.example.com", ("b", "k y")),
         ("https://S3.Example.com:443/b", "https://s3.example.com", ("b", "")),
         ("http://h:9000/snappy-os/b/k", "http://h:9000/snappy-os", ("snappy-os", "b/k")),
+        ("https://s3.amazonaws.com/b/k", "https://s3.us-east-1.amazonaws.com", ("b", "k")),
+        ("https://b.s3.amazonaws.com/k", "https://s3.us-east-1.amazonaws.com", ("b", "k")),
     ],
 )
 def test_s3_location_from_the_final_url(url: str, endpoint: str, expected: tuple[str, str]) -> None:
     assert guards.s3_location(url, endpoint) == expected
 
 
-def test_s3_location_refuses_another_host() -> None:
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("http://evil.example/b/k", "http://h:9000"),
+        ("http://h:9001/b/k", "http://h:9000"),
+        ("https://s3.amazonaws.com/b/k", "https://fra1.digitaloceanspaces.com"),
+        ("https://s3.eu-west-1.amazonaws.com/b/k", "https://s3.us-east-1.amazonaws.com"),
+    ],
+)
+def test_s3_location_refuses_another_host(url: str, endpoint: str) -> None:
     with pytest.raises(GuardViolation, match="not the store endpoint"):
-        guards.s3_location("http://evil.example/b/k", "http://h:9000")
+        guards.s3_location(url, endpoint)
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-1"])
+def test_aws_without_an_endpoint_url_still_writes_inside_the_prefix(region: str) -> None:
+    # No endpoint_url means AWS itself; for us-east-1 botocore signs for the global host.
+    endpoint = StoreEndpoint(
+        bucket="b-aws",
+        endpoint_url="",
+        region_name=region,
+        access_key_id="A" * 20,
+        secret_access_key="s",
+    )
+    client = build_client(endpoint, guards.prefix_policy("b-aws", "snappy-os-ci/abc1234/"))
+    sent: list[str] = []
+
+    def stop(request: Any, **_: Any) -> Any:
+        sent.append(str(request.url))
+        raise RuntimeError("not sent")  # nothing may leave this test machine
+
+    client.meta.events.register("before-send.s3", stop)
+    with pytest.raises(RuntimeError, match="not sent"):
+        client.put_object(Bucket="b-aws", Key="snappy-os-ci/abc1234/x", Body=b"x")
+    with pytest.raises(GuardViolation):
+        client.put_object(Bucket="b-aws", Key="snappy-os/x", Body=b"x")
+    assert len(sent) == 1 and sent[0].endswith("/b-aws/snappy-os-ci/abc1234/x")
 
 
 def test_wire_check_applies_the_key_policy() -> None:
