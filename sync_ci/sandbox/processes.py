@@ -113,22 +113,21 @@ def _death_signal_preexec(parent: int) -> Callable[[], None] | None:
 
 
 def spawn(
-    argv: Sequence[str], *, watchdog: bool | None = None, **popen: Any
+    argv: Sequence[str], *, watchdog: bool = False, death_signal: bool = True, **popen: Any
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own process group, dying with this process; register it for stopping.
 
-    The parent-death signal is bound to the thread that forks, so off the main thread (or off
-    Linux, or with `watchdog=True`) a watchdog process does the job instead.
+    The parent-death signal reaches the child alone and is bound to the thread that forks, so a
+    watchdog process, which kills the whole group, is added for a child that forks servers of its
+    own (`watchdog=True`), off the main thread, and where there is no such signal (off Linux).
     """
     for reserved in ("start_new_session", "process_group", "preexec_fn"):
         if reserved in popen:
             raise TypeError(f"spawn() sets {reserved} itself")
     preexec = None
-    if watchdog is None:
-        watchdog = threading.current_thread() is not threading.main_thread()
-    if not watchdog:
+    if death_signal and threading.current_thread() is threading.main_thread():
         preexec = _death_signal_preexec(os.getpid())
-        watchdog = preexec is None
+    watchdog = watchdog or preexec is None
     process: subprocess.Popen[bytes] = subprocess.Popen(
         list(argv), start_new_session=True, preexec_fn=preexec, **popen
     )

@@ -408,17 +408,21 @@ import subprocess, sys, time
 from sync_ci.sandbox.processes import spawn
 how = sys.argv[1]
 argv = [sys.executable, "-c", "import time; time.sleep(600)"]
+if how == "grandchild":  # a child that forks a server of its own, as miniflare runs workerd
+    forks = "import subprocess, sys, time; print(subprocess.Popen(sys.argv[1:]).pid, flush=True)"
+    argv = [sys.executable, "-c", forks + "; time.sleep(600)", *argv]
 if how == "popen":
     child = subprocess.Popen(argv, start_new_session=True)
 else:
-    child = spawn(argv, watchdog=(how == "watchdog"))
+    child = spawn(argv, watchdog=how != "death-signal", death_signal=how == "death-signal")
 print(child.pid, flush=True)
 time.sleep(600)
 """
 
 
 @pytest.mark.parametrize(
-    ("how", "survives"), [("death-signal", False), ("watchdog", False), ("popen", True)]
+    ("how", "survives"),
+    [("death-signal", False), ("watchdog", False), ("grandchild", False), ("popen", True)],
 )
 def test_a_spawned_child_dies_with_its_parent(how: str, survives: bool, tmp_path: Path) -> None:
     # "popen" is the old way (own session, nothing else): it shows the check detects an orphan.
@@ -430,6 +434,8 @@ def test_a_spawned_child_dies_with_its_parent(how: str, survives: bool, tmp_path
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
+    if how == "grandchild":  # its whole process group must go: follow the grandchild
+        child = int(parent.stdout.readline())
     try:
         assert _alive(child)
         parent.kill()
