@@ -17,6 +17,7 @@ from sync_ci.cli import parse_assignments
 from sync_ci.errors import ExitCode, UnreachableError, UsageError
 from sync_ci.sandbox.launcher import SandboxInfo
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind
+from sync_ci.sandbox.workerd import RUNTIMES, Runtime, check_runtime
 
 POLL_S = 0.5
 
@@ -62,7 +63,7 @@ def render_endpoints(info: SandboxInfo, ready_file: Path) -> str:
         ("bucket", info.store.bucket),
         ("live root", f"{info.live_root} (seeded)"),
         ("ci root", f"{info.ci_root}<sha>/"),
-        ("worker", f"{info.worker.url} (pid {info.worker.pid})"),
+        ("worker", f"{info.worker.url} ({info.worker.runtime}, pid {info.worker.pid})"),
     ]
     rows += [(f"region {r.name}", f"{r.url} ({r.colo})") for r in info.worker.regions]
     rows.append(("secrets", f"in {ready_file} (mode 600)"))
@@ -99,6 +100,7 @@ def run_sandbox(
     ready_file: Path,
     quiet: bool = False,
     mutant: str = "",
+    runtime: Runtime = "python",
 ) -> int:
     """Run a sandbox until SIGINT/SIGTERM, then stop every child and remove the ready file."""
     from sync_ci.sandbox.launcher import (
@@ -112,6 +114,7 @@ def run_sandbox(
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)
     validate_mutant(mutant)
+    check_runtime(runtime)
     refuse_running(ready_file)
     stop = threading.Event()
     received: list[int] = []
@@ -124,7 +127,7 @@ def run_sandbox(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_sandbox(
-            store=store, faults=faults, kv_miss_ms=kv_miss_ms, mutant=mutant
+            store=store, faults=faults, kv_miss_ms=kv_miss_ms, mutant=mutant, runtime=runtime
         ) as sandbox:
             try:
                 write_ready_file(sandbox.info, ready_file)
@@ -208,6 +211,13 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="run a Worker that breaks the contract in one named way (docs/mutants.md)",
     )
+    parser.add_argument(
+        "--worker",
+        choices=RUNTIMES,
+        default="python",
+        help="the reference Worker to run: python (aiohttp, default) or workerd (worker/ on "
+        "Cloudflare's runtime through miniflare; needs Node.js and `cd worker && npm ci`)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.set_defaults(func=_run_sandbox)
@@ -241,6 +251,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         ready_file=ready_file.expanduser().absolute(),
         quiet=args.quiet,
         mutant=args.mutant,
+        runtime=args.worker,
     )
 
 

@@ -28,6 +28,7 @@ from sync_ci.sandbox.processes import (
 )
 from sync_ci.sandbox.seed import seed_root
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind, StoreProcess
+from sync_ci.sandbox.workerd import Runtime, check_runtime, workerd_command
 
 if TYPE_CHECKING:
     from sync_ci.store import Store
@@ -43,6 +44,8 @@ WORKDIR_PREFIX = "sync-ci-sandbox-"
 OWNER_FILE = "owner.json"
 # The reference Worker; a module constant so a test can substitute a child that fails on purpose.
 WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sync_ci.sandbox.worker_main")
+# workerd starts slower than aiohttp (miniflare, a bundle, one isolate per region).
+WORKERD_READY_TIMEOUT_S = 90.0
 DEFAULT_COLOS = ("SJC", "IAD", "FRA", "SIN", "GRU")
 
 
@@ -74,6 +77,7 @@ class WorkerInfo:
     pid: int
     url: str
     regions: tuple[RegionInfo, ...]
+    runtime: Runtime = "python"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +114,7 @@ class SandboxInfo:
                 "regions": [
                     {"name": r.name, "colo": r.colo, "url": r.url} for r in self.worker.regions
                 ],
+                "runtime": self.worker.runtime,
             },
             "live_root": self.live_root,
             "ci_root": self.ci_root,
@@ -133,6 +138,7 @@ def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxIn
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise SettingsError(f"{what} is not a {SCHEMA} document")
     store, worker = document.get("store"), document.get("worker")
+    worker = worker if isinstance(worker, dict) else {}
     regions = []
     raw_regions = need(worker, "regions", list, "worker.")
     for index, item in enumerate(raw_regions):
@@ -167,6 +173,7 @@ def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxIn
             pid=need(worker, "pid", int, "worker."),
             url=need(worker, "url", str, "worker."),
             regions=tuple(regions),
+            runtime="workerd" if worker.get("runtime") == "workerd" else "python",
         ),
         live_root=need(document, "live_root", str, ""),
         ci_root=need(document, "ci_root", str, ""),
@@ -312,8 +319,10 @@ def start_sandbox(
     kv_miss_ms: Mapping[str, int] | None = None,
     workdir: Path | None = None,
     mutant: str = "",
+    runtime: Runtime = "python",
 ) -> Sandbox:
     """Start the store, seed the live root and start the reference Worker; return the sandbox."""
+    check_runtime(runtime)
     faults = dict(faults or {})
     kv_miss_ms = dict(kv_miss_ms or {})
     if store not in STORE_KINDS:
@@ -352,6 +361,7 @@ def start_sandbox(
             admin_token=admin_token,
             while_booting=lambda: seed_root(admin, LIVE_ROOT),
             mutant=mutant,
+            runtime=runtime,
         )
         regions = tuple(
             RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
@@ -359,7 +369,7 @@ def start_sandbox(
         )
         info = SandboxInfo(
             store=store_info,
-            worker=WorkerInfo(pid=worker.pid, url=regions[0].url, regions=regions),
+            worker=WorkerInfo(pid=worker.pid, url=regions[0].url, regions=regions, runtime=runtime),
             live_root=LIVE_ROOT,
             ci_root=CI_ROOT,
             tenant_id=TENANT_ID,
@@ -442,10 +452,11 @@ def worker_arguments(
     faults: Mapping[str, str],
     kv_miss_ms: Mapping[str, int],
     mutant: str = "",
+    command: Sequence[str] = WORKER_COMMAND,
 ) -> list[str]:
-    """Build the reference Worker's command line for the sandbox."""
+    """Build the reference Worker's command line for the sandbox (both runtimes take it)."""
     args = [
-        *WORKER_COMMAND,
+        *command,
         "--ready-file",
         str(ready_file),
         "--host",
@@ -481,8 +492,13 @@ def start_worker(
     timeout_s: float = WORKER_READY_TIMEOUT_S,
     while_booting: Callable[[], object] | None = None,
     mutant: str = "",
+    runtime: Runtime = "python",
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start the reference Worker in its own session and wait for its ready file."""
+    command: Sequence[str] = WORKER_COMMAND
+    if runtime == "workerd":
+        command = workerd_command()
+        timeout_s = max(timeout_s, WORKERD_READY_TIMEOUT_S)
     ready_file = workdir / "worker-ready.json"
     ready_file.unlink(missing_ok=True)
     log_path = workdir / "worker.log"
@@ -502,7 +518,7 @@ def start_worker(
     with open(log_path, "wb") as log:
         try:
             worker = spawn(
-                worker_arguments(ready_file, faults, kv_miss_ms, mutant),
+                worker_arguments(ready_file, faults, kv_miss_ms, mutant, command),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
