@@ -357,7 +357,7 @@ def merge_latency(args: argparse.Namespace) -> Report:
 def run_platforms_gate(args: argparse.Namespace, *, target: str = "-", sha: str = "") -> Report:
     """Judge the three platform recordings against the version being launched."""
     from sync_ci import __version__
-    from sync_ci.gates.platforms import check_platforms, recording_paths
+    from sync_ci.gates.platforms import check_platforms, recording_paths, unmeasured
 
     started = time.monotonic()
     version = args.launch_version or __version__
@@ -368,6 +368,7 @@ def run_platforms_gate(args: argparse.Namespace, *, target: str = "-", sha: str 
             raise UsageError(f"--cast {item!r}: expected PLATFORM=PATH")
         explicit[name.strip().lower()] = path
     paths = recording_paths(Path(args.casts), explicit)
+    results = check_platforms(paths, version)
     return make_report(
         suite="gate.platforms",
         target=target,
@@ -375,11 +376,12 @@ def run_platforms_gate(args: argparse.Namespace, *, target: str = "-", sha: str 
         sha=sha,
         started_at=_now_iso(),
         duration_s=time.monotonic() - started,
-        results=check_platforms(paths, version),
+        results=results,
         extra={
             "gate": "platforms",
             "version": version,
             "recordings": {k: str(v) for k, v in paths.items()},
+            "unmeasured": unmeasured(results),
         },
     )
 
