@@ -19,9 +19,9 @@ from sync_ci.alerts import Spool
 from sync_ci.config import Settings
 from sync_ci.cron import Account
 from sync_ci.status import fetch_status
-from sync_ci.worker import WorkerClient, WorkerTarget
 from tests.conftest import FaultySandbox
 from tests.e2e.conftest import installed_command, run_as_cron
+from tests.field.test_doctor import sandbox_control
 
 READ_ROWS = ("worker-install", "worker-catalog")
 
@@ -37,24 +37,6 @@ def write_tenant(settings: Settings, home: Path, tenant: str) -> tuple[Path, Pat
     secrets_file.write_text(f"SYNC_CI_TENANT_SECRET={settings.secrets.tenant_secret}\n")
     secrets_file.chmod(0o600)
     return config, secrets_file
-
-
-def set_faults(settings: Settings, faults: dict[str, object]) -> None:
-    """Change the sandbox Worker's faults at run time (admin token, control endpoint)."""
-    target = WorkerTarget(
-        base_url=settings.worker_url,
-        read_only=False,
-        timeout_s=10,
-        allowed_posts=("/_sandbox/faults",),
-    )
-    with WorkerClient(target) as client:
-        answer = client.post(
-            "/_sandbox/faults",
-            json_body=faults,
-            headers={"authorization": f"Bearer {settings.secrets.admin_token}"},
-            retry=False,
-        )
-    assert answer.status == 200, answer.body
 
 
 def test_tenant_line_reports_a_broken_worker_to_status(
@@ -92,7 +74,7 @@ def test_tenant_line_reports_a_broken_worker_to_status(
     (waiting,) = spool.pending()
     assert {r["id"] for r in spool.load(waiting).rows} >= set(READ_ROWS)
 
-    set_faults(worker, {"clear": True})
+    sandbox_control(worker, "/_sandbox/faults", {"clear": True})
     healed = run_as_cron(account, command)
     assert (healed.returncode, healed.stdout, healed.stderr) == (0, "", "")
     assert spool.pending() == []  # doctor's spool check delivered the waiting alert

@@ -364,29 +364,32 @@ def test_list_checks_subset_and_unknown_names(field_env: dict[str, str], tmp_pat
     assert bad.stderr.startswith("sync-ci: error: unknown check nonsense")
 
 
+def sandbox_control(settings: Settings, path: str, body: dict[str, object]) -> None:
+    """POST to one of the sandbox Worker's `/_sandbox/*` control endpoints as the admin."""
+    target = WorkerTarget(
+        base_url=settings.worker_url, read_only=False, timeout_s=10, allowed_posts=(path,)
+    )
+    admin = {"authorization": f"Bearer {settings.secrets.admin_token}"}
+    with WorkerClient(target) as client:
+        answer = client.post(path, json_body=body, headers=admin, retry=False)
+    assert answer.status == 200, answer.body
+
+
 def test_clock_skew_from_the_workers_date_header(
     tenant_settings: Settings, field_env: dict[str, str]
 ) -> None:
-    admin = {"authorization": f"Bearer {tenant_settings.secrets.admin_token}"}
-    target = WorkerTarget(
-        base_url=tenant_settings.worker_url,
-        read_only=False,
-        timeout_s=5,
-        allowed_posts=("/_sandbox/clock",),
-    )
-    with WorkerClient(target) as client:
-        assert (
-            client.post("/_sandbox/clock", json_body={"offset_s": 900}, headers=admin).status == 200
-        )
-        try:
+    sandbox_control(tenant_settings, "/_sandbox/clock", {"offset_s": 900})
+    try:
+        target = WorkerTarget(base_url=tenant_settings.worker_url, read_only=True, timeout_s=5)
+        with WorkerClient(target) as client:
             date = client.get("/_health").header("date")
-            from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime
 
-            if abs((parsedate_to_datetime(date) - datetime.now(UTC)).total_seconds()) < 600:
-                pytest.skip("the reference Worker's Date header ignores /_sandbox/clock")
-            done = run_cli(field_env, "doctor", "clock-skew")
-        finally:
-            client.post("/_sandbox/clock", json_body={"offset_s": 0}, headers=admin)
+        if abs((parsedate_to_datetime(date) - datetime.now(UTC)).total_seconds()) < 600:
+            pytest.skip("the reference Worker's Date header ignores /_sandbox/clock")
+        done = run_cli(field_env, "doctor", "clock-skew")
+    finally:
+        sandbox_control(tenant_settings, "/_sandbox/clock", {"offset_s": 0})
     assert done.returncode == 1
     assert "behind the Worker" in done.stdout
 
