@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sync_ci.errors import SettingsError
 from sync_ci.guards import display_url, url_problem
 from sync_ci.redaction import register_secrets
+from sync_ci.sandbox.workerd import RUNTIMES, Runtime
 
 Target = Literal["sandbox", "ci", "live"]
 TARGETS: tuple[Target, ...] = ("sandbox", "ci", "live")
@@ -38,6 +39,8 @@ PLAIN_KEYS: dict[str, tuple[str, str, str, str]] = {
     "worker_url": ("worker", "url", "SYNC_CI_WORKER_URL", ""),
     "preview_url": ("worker", "preview_url", "SYNC_CI_PREVIEW_URL", ""),
     "worker_timeout_s": ("worker", "timeout_s", "SYNC_CI_WORKER_TIMEOUT_S", "10"),
+    "worker_runtime": ("worker", "runtime", "SYNC_CI_WORKER_RUNTIME", "python"),
+    "worker_project": ("worker", "project", "SYNC_CI_WORKER_PROJECT", ""),
     "tenant_id": ("tenant", "id", "SYNC_CI_TENANT_ID", ""),
     "state_dir": ("tenant", "state_dir", "SYNC_CI_STATE_DIR", ""),
     "mirror_dir": ("tenant", "mirror_dir", "SYNC_CI_MIRROR_DIR", ""),
@@ -121,6 +124,9 @@ class Settings:
     secrets: Secrets = field(default_factory=Secrets)
     sandbox_file: str = ""
     config_path: str = ""
+    # The Worker a sandbox or a ci run without preview URL starts locally, and a user's project.
+    worker_runtime: Runtime = "python"
+    worker_project: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -620,6 +626,7 @@ def resolve_settings(
         except SettingsError as exc:
             problems.append(str(exc))
 
+    runtime, project = _worker_runtime(values, sources, path, problems)
     regions = tuple(_parse_regions(data.get("regions", []), problems))
     state_dir = (
         Path(values["state_dir"]).expanduser() if values["state_dir"] else _user_state_dir(env)
@@ -646,10 +653,39 @@ def resolve_settings(
         sandbox_file=env.get("SYNC_CI_SANDBOX", ""),
         config_path=str(path) if path else "",
         sources=sources,
+        worker_runtime=runtime,
+        worker_project=project,
     )
     if chosen in ("ci", "live") and check_remote:
         problems += remote_problems(settings)
     return settings, problems
+
+
+def _worker_runtime(
+    values: Mapping[str, str], sources: Mapping[str, str], path: Path | None, problems: list[str]
+) -> tuple[Runtime, str]:
+    """Check [worker] runtime and project; a project is a wrangler.toml and implies workerd."""
+    runtime: Runtime = "python"
+    if values["worker_runtime"] in RUNTIMES:
+        runtime = "workerd" if values["worker_runtime"] == "workerd" else "python"
+    else:
+        problems.append(
+            f"worker runtime = {values['worker_runtime']!r} ({sources['worker_runtime']}) is "
+            f"unknown; use one of: {', '.join(RUNTIMES)}"
+        )
+    project = values["worker_project"]
+    if not project:
+        return runtime, ""
+    where = Path(project).expanduser()
+    if not where.is_absolute() and path and sources["worker_project"].startswith("file "):
+        where = path.parent / where
+    if where.name != "wrangler.toml" or not where.is_file():
+        problems.append(
+            f"worker project = {project!r} ({sources['worker_project']}) must name an existing "
+            "wrangler.toml (the Worker project to run under workerd)"
+        )
+        return runtime, ""
+    return "workerd", str(where.resolve())
 
 
 def load_settings(

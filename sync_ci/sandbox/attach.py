@@ -113,21 +113,31 @@ def attach(
         return
     from sync_ci.sandbox.launcher import start_sandbox
 
-    with start_sandbox(faults=faults, kv_miss_ms=kv_miss_ms) as sandbox:
+    with start_sandbox(
+        faults=faults,
+        kv_miss_ms=kv_miss_ms,
+        runtime=settings.worker_runtime,
+        project=settings.worker_project,
+    ) as sandbox:
         yield settings_for(settings, sandbox.info, "ephemeral sandbox")
 
 
 @contextlib.contextmanager
 def local_ci_worker(settings: Settings) -> Iterator[Settings]:
-    """Start the reference Worker on loopback over `ci_prefix` of the real bucket (writes only there)."""
+    """Start the reference Worker on loopback over `ci_prefix` of the real bucket (writes only there).
+
+    With `[worker] runtime = "workerd"` it is the JavaScript Worker on workerd, and with
+    `[worker] project` the user's own Worker project; secrets reach it as bindings, never argv.
+    """
     import os
     import secrets as _secrets
     import subprocess
     import tempfile
 
     from sync_ci.guards import is_full_ci_prefix
-    from sync_ci.sandbox.launcher import WORKER_COMMAND, wait_for_worker
+    from sync_ci.sandbox.launcher import WORKER_COMMAND, WORKERD_READY_TIMEOUT_S, wait_for_worker
     from sync_ci.sandbox.processes import spawn, stop_process_group
+    from sync_ci.sandbox.workerd import workerd_command, write_project_file
 
     prefix = settings.ci_prefix
     if not is_full_ci_prefix(prefix, settings.ci_root):
@@ -149,8 +159,14 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
             "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
             "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
         }
+        runtime, timeout_s = tuple(WORKER_COMMAND), 30.0
+        if settings.worker_runtime == "workerd":
+            runtime, timeout_s = workerd_command(), WORKERD_READY_TIMEOUT_S
+            if settings.worker_project:
+                project = write_project_file(Path(settings.worker_project), Path(workdir))
+                runtime += ("--project", str(project))
         command = [
-            *WORKER_COMMAND,
+            *runtime,
             "--ready-file",
             str(ready),
             "--root",
@@ -165,7 +181,7 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
         try:
-            document = wait_for_worker(worker, ready, log_path, 30.0)
+            document = wait_for_worker(worker, ready, log_path, timeout_s)
             regions = document["regions"]
             yield settings.with_values(
                 worker_url=str(regions[0]["url"]),

@@ -101,6 +101,7 @@ def run_sandbox(
     quiet: bool = False,
     mutant: str = "",
     runtime: Runtime = "python",
+    project: str = "",
 ) -> int:
     """Run a sandbox until SIGINT/SIGTERM, then stop every child and remove the ready file."""
     from sync_ci.sandbox.launcher import (
@@ -114,7 +115,7 @@ def run_sandbox(
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)
     validate_mutant(mutant)
-    check_runtime(runtime)
+    check_runtime("workerd" if project else runtime)
     refuse_running(ready_file)
     stop = threading.Event()
     received: list[int] = []
@@ -127,7 +128,12 @@ def run_sandbox(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_sandbox(
-            store=store, faults=faults, kv_miss_ms=kv_miss_ms, mutant=mutant, runtime=runtime
+            store=store,
+            faults=faults,
+            kv_miss_ms=kv_miss_ms,
+            mutant=mutant,
+            runtime=runtime,
+            project=project,
         ) as sandbox:
             try:
                 write_ready_file(sandbox.info, ready_file)
@@ -218,6 +224,12 @@ def add_parser(sub: Any) -> None:
         help="the reference Worker to run: python (aiohttp, default) or workerd (worker/ on "
         "Cloudflare's runtime through miniflare; needs Node.js and `cd worker && npm ci`)",
     )
+    parser.add_argument(
+        "--worker-project",
+        default="",
+        metavar="WRANGLER_TOML",
+        help="run your own Worker project (its wrangler.toml) on workerd instead",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.set_defaults(func=_run_sandbox)
@@ -252,6 +264,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         mutant=args.mutant,
         runtime=args.worker,
+        project=str(Path(args.worker_project).resolve()) if args.worker_project else "",
     )
 
 

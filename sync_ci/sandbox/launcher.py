@@ -28,7 +28,7 @@ from sync_ci.sandbox.processes import (
 )
 from sync_ci.sandbox.seed import seed_root
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind, StoreProcess
-from sync_ci.sandbox.workerd import Runtime, check_runtime, workerd_command
+from sync_ci.sandbox.workerd import Runtime, check_runtime, workerd_command, write_project_file
 
 if TYPE_CHECKING:
     from sync_ci.store import Store
@@ -320,8 +320,13 @@ def start_sandbox(
     workdir: Path | None = None,
     mutant: str = "",
     runtime: Runtime = "python",
+    project: str = "",
 ) -> Sandbox:
-    """Start the store, seed the live root and start the reference Worker; return the sandbox."""
+    """Start the store, seed the live root and start the reference Worker; return the sandbox.
+
+    `project` (a wrangler.toml) runs that Worker project on workerd instead of the reference one.
+    """
+    runtime = "workerd" if project else runtime
     check_runtime(runtime)
     faults = dict(faults or {})
     kv_miss_ms = dict(kv_miss_ms or {})
@@ -362,6 +367,7 @@ def start_sandbox(
             while_booting=lambda: seed_root(admin, LIVE_ROOT),
             mutant=mutant,
             runtime=runtime,
+            project=project,
         )
         regions = tuple(
             RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
@@ -493,12 +499,15 @@ def start_worker(
     while_booting: Callable[[], object] | None = None,
     mutant: str = "",
     runtime: Runtime = "python",
+    project: str = "",
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start the reference Worker in its own session and wait for its ready file."""
     command: Sequence[str] = WORKER_COMMAND
-    if runtime == "workerd":
+    if runtime == "workerd" or project:
         command = workerd_command()
         timeout_s = max(timeout_s, WORKERD_READY_TIMEOUT_S)
+        if project:
+            command = (*command, "--project", str(write_project_file(Path(project), workdir)))
     ready_file = workdir / "worker-ready.json"
     ready_file.unlink(missing_ok=True)
     log_path = workdir / "worker.log"

@@ -54,7 +54,7 @@ def check_runtime(runtime: str, env: Mapping[str, str] | None = None) -> None:
     if runtime == "python":
         return
     node_binary(env)
-    missing = missing_packages()
+    missing = missing_packages(WORKER_DIR)
     if missing:
         raise SettingsError(
             f"--worker workerd needs the npm packages of {WORKER_DIR} ({', '.join(missing)} "

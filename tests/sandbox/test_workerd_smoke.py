@@ -1,0 +1,121 @@
+"""The suites against the workerd Worker: the write smoke passes, every catalogue mutant is caught.
+
+`sync-ci sandbox --worker workerd` and `sync-ci smoke` run as a user runs them (two processes,
+SYNC_CI_SANDBOX between them); the mutant matrix starts one workerd sandbox per mutant.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sync_ci.ci_loop import run_pass
+from sync_ci.config import Settings, load_settings
+from sync_ci.sandbox.attach import attach
+from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
+from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.smoke import WRITE_PHASES, run_smoke
+from tests.conftest import STORE_KIND, sandbox_env_for
+from tests.sandbox.test_workerd import _workerd_missing
+from tests.test_mutants import first_failing, row
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 180.0
+
+pytestmark = pytest.mark.skipif(bool(_workerd_missing()), reason=_workerd_missing())
+
+
+@contextmanager
+def cli_sandbox(tmp_path: Path, *flags: str) -> Iterator[dict[str, str]]:
+    """Run `sync-ci sandbox --worker workerd` in the background; yield the env that attaches."""
+    ready = tmp_path / "sandbox.json"
+    env = sandbox_env_for(ready, tmp_path / "home")
+    env |= {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "sync_ci", "sandbox", "--worker", "workerd", "-q"]
+    command += ["--ready-file", str(ready), *flags]
+    log = (tmp_path / "sandbox.log").open("wb")
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready.exists():
+            assert process.poll() is None, (tmp_path / "sandbox.log").read_text()
+            assert time.monotonic() < deadline, "the workerd sandbox did not start"
+            time.sleep(0.2)
+        assert json.loads(ready.read_text())["worker"]["runtime"] == "workerd"
+        yield env
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "sandbox.log").read_text()
+        log.close()
+    assert not ready.exists()
+
+
+def smoke(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
+    """Run `sync-ci smoke --json` against the attached sandbox; return its exit code and rows."""
+    out = Path(env["HOME"]) / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "smoke", "-q", "--json", str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=env["HOME"],
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    document = json.loads(out.read_text())
+    return done.returncode, {r["id"]: r["status"] for r in document["results"]}
+
+
+@pytest.mark.slow
+def test_the_write_smoke_passes_against_the_workerd_sandbox(tmp_path: Path) -> None:
+    with cli_sandbox(tmp_path) as env:
+        code, rows = smoke(env)
+    assert code == 0, rows
+    assert rows == {f"phase:{phase}": "pass" for phase in WRITE_PHASES}
+
+
+@pytest.mark.slow
+def test_the_smoke_fails_against_a_workerd_worker_that_accepts_any_token(tmp_path: Path) -> None:
+    with cli_sandbox(tmp_path, "--mutant", "push-auth-bypass") as env:
+        code, rows = smoke(env)
+    assert code == 1
+    assert rows["phase:reject-bad-token"] == "fail"
+
+
+@contextmanager
+def workerd_mutant(tmp_path: Path, mutant: str) -> Iterator[Settings]:
+    """A workerd sandbox of this test's own whose Worker commits `mutant`."""
+    with start_sandbox(
+        store=STORE_KIND, mutant=mutant, workdir=tmp_path / "sandbox", runtime="workerd"
+    ) as running:
+        ready = write_ready_file(running.info, tmp_path / "ready.json")
+        with attach(load_settings(env=sandbox_env_for(ready, tmp_path / "home"))) as settings:
+            yield settings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", sorted(name for name, m in MUTANTS.items() if m.suite != "gates.load")
+)
+def test_each_mutant_is_caught_on_workerd_too(name: str, tmp_path: Path) -> None:
+    mutant = MUTANTS[name]
+    with workerd_mutant(tmp_path, name) as settings:
+        report = run_smoke(settings, mode="write")
+        assert first_failing(report) == mutant.row, [
+            (r.id, r.status, r.detail) for r in report.results if r.status != "pass"
+        ]
+        if "ci-loop" in mutant.suite:
+            outcome = run_pass(settings, alerts_dir=tmp_path / "alerts", now=datetime.now(UTC))
+            assert first_failing(outcome.report) == mutant.row
+            assert settings.regions[-1].colo in row(outcome.report, mutant.row)
