@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "sync_ci.status",
     "sync_ci.verify",
     "sync_ci.gates.cli",
+    "sync_ci.conformance",
     "checks.cli",
 )
 
@@ -91,10 +92,11 @@ def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning the project's errors into one stderr line and an exit code."""
-    from sync_ci.redaction import clean
+    from sync_ci.redaction import clean, redacted_output
 
     try:
-        return handler(args)
+        with redacted_output():
+            return handler(args)
     except SyncCIError as exc:
         if getattr(args, "debug", False):
             raise

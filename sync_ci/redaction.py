@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
 
 MASK = "***"
 # Shorter values would mask ordinary words; real secrets, tokens and key ids are far longer.
@@ -90,3 +93,39 @@ def _visible(match: re.Match[str]) -> str:
 def clean(text: str, *, keep_newlines: bool = True) -> str:
     """Redact secrets, then escape control characters: what every renderer does to outside text."""
     return escape_controls(redact(text), keep_newlines=keep_newlines)
+
+
+class _RedactingStream:
+    """A text stream that masks registered secrets in everything written through it."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextmanager
+def redacted_output() -> Iterator[None]:
+    """Mask registered secrets in everything this process prints to stdout and stderr meanwhile.
+
+    Defence in depth under the renderers and error lines, which clean their own text: a warning
+    line some module prints itself is masked here, once, for every command.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (
+        cast(TextIO, _RedactingStream(out)),
+        cast(TextIO, _RedactingStream(err)),
+    )
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err

@@ -637,3 +637,24 @@ def test_a_secret_quoted_as_json_or_repr_is_masked() -> None:
             assert "***" in row.detail
     finally:
         redaction.forget_secrets()
+
+
+@pytest.mark.usefixtures("secrets_registered")
+def test_whatever_a_command_prints_itself_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    before = sys.stdout, sys.stderr
+
+    def chatty(args: argparse.Namespace) -> int:
+        print(f"sync-ci: warning: the Worker said Bearer {TOKEN}")
+        print(f"sync-ci: alert failed: {SECRET!r}", file=sys.stderr)
+        sys.stderr.writelines([f"{TOKEN}\n"])
+        raise WorkerError("and then it failed")
+
+    assert run_handler(chatty, argparse.Namespace()) == ExitCode.FAILED
+    captured = capsys.readouterr()
+    assert captured.out == "sync-ci: warning: the Worker said Bearer ***\n"
+    assert captured.err == (
+        "sync-ci: alert failed: '***'\n***\nsync-ci: error: and then it failed\n"
+    )
+    assert (sys.stdout, sys.stderr) == before
