@@ -39,6 +39,14 @@ def smoke_sync(session: nox.Session) -> None:
     session.run("python", "-m", "sync_ci", "smoke", *session.posargs)
 
 
+@nox.session(python=PYTHON, tags=["conformance"])
+def conformance(session: nox.Session) -> None:
+    """Check the target's Worker against docs/contract.openapi.yaml (Schemathesis)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "conformance"), *LOCK)
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "sync_ci", "conformance", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite against real servers on 127.0.0.1."""

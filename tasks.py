@@ -50,6 +50,29 @@ def smoke(c: Context, target: str = "", read_only: bool = False, fault: str = ""
 
 @task(
     help={
+        "target": "sandbox, ci or live (default: settings, else sandbox; live sends GETs only)",
+        "max_examples": "generated cases per operation and mode",
+        "budget": "bound on the whole run in seconds",
+        "seed": "reproduce an earlier run (0: a new random seed)",
+    }
+)
+def conformance(
+    c: Context, target: str = "", max_examples: int = 25, budget: float = 300.0, seed: int = 0
+) -> None:
+    """Check the target's Worker against the contract's OpenAPI document."""
+    _run(
+        "conformance",
+        *_opt("--target", target),
+        "--max-examples",
+        str(max_examples),
+        "--budget",
+        str(budget),
+        *_opt("--seed", str(seed) if seed else ""),
+    )
+
+
+@task(
+    help={
         "older_than": "age to delete (e.g. 7d, 36h)",
         "dry_run": "plan only",
         "target": "sandbox or ci",
@@ -180,5 +203,6 @@ ns = Collection(
     verify,
     sandbox,
     record_cast,
+    conformance,
     gates,
 )

@@ -22,12 +22,22 @@ TASKS = {
     "verify",
     "sandbox",
     "record-cast",
+    "conformance",
     "gates.load",
     "gates.latency",
     "gates.platforms",
     "gates.all",
 }
-SESSIONS = {"check", "lint_sync", "smoke_sync", "tests", "tests_strict", "bench", "gates"}
+SESSIONS = {
+    "check",
+    "lint_sync",
+    "smoke_sync",
+    "tests",
+    "conformance",
+    "tests_strict",
+    "bench",
+    "gates",
+}
 DEFAULT_SESSIONS = {"check", "lint_sync", "smoke_sync", "tests"}
 
 
