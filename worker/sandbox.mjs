@@ -227,6 +227,7 @@ export function regionWorkers(plan, store, options, version, script) {
         COLO: colo,
         COLOS: colos.join(","),
         KV_MISS_MS: String(plan.missMs[colo]),
+        SANDBOX: "1",
         SANDBOX_CONTROL: options.sandboxControl ? "1" : "0",
         FAULTS: JSON.stringify(plan.faults),
         MUTANT: options.mutant,

@@ -74,9 +74,12 @@ export function readConfig(env) {
   const root = env.ROOT || "snappy-os/";
   const ciRoot = env.CI_ROOT || "snappy-os-ci/";
   const ttl = Number(env.CATALOG_TTL_S ?? CATALOG_TTL_S);
+  // Faults, cold-miss latency and mutants exist only in the sandbox launcher's Worker
+  // (SANDBOX = "1", set by sandbox.mjs); a deployed Worker ignores them whatever its vars say.
+  const sandbox = truthy(env.SANDBOX);
   let faults = {};
   try {
-    faults = env.FAULTS ? JSON.parse(env.FAULTS) : {};
+    faults = sandbox && env.FAULTS ? JSON.parse(env.FAULTS) : {};
   } catch {
     faults = {};
   }
@@ -86,11 +89,11 @@ export function readConfig(env) {
     allowRootHeader: truthy(env.ALLOW_ROOT_HEADER),
     writePrefixes: env.WRITE_PREFIXES ? list(env.WRITE_PREFIXES) : [root, ciRoot],
     catalogTtlS: Number.isFinite(ttl) && ttl >= 0 && ttl <= MAX_CATALOG_TTL_S ? ttl : CATALOG_TTL_S,
-    sandboxControl: truthy(env.SANDBOX_CONTROL) && Boolean(env.CONTROL),
+    sandboxControl: sandbox && truthy(env.SANDBOX_CONTROL) && Boolean(env.CONTROL),
     faults,
     colos: list(env.COLOS),
-    kvMissMs: Number(env.KV_MISS_MS ?? 0) || 0,
-    mutant: env.MUTANT || "",
+    kvMissMs: sandbox ? Number(env.KV_MISS_MS ?? 0) || 0 : 0,
+    mutant: sandbox ? env.MUTANT || "" : "",
     mutantRegion: truthy(env.MUTANT_REGION),
     version: env.VERSION || VERSION,
   };
