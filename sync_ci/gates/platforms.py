@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -483,7 +484,10 @@ def record_cast(
             f"platform {platform!r} must be a short name such as ubuntu, macos or wsl2"
         )
     base = dict(os.environ if env is None else env)
-    asciinema = shutil.which("asciinema", path=base.get("PATH")) or shutil.which("asciinema")
+    # Also beside this interpreter: a venv's tools are there even when its bin is not on PATH.
+    asciinema = shutil.which("asciinema", path=base.get("PATH")) or shutil.which(
+        "asciinema", path=str(Path(sys.executable).parent)
+    )
     if asciinema is None:
         raise SettingsError(
             "asciinema is not installed; install asciinema 2.4.0 (`pip install asciinema==2.4.0`)"
@@ -494,17 +498,24 @@ def record_cast(
     title = f"sync-ci {version or __version__} platform={platform}"
     argv = [asciinema, "rec", "--overwrite", "-q", "-t", title]
     argv += ["-e", f"SHELL,TERM,{PLATFORM_ENV}", "-c", command, str(out)]
-    process = spawn(argv, stdin=subprocess.DEVNULL, env={**base, PLATFORM_ENV: platform})
-    try:
-        code = process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise SettingsError(
-            f"recording {platform} took longer than {timeout_s:g} s; it was stopped"
-        ) from None
-    finally:
-        stop_process_group(process)
-    if code != 0:
-        return int(code)
+    # asciinema's stderr is kept aside: stopping its group makes its workers print tracebacks.
+    with tempfile.TemporaryFile() as errors:
+        process = spawn(
+            argv, stdin=subprocess.DEVNULL, stderr=errors, env={**base, PLATFORM_ENV: platform}
+        )
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SettingsError(
+                f"recording {platform} took longer than {timeout_s:g} s; it was stopped"
+            ) from None
+        finally:
+            stop_process_group(process)
+        if code != 0:
+            errors.seek(0)
+            said = errors.read().decode("utf-8", "replace").strip().splitlines()
+            print(f"asciinema exited {code}: {said[-1] if said else 'no message'}", file=sys.stderr)
+            return int(code)
     verdict = check_recording(out, platform=platform, version=version or __version__)
     return 1 if verdict.problems else 0
 

@@ -10,6 +10,7 @@ import platform as host
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from sync_ci import __version__
 from sync_ci.cli import main
+from sync_ci.errors import SettingsError
 from sync_ci.gates import platforms
 from tests.gates import casts
 
@@ -375,3 +377,33 @@ def test_crafted_passing_casts_pass(tmp_path: Path, capsys: pytest.CaptureFixtur
     casts.write_passing_casts(tmp_path, __version__)
     assert main(["gate", "platforms", "--casts", str(tmp_path)]) == 0
     capsys.readouterr()
+
+
+def _running(marker: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+    return found
+
+
+def test_a_recording_past_its_timeout_is_stopped_with_all_it_started(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    marker = f"600.{os.getpid()}"
+    with pytest.raises(SettingsError, match="took longer than 1 s; it was stopped"):
+        platforms.record_cast(
+            "ubuntu",
+            tmp_path / "u.cast",
+            script_cmd=f"sleep {marker}",
+            timeout_s=1,
+            env=script_env(),
+        )
+    # The recorded shell dies of the hang-up its closed terminal sends; allow for a loaded machine.
+    for _ in range(300):
+        if not _running(f"sleep {marker}"):
+            break
+        time.sleep(0.1)
+    assert _running(f"sleep {marker}") == []
+    assert "Traceback" not in capfd.readouterr().err
