@@ -753,6 +753,8 @@ def run_conformance(
             "max_examples": max_examples,
             "checks": [*SCHEMA_CHECKS, *PROBE_CHECKS],
             "findings": len(run.findings),
+            # A run whose budget ran out before one case was sent measured nothing: fail closed.
+            "unmeasured": not any(t.cases for t in run.tallies.values()),
         },
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sync_ci import contract, guards
-from sync_ci.config import Settings
+from sync_ci.config import Settings, load_settings
 from sync_ci.conformance import (
     CATCHES_MUTANTS,
     SPEC_PATH,
@@ -31,11 +31,14 @@ from sync_ci.conformance import (
     send,
     wrong_credentials,
 )
-from sync_ci.errors import GuardViolation, UnreachableError
-from sync_ci.report import Report
-from sync_ci.sandbox.launcher import Sandbox
+from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableError
+from sync_ci.report import Report, exit_code
+from sync_ci.sandbox.attach import attach
+from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.sandbox.workerd import check_runtime
 from sync_ci.store import Store, StoreEndpoint, open_store
+from tests.conftest import STORE_KIND, sandbox_env_for
 from tests.test_mutants import mutant_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +163,40 @@ def test_on_live_the_guarded_session_still_refuses_a_write(sandbox_settings: Set
         case = push.Case(body={"state": 1}, media_type="application/json")
         with pytest.raises(GuardViolation, match=r"read-only|refused"):
             send(run, case, run.base_url)
+
+
+def test_a_budget_spent_before_any_case_could_not_measure(sandbox_settings: Settings) -> None:
+    report = run_conformance(sandbox_settings, max_examples=2, budget_s=1e-9, seed=1)
+    assert exit_code(report) == ExitCode.UNMEASURED
+    assert {r.status for r in report.results} == {"skip"}
+    assert all("budget spent" in r.detail for r in report.results)
+
+
+@pytest.mark.slow
+def test_on_ci_every_write_goes_under_the_ci_prefix(
+    sandbox: Sandbox, sandbox_settings: Settings
+) -> None:
+    ci = sandbox_settings.with_values(target="ci", preview_url="")
+    before = bucket_keys(sandbox)
+    # A reference Worker of its own over the CI prefix, as the PR workflow gets without a preview.
+    with attach(ci, ci_worker=True) as attached:
+        report = run_conformance(attached, max_examples=3, seed=9)
+    assert report.ok, [(r.id, r.detail) for r in report.failing()]
+    written = bucket_keys(sandbox) - before
+    assert written and all(key.startswith(ci.ci_prefix) for key in written), written
+
+
+@pytest.mark.slow
+def test_the_workerd_worker_conforms(tmp_path: Path) -> None:
+    try:
+        check_runtime("workerd")
+    except SyncCIError as exc:
+        pytest.skip(f"workerd is not installed here: {exc}")
+    with start_sandbox(store=STORE_KIND, runtime="workerd", workdir=tmp_path / "sb") as running:
+        ready = write_ready_file(running.info, tmp_path / "ready.json")
+        with attach(load_settings(env=sandbox_env_for(ready, tmp_path / "home"))) as settings:
+            report = run_conformance(settings, max_examples=3, seed=7)
+    assert report.ok, [(r.id, r.detail) for r in report.failing()]
 
 
 def test_an_unreachable_worker_could_not_be_measured(sandbox_settings: Settings) -> None:
