@@ -23,6 +23,7 @@ ARGV: dict[str, list[str]] = {
     "sandbox": ["sandbox", "--ready-file", "{tmp}/own-sandbox.json"],
     "sandbox-fault": ["sandbox-fault"],
     "config show": ["config", "show"],
+    "conformance": ["conformance", "--max-examples", "1", "--budget", "120"],
     "cleanup": ["cleanup", "--dry-run"],
     "doctor": ["doctor"],
     "alert": ["alert", "robustness-closed-stdout", "--message", "stdout closed"],
@@ -50,22 +51,39 @@ ARGV: dict[str, list[str]] = {
 # alerts._run turns every Exception, BrokenPipeError included, into "alert failed: ..." (exit 1)
 # before main() can end it quietly; strict, so the fix there shows up here as an XPASS to remove.
 KNOWN = {"alert": "alerts._run catches BrokenPipeError as a failed alert"}
-HEAVY = {"sandbox", "gate load", "gate latency", "gate all", "smoke", "ci-loop", "verify"}
+HEAVY = {
+    "conformance",
+    "sandbox",
+    "gate load",
+    "gate latency",
+    "gate all",
+    "smoke",
+    "ci-loop",
+    "verify",
+}
 DOCUMENTED = {0, 1, 2, 3, cli.BROKEN_PIPE_EXIT}
 
 
-def _leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[str]:
+def _leaves(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every runnable subcommand ("config show", "gate load", ...) and its parser."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
-        yield " ".join(prefix)
-        return
+        yield " ".join(prefix), parser
     for action in subs:
         for name, child in action.choices.items():
             yield from _leaves(child, (*prefix, name))
 
 
 def test_every_subcommand_is_covered() -> None:
-    assert sorted(_leaves(cli.build_parser())) == sorted(ARGV)
+    assert sorted(name for name, _ in _leaves(cli.build_parser())) == sorted(ARGV)
+
+
+def test_every_subcommand_can_show_its_traceback() -> None:
+    for name, parser in _leaves(cli.build_parser()):
+        options = {o for action in parser._actions for o in action.option_strings}
+        assert "--debug" in options, name
 
 
 def _run_with_closed_stdout(

@@ -21,7 +21,7 @@ def lint(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "checks", *args, str(root)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,  # a hang guard: the lint of a repo copy takes minutes on a loaded machine
         cwd=REPO,
         check=False,
     )

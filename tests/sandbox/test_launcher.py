@@ -36,6 +36,8 @@ from sync_ci.worker import WorkerClient, WorkerTarget
 from tests.conftest import FaultySandbox, sandbox_env_for
 
 REPO = Path(__file__).resolve().parents[2]
+# Bounds that only stop a hung test; a loaded machine must never reach them.
+HANG_S = 600.0
 READY_KEYS = {
     "schema",
     "store",
@@ -73,7 +75,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _wait_gone(*pids: int, timeout_s: float = 10.0) -> list[int]:
+def _wait_gone(*pids: int, timeout_s: float = HANG_S) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
@@ -103,7 +105,7 @@ def _dead_pid() -> int:
         check=True,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
     )
     return int(done.stdout)
 
@@ -378,7 +380,7 @@ def test_sigterm_stops_the_sandbox_command_and_every_child(tmp_path: Path) -> No
             cwd=tmp_path,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_S
         while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ready.exists(), (tmp_path / "err.txt").read_text()
@@ -386,7 +388,7 @@ def test_sigterm_stops_the_sandbox_command_and_every_child(tmp_path: Path) -> No
         pids = (info.store.pid, info.worker.pid)
         assert all(_alive(p) for p in pids)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=HANG_S) == 0
     finally:
         if process.poll() is None:
             process.kill()
@@ -439,11 +441,11 @@ def test_a_spawned_child_dies_with_its_parent(how: str, survives: bool, tmp_path
     try:
         assert _alive(child)
         parent.kill()
-        parent.wait(timeout=30)
+        parent.wait(timeout=HANG_S)
         if survives:
             assert _wait_gone(child, timeout_s=2) == [child]
         else:
-            assert _wait_gone(child, timeout_s=60) == []
+            assert _wait_gone(child) == []
     finally:
         processes.kill_group(child, signal.SIGKILL)
         parent.stdout.close()
@@ -498,14 +500,14 @@ def _run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comp
         env=_cli_env(env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
         cwd=cwd,
     )
 
 
 def _wait_for_sandbox(process: subprocess.Popen[bytes], tmp_path: Path) -> set[int]:
     """Wait until the command's sandbox Worker is ready; return its store and Worker pids."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline and process.poll() is None:
         ready = list((tmp_path / "tmp").glob("sync-ci-sandbox-*/worker-ready.json"))
         servers = {
@@ -535,7 +537,7 @@ def test_stopping_the_smoke_leaves_no_server_and_no_temp_dir(how: str, tmp_path:
             process.send_signal(signal.SIGTERM)
         else:
             process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=120)
+        code = process.wait(timeout=HANG_S)
     err = (tmp_path / "err.txt").read_text()
     # After SIGINT the command may be done before nox's SIGTERM lands (then that kills it).
     assert code in ((130, -signal.SIGTERM) if how == "nox-ctrl-c" else (143,)), err
@@ -550,13 +552,13 @@ def test_a_killed_sandbox_takes_its_servers_and_its_ready_file_is_refused(tmp_pa
     argv = [sys.executable, "-m", "sync_ci", "sandbox", "--ready-file", str(ready)]
     with _started_cli(argv, tmp_path) as process:
         servers = _wait_for_sandbox(process, tmp_path)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_S
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ready.exists()
         process.kill()
-        process.wait(timeout=30)
-    assert _wait_gone(*servers, timeout_s=60) == []
+        process.wait(timeout=HANG_S)
+    assert _wait_gone(*servers) == []
     assert ready.exists()  # SIGKILL leaves it: readers must refuse it
     done = _run_cli(["smoke"], sandbox_env_for(ready, tmp_path / "home2"), tmp_path)
     assert done.returncode == 2
@@ -607,7 +609,7 @@ def test_faults_given_at_start_and_changed_by_the_cli(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
