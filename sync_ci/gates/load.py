@@ -488,12 +488,16 @@ async def fire_burst(
     plan: Sequence[PlannedRequest],
     base_url: str,
     *,
-    policy: HttpPolicy,
+    policy: HttpPolicy | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ready: Callable[[], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> PhaseOutcome:
-    """Fire every planned request at once on one session; return exact per-operation outcomes."""
+    """Fire every planned request at once on one session; return exact per-operation outcomes.
+
+    Without a `policy` the session is read-only: a planned push is refused before it is sent.
+    """
+    policy = policy or read_only_policy()
     planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
     tally = _Tally(planned, policy.write_root)
     starts: list[int] = []
@@ -535,14 +539,19 @@ async def run_open_model(
     tenant_secret: str,
     base_url: str,
     *,
-    policy: HttpPolicy,
+    policy: HttpPolicy | None = None,
     rate: float,
     duration_s: float,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: ProgressFn | None = None,
 ) -> PhaseOutcome:
-    """Send on a fixed schedule; latency counts from each request's intended send time (wrk2-style)."""
+    """Send on a fixed schedule; latency counts from each request's intended send time (wrk2-style).
+
+    Without a `policy` the session is read-only: a scheduled push is refused before it is sent.
+    """
     import secrets
+
+    policy = policy or read_only_policy()
 
     if rate <= 0 or duration_s <= 0:
         raise UsageError("--rate and --duration must both be positive")
