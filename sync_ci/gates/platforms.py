@@ -288,6 +288,12 @@ def evaluate_cast(cast: Cast, *, platform: str, version: str) -> list[str]:
     evidence = read_evidence(text)
     problems.extend(evaluate_evidence(evidence, platform))
     problems.extend(evaluate_distribution(evidence))
+    installed = _one(evidence, "dist_version")
+    if installed and installed != version:
+        problems.append(
+            f"the installed distribution is version {installed}, not the version being launched "
+            f"({version})"
+        )
     matches = list(SENTINEL_RE.finditer(text))
     if not matches:
         problems.append(

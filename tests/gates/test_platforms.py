@@ -249,6 +249,11 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "platforms.ubuntu",
         "no installed-distribution digest",
     ),
+    "other-installed-version": (
+        _edit("macos", f"dist_version={__version__}", "dist_version=0.0.1"),
+        "platforms.macos",
+        "the installed distribution is version 0.0.1",
+    ),
     "two-unames": (
         _edit(
             "ubuntu",
@@ -366,11 +371,12 @@ def test_explicit_cast_paths_and_unknown_platforms(good: Path, tmp_path: Path) -
     assert main([*args, "--cast", "solaris=x.cast"]) == 2
 
 
-def test_the_gate_checks_the_version_being_launched(
-    good: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["gate", "platforms", "--casts", str(good), "--version", "9.9.9"]) == 1
-    assert "not the version being launched (9.9.9)" in capsys.readouterr().out
+def test_the_gate_checks_the_version_being_launched(good: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    args = ["gate", "platforms", "--casts", str(good), "--version", "9.9.9", "--json", str(report)]
+    assert main(args) == 1
+    detail = json.loads(report.read_text())["results"][0]["detail"]
+    assert "not the version being launched (9.9.9)" in detail
 
 
 def test_crafted_passing_casts_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
