@@ -266,6 +266,9 @@ async function main() {
     if (err instanceof UsageError || err instanceof SyntaxError) fail(err.message, 2);
     throw err;
   }
+  // miniflare's scratch directory goes next to the ready file (the sandbox's own workdir), so
+  // not even a SIGKILL leaves it behind where nobody sweeps.
+  process.env.TMPDIR = dirname(resolve(options.readyFile));
   const { Bucket } = await import("./src/bucket.js");
   const { Miniflare, Log, LogLevel } = await import("miniflare");
   const version = JSON.parse(readFileSync(join(HERE, "package.json"), "utf8")).version;

@@ -104,6 +104,9 @@ def workerd_mutant(tmp_path: Path, mutant: str) -> Iterator[Settings]:
             yield settings
 
 
+# slow-install is caught by the load gate's p95; a 1,100-request burst against miniflare's local
+# KV and Durable Object simulation measures the simulator (benchmarks/bench_workerd.py), so the
+# gates run against the Python Worker and this matrix covers every mutant a suite row catches.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name", sorted(name for name, m in MUTANTS.items() if m.suite != "gates.load")
