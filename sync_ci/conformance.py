@@ -6,11 +6,10 @@ through the guarded Worker client, and its answer is checked against the OpenAPI
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +41,8 @@ SCHEMA_CHECKS = (
     "response_schema_conformance",
     "negative_data_rejection",
 )
-# The probes sync-ci adds: credentials really checked, and the declared body limit enforced.
+# What one answer cannot show, so sync-ci probes it: credentials really checked, the declared body
+# limit enforced, control characters refused in `Line` fields, a repeated alert key not stored again.
 PROBE_CHECKS = ("ignored_auth", "body_limit", "controls_refused", "idempotent_alert")
 # A terminal escape sequence (ESC, then "clear screen") and the other characters `Line` forbids.
 CONTROL_SAMPLES = ("\x1b[2J", "\x00", "\n", "\x7f", "\x9b", "\u202e", "\u2028")
@@ -96,9 +96,11 @@ class OperationTally:
     cases: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     skipped: str = ""
+    seconds: float = 0.0
 
-    def count(self, status: int) -> None:
-        """Count one answer."""
+    def count(self, status: int, seconds: float) -> None:
+        """Count one answer and the time it took."""
+        self.seconds += seconds
         self.cases += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
@@ -153,13 +155,20 @@ def request_headers(
     credentials: Credentials,
     read_root: str,
     write_root: str,
+    keep_invalid_root: bool = False,
 ) -> dict[str, Any]:
-    """The headers one case is sent with: the root it works under, then real credentials."""
+    """The headers one case is sent with: the root it works under, then real credentials.
+
+    A read generated with an invalid root header keeps it (the Worker must answer 400); every
+    other case works under the run's own root, so a write never names any root but the CI one.
+    """
     headers: dict[str, Any] = dict(generated) if isinstance(generated, Mapping) else {}
-    root = root_for(method, read_root, write_root)
-    headers.pop(contract.ROOT_HEADER, None)
-    if root:
-        headers[contract.ROOT_HEADER] = root
+    reads = method.upper() in ("GET", "HEAD")
+    if not (keep_invalid_root and reads and contract.ROOT_HEADER in headers):
+        headers.pop(contract.ROOT_HEADER, None)
+        root = root_for(method, read_root, write_root)
+        if root:
+            headers[contract.ROOT_HEADER] = root
     if secured == "tenant" and credentials.tenant_token:
         headers[TENANT_HEADER] = credentials.tenant_id
         headers["authorization"] = f"Bearer {credentials.tenant_token}"
@@ -216,6 +225,7 @@ def summarize_run(run: Run) -> list[Result]:
                 id=f"conformance:{label}",
                 title="generated requests",
                 status="fail" if found else "pass",
+                duration_s=tally.seconds,
                 detail=(
                     f"{tally.cases} cases ({statuses or 'none'}); "
                     + (f"{len(found)} finding(s)" if found else "every answer conforms")
@@ -443,6 +453,8 @@ def probe_controls(run: Run, case: Any, base_url: str, fields: tuple[str, ...], 
 
 def prepare(run: Run, case: Any, secured: str, pick: int) -> None:
     """Give a case real data: the run's root, valid credentials, an existing object name."""
+    from schemathesis.core.parameters import ParameterLocation
+
     case.headers = request_headers(
         case.method,
         case.headers,
@@ -450,6 +462,8 @@ def prepare(run: Run, case: Any, secured: str, pick: int) -> None:
         credentials=run.credentials,
         read_root=run.read_root,
         write_root=run.write_root,
+        keep_invalid_root=case.meta is not None
+        and case.meta.is_negative_at(ParameterLocation.HEADER),
     )
     positive = case.meta is None or not case.meta.generation.mode.is_negative
     if (
@@ -538,8 +552,9 @@ def exercise(
             tally.skipped = "budget spent before every case was sent"
             return
         prepare(run, case, secured, pick)
+        started = time.perf_counter()
         response = send(run, case, base_url)
-        tally.count(response.status_code)
+        tally.count(response.status_code, time.perf_counter() - started)
         examine(run, case, response, base_url, where, negative=mode.is_negative)
 
     one()
@@ -630,8 +645,9 @@ def run_stateful(run: Run, schema: Any, *, read_only: bool) -> None:
                 raise BudgetSpent
             secured = secured_by(case.operation.definition.raw)
             prepare(run, case, secured, len(run.object_names))
+            started = time.perf_counter()
             response = send(run, case, run.base_url)
-            tally.count(response.status_code)
+            tally.count(response.status_code, time.perf_counter() - started)
             negative = case.meta is not None and case.meta.generation.mode.is_negative
             examine(run, case, response, run.base_url, "", negative=negative)
             return StepOutput(response, case)
@@ -650,7 +666,7 @@ def run_stateful(run: Run, schema: Any, *, read_only: bool) -> None:
         ),
         _min_steps=2,
     )
-    with contextlib.suppress(BudgetSpent):
+    with suppress(BudgetSpent):
         hypothesis.seed(run.seed)(sequences)()
 
 

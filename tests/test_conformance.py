@@ -82,6 +82,28 @@ def test_writes_carry_the_ci_root_and_reads_the_read_root_whatever_was_generated
         "GET", generated, secured="admin", credentials=CREDS, read_root="", write_root="ci/ab/"
     )
     assert contract.ROOT_HEADER not in read and read["authorization"] == f"Bearer {'a' * 32}"
+    # A read generated with an invalid root header keeps it; a write never does.
+    bad = {contract.ROOT_HEADER: "../elsewhere"}
+    kept = request_headers(
+        "GET",
+        bad,
+        secured="",
+        credentials=CREDS,
+        read_root="",
+        write_root="ci/ab/",
+        keep_invalid_root=True,
+    )
+    assert kept[contract.ROOT_HEADER] == "../elsewhere"
+    write = request_headers(
+        "POST",
+        bad,
+        secured="",
+        credentials=CREDS,
+        read_root="",
+        write_root="ci/ab/",
+        keep_invalid_root=True,
+    )
+    assert write[contract.ROOT_HEADER] == "ci/ab/"
     # A negative case may bring no header mapping at all.
     assert request_headers(
         "GET", None, secured="", credentials=CREDS, read_root="r/", write_root="w/"
@@ -273,6 +295,9 @@ def test_each_schema_visible_mutant_is_caught(name: str, tmp_path: Path) -> None
     assert finding in failing_ids(report), failing_ids(report)
     row = next(r for r in report.results if r.id == finding)
     assert row.observed["request"].startswith("curl ") and "reproduce: curl" in row.detail
+    shown = json.dumps(report.to_json())
+    for secret in (settings.secrets.tenant_token, settings.secrets.admin_token):
+        assert secret not in shown
 
 
 @pytest.mark.slow
