@@ -122,3 +122,24 @@ def test_each_mutant_is_caught_on_workerd_too(name: str, tmp_path: Path) -> None
             outcome = run_pass(settings, alerts_dir=tmp_path / "alerts", now=datetime.now(UTC))
             assert first_failing(outcome.report) == mutant.row
             assert settings.regions[-1].colo in row(outcome.report, mutant.row)
+
+
+@pytest.mark.slow
+def test_worker_runtime_setting_puts_the_smokes_own_sandbox_on_workerd(tmp_path: Path) -> None:
+    env = sandbox_env_for(tmp_path / "unused.json", tmp_path / "home")
+    del env["SYNC_CI_SANDBOX"]
+    env |= {"PYTHONPATH": str(REPO), "SYNC_CI_WORKER_RUNTIME": "workerd"}
+    # Without Node on PATH the setting is what fails the run: it did choose workerd.
+    no_node = subprocess.run(
+        [sys.executable, "-m", "sync_ci", "smoke"],
+        env={**env, "PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=env["HOME"],
+    )
+    assert no_node.returncode == 2
+    assert no_node.stderr.startswith("sync-ci: error: --worker workerd needs Node.js")
+    code, rows = smoke({**env, "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    assert code == 0, rows
+    assert rows == {f"phase:{phase}": "pass" for phase in WRITE_PHASES}
