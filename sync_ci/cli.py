@@ -14,31 +14,40 @@ from sync_ci import __version__
 from sync_ci.errors import ExitCode, SyncCIError
 from sync_ci.sandbox.processes import SignalStop, stop_on_signals
 
-# Each module here defines `add_parser(subparsers)`, which registers one or more subcommands and
-# sets `func` (a callable taking the parsed Namespace and returning the exit code).
-COMMAND_MODULES = (
-    "sync_ci.smoke",
-    "sync_ci.ci_loop",
-    "sync_ci.sandbox.cli",
-    "sync_ci.config_cli",
-    "sync_ci.cleanup",
-    "sync_ci.doctor",
-    "sync_ci.alerts",
-    "sync_ci.cron",
-    "sync_ci.status",
-    "sync_ci.verify",
-    "sync_ci.gates.cli",
-    "sync_ci.conformance",
-    "checks.cli",
-)
+# Which module registers each subcommand, so a run imports only the one it needs: every module
+# costs its imports (the launcher, boto3, the Locust engine, the lint catalogue), and the field
+# cron line runs `doctor` every six hours on every tenant machine. A test keeps this in step.
+COMMANDS: dict[str, str] = {
+    "smoke": "sync_ci.smoke",
+    "ci-loop": "sync_ci.ci_loop",
+    "sandbox": "sync_ci.sandbox.cli",
+    "sandbox-fault": "sync_ci.sandbox.cli",
+    "config": "sync_ci.config_cli",
+    "cleanup": "sync_ci.cleanup",
+    "doctor": "sync_ci.doctor",
+    "alert": "sync_ci.alerts",
+    "cron": "sync_ci.cron",
+    "status": "sync_ci.status",
+    "verify": "sync_ci.verify",
+    "gate": "sync_ci.gates.cli",
+    "conformance": "sync_ci.conformance",
+    "lint": "checks.cli",
+}
+# Each module here defines `add_parser(subparsers)`, which registers its subcommands and sets
+# `func` (a callable taking the parsed Namespace and returning the exit code).
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 Handler = Callable[[argparse.Namespace], int]
 # What a shell reports for a process killed by SIGPIPE: the reader of stdout (`| head`) went away.
 BROKEN_PIPE_EXIT = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the parser with every available subcommand."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser for the subcommand `argv` names, or with every available one.
+
+    Without a known subcommand in `argv` (none given, `--help`, a typo) every module is loaded,
+    so the listing and argparse's "invalid choice" line name them all.
+    """
     parser = argparse.ArgumentParser(
         prog="sync-ci",
         description="Feedback loops and launch gates for the sync layer (bucket + Worker).",
@@ -47,12 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sync-ci {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         if importlib.util.find_spec(name) is None:
             continue
         module = importlib.import_module(name)
         module.add_parser(sub)
     return parser
+
+
+def _modules_for(argv: Sequence[str] | None) -> Sequence[str]:
+    """The modules to load: the named subcommand's alone when it is known and installed."""
+    if argv is None:
+        return COMMAND_MODULES
+    # The top-level parser has no option that takes a value, so the first word is the command;
+    # an option before it (`--help doctor`) is the top level's own and wants the full listing.
+    first = next((arg for arg in argv if not arg.startswith("-")), "")
+    module = COMMANDS.get(first)
+    if module is None or argv[0] != first or importlib.util.find_spec(module) is None:
+        return COMMAND_MODULES
+    return (module,)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "func", None)
     if handler is None:
