@@ -73,14 +73,20 @@ def conformance(
 
 @task(
     help={
-        "older_than": "age to delete (e.g. 7d, 36h)",
+        "older_than": "age to delete: days or weeks (7d, 2w); hours (36h) need allow_short",
+        "allow_short": "accept an age in hours (never under 1 h)",
         "dry_run": "plan only",
         "target": "sandbox or ci",
         "max_delete": "refuse plans larger than this (0: no cap)",
     }
 )
 def cleanup(
-    c: Context, older_than: str = "7d", dry_run: bool = False, target: str = "", max_delete: int = 0
+    c: Context,
+    older_than: str = "7d",
+    allow_short: bool = False,
+    dry_run: bool = False,
+    target: str = "",
+    max_delete: int = 0,
 ) -> None:
     """Delete CI prefixes older than the retention period."""
     cap = ["--max-delete", str(max_delete)] if max_delete else []
@@ -88,6 +94,7 @@ def cleanup(
         "cleanup",
         "--older-than",
         older_than,
+        "--allow-short" if allow_short else "",
         "--dry-run" if dry_run else "",
         *_opt("--target", target),
         *cap,

@@ -329,7 +329,9 @@ def _lock_row(root: Path) -> Result:
 def plan(root: Path) -> dict[str, Callable[[], Result]]:
     """Return each check's id and the call that produces its row, in run order."""
     flows = [str(p.relative_to(root)) for p in workflows(root)]
-    zizmor = shutil.which("zizmor") or "zizmor"
+    # Beside the interpreter first: a venv run without its bin/ on PATH still finds its own zizmor.
+    beside = Path(sys.executable).parent / "zizmor"
+    zizmor = str(beside) if beside.is_file() else shutil.which("zizmor") or "zizmor"
     return {
         "ruff-check": lambda: run_tool(
             "ruff-check", "ruff check", [*_module_tool("ruff"), "check", "."], root

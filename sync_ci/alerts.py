@@ -571,7 +571,7 @@ def add_parser(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         return command(args.check, message=args.message, config=args.config, quiet=args.quiet)
-    except SyncCIError:
+    except (SyncCIError, BrokenPipeError):
         raise
     except Exception as exc:  # a monitoring side effect must never end in a traceback
         if args.debug:

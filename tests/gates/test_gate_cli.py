@@ -13,8 +13,8 @@ import pytest
 from sync_ci import __version__, guards
 from sync_ci.cli import main
 from sync_ci.config import Settings
-from sync_ci.gates import platforms
 from sync_ci.store import endpoint_from_settings, open_store
+from tests.gates.casts import write_passing_casts
 
 
 def document(path: Path) -> dict[str, object]:
@@ -163,10 +163,7 @@ def test_latency_gate_names_the_slow_region(
 def test_gate_all_runs_the_three(
     gate_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    casts = tmp_path / "casts"
-    for name in platforms.PLATFORMS:
-        script = f"echo SYNC_CI_RESULT rc=0 version={__version__} platform={name}"
-        assert platforms.record_cast(name, casts / f"{name}.cast", script_cmd=script) == 0
+    casts = write_passing_casts(tmp_path / "casts", __version__)
     out = tmp_path / "all.json"
     assert main(["gate", "all", "--casts", str(casts), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
