@@ -132,6 +132,7 @@ class Run:
     tallies: dict[tuple[str, str], OperationTally] = field(default_factory=dict)
     probed: set[tuple[str, str, str]] = field(default_factory=set)
     unanswered: str = ""
+    pinned_root: str = ""
     stored_alerts: set[tuple[str, str, str]] = field(default_factory=set)
 
     def out_of_time(self) -> bool:
@@ -164,7 +165,7 @@ def request_headers(
     """
     headers: dict[str, Any] = dict(generated) if isinstance(generated, Mapping) else {}
     reads = method.upper() in ("GET", "HEAD")
-    if not (keep_invalid_root and reads and contract.ROOT_HEADER in headers):
+    if not (keep_invalid_root and reads and sendable(headers.get(contract.ROOT_HEADER))):
         headers.pop(contract.ROOT_HEADER, None)
         root = root_for(method, read_root, write_root)
         if root:
@@ -175,6 +176,21 @@ def request_headers(
     elif secured == "admin" and credentials.admin_token:
         headers["authorization"] = f"Bearer {credentials.admin_token}"
     return headers
+
+
+def sendable(value: object) -> bool:
+    """True for a header value that reaches the Worker as generated.
+
+    An empty value is dropped on the way (the client's own root header then goes instead), and
+    surrounding spaces or non-ASCII text are rewritten, so such a value tests nothing.
+    """
+    return (
+        isinstance(value, str)
+        and value != ""
+        and value == value.strip()
+        and value.isascii()
+        and value.isprintable()
+    )
 
 
 def wrong_credentials(secured: str, credentials: Credentials) -> list[tuple[str, dict[str, str]]]:
@@ -462,7 +478,10 @@ def prepare(run: Run, case: Any, secured: str, pick: int) -> None:
         credentials=run.credentials,
         read_root=run.read_root,
         write_root=run.write_root,
-        keep_invalid_root=case.meta is not None
+        # On ci the client itself names the CI root on every request, so a generated one never
+        # reaches the Worker; sending it anyway would test nothing.
+        keep_invalid_root=not run.pinned_root
+        and case.meta is not None
         and case.meta.is_negative_at(ParameterLocation.HEADER),
     )
     positive = case.meta is None or not case.meta.generation.mode.is_negative
@@ -693,12 +712,13 @@ def open_run(
     # default root and writes under the CI prefix; live writes nothing, so only its root is read.
     write_root = "" if read_only else settings.ci_prefix
     read_root = settings.ci_prefix if settings.target == "ci" else ""
+    pinned_root = settings.ci_prefix if settings.target == "ci" else ""
     client = WorkerClient(
         WorkerTarget(
             base_url=worker_url,
             read_only=read_only,
             timeout_s=settings.worker_timeout_s,
-            root=settings.ci_prefix if settings.target == "ci" else "",
+            root=pinned_root,
             allowed_posts=() if read_only else POSTS,
             retries=0,
         )
@@ -719,6 +739,7 @@ def open_run(
                 admin_token=settings.secrets.admin_token,
             ),
             object_names=names,
+            pinned_root=pinned_root,
             max_examples=max_examples,
             seed=seed,
             deadline=time.monotonic() + budget_s,

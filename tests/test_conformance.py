@@ -104,6 +104,17 @@ def test_writes_carry_the_ci_root_and_reads_the_read_root_whatever_was_generated
         keep_invalid_root=True,
     )
     assert write[contract.ROOT_HEADER] == "ci/ab/"
+    # An empty value never reaches the Worker as generated: the run's own root goes instead.
+    empty = request_headers(
+        "GET",
+        {contract.ROOT_HEADER: ""},
+        secured="",
+        credentials=CREDS,
+        read_root="ci/ab/",
+        write_root="ci/ab/",
+        keep_invalid_root=True,
+    )
+    assert empty[contract.ROOT_HEADER] == "ci/ab/"
     # A negative case may bring no header mapping at all.
     assert request_headers(
         "GET", None, secured="", credentials=CREDS, read_root="r/", write_root="w/"
