@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sync_ci.contract import ALERT_LIMIT_BYTES
 from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
+from sync_ci.redaction import escape_controls, first_control
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
@@ -104,19 +105,28 @@ def new_alert(
     rows: Sequence[Mapping[str, Any]] = (),
 ) -> Alert:
     """Build an alert; the key is fixed here, once, so every retry and re-delivery reuses it."""
-    if not check.strip() or len(check) > 100:
-        raise UsageError(f"alert check name {check!r} must be 1-100 characters")
+    if not check.strip() or len(check) > 100 or first_control(check) is not None:
+        raise UsageError(
+            f"alert check name {escape_controls(check)!r} must be 1-100 characters with no "
+            "control characters (e.g. doctor-failed)"
+        )
     return fit_alert(
         Alert(
             check=check.strip(),
-            message=message.strip() or f"{check} failed",
-            host=host[:100] or "unknown-host",
+            message=_one_line(message) or f"{check} failed",
+            host=_one_line(host)[:100] or "unknown-host",
             version=version,
             ts=iso(now),
             idempotency_key=make_key(tenant, check, now, nonce),
             rows=tuple(rows[:MAX_ROWS]),
         )
     )
+
+
+def _one_line(text: str) -> str:
+    # The contract refuses control characters in an alert: newlines and tabs become spaces, and
+    # anything else is made visible, so a multi-line --message is sent rather than rejected.
+    return escape_controls(" ".join(text.split()), keep_newlines=False)
 
 
 def body_size(alert: Alert) -> int:

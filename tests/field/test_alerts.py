@@ -15,7 +15,7 @@ from sync_ci import alerts
 from sync_ci.alerts import Alert, Deadline, Spool
 from sync_ci.config import Settings
 from sync_ci.contract import ALERT_LIMIT_BYTES
-from sync_ci.errors import UnreachableError
+from sync_ci.errors import UnreachableError, UsageError
 from sync_ci.status import fetch_status
 from sync_ci.worker import Answer
 from tests.field.conftest import run_cli
@@ -47,6 +47,25 @@ def test_key_is_fixed_at_creation_and_in_the_workers_alphabet() -> None:
     assert alert.idempotency_key == "t-1.doctor-failed-weird.20240501T120000Z.abc123"
     assert alert.to_json()["ts"] == "2024-05-01T12:00:00Z"
     assert set(alert.to_json()) == {"check", "message", "host", "version", "ts", "idempotency_key"}
+
+
+def test_a_multi_line_message_is_sent_as_one_line_the_contract_accepts() -> None:
+    from sync_ci import contract
+
+    alert = alerts.new_alert(
+        "doctor-failed",
+        "line one\n\tline two \x1b[2J",
+        tenant="t-1",
+        host="host\r\nforged",
+        version="0.1.0",
+        now=NOW,
+        nonce="abc123",
+    )
+    assert alert.message == "line one line two \\x1b[2J"
+    assert alert.host == "host forged"
+    contract.validate_alert(alert.to_json())  # raises on any control character
+    with pytest.raises(UsageError, match="control characters"):
+        make("doctor\x1bfailed")
 
 
 def test_fit_alert_trims_rows_then_message_to_the_limit() -> None:
