@@ -1,7 +1,9 @@
-"""Cleanup benchmark: 50 prefixes x 200 objects (30 old) vs `aws s3 rm --recursive` per old prefix.
+"""Cleanup benchmark: planning 1k/10k/100k listed objects, then 50 prefixes x 200 objects (30 old)
+vs `aws s3 rm --recursive` per old prefix.
 
-Starts its own moto server, seeds the same objects into two buckets, runs `run_cleanup` on one and
-the aws CLI on the other, and prints requests by type, wall times and the ratio.
+Planning is pure (no I/O): a listing is built in memory and planned with every safety check. Then
+it starts its own moto server, seeds the same objects into two buckets, runs `run_cleanup` on one
+and the aws CLI on the other, and prints requests by type, wall times and the ratio.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sync_ci import cleanup, guards
 from sync_ci.sandbox.store_server import StoreProcess, start_moto
-from sync_ci.store import Store, StoreEndpoint, count_requests, open_store
+from sync_ci.store import Store, StoreEndpoint, VersionInfo, count_requests, open_store
 
 CI_ROOT = "snappy-os-ci/"
 OLDER_THAN = timedelta(days=7)
@@ -27,6 +29,9 @@ BODY = b"sync-ci bench 16"
 AWS_TIMEOUT_S = 120
 # Timestamps have one-second resolution on some stores; keep the young writes clearly later.
 AGE_GAP_S = 2.2
+PLAN_SIZES = (1_000, 10_000, 100_000)
+PLAN_TARGET_S = 1.0  # planning 100,000 listed objects, every safety check included
+PLAN_OBJECTS_PER_PREFIX = 200
 
 
 def _endpoint(server: StoreProcess, bucket: str) -> StoreEndpoint:
@@ -93,13 +98,66 @@ def _aws_rm(aws: str, server: StoreProcess, bucket: str, shas: Sequence[str]) ->
     return time.perf_counter() - started, deletes
 
 
+def synthetic_listing(count: int, now: datetime) -> cleanup.Listing:
+    """`count` objects in prefixes of 200, three in five of them older than the retention."""
+    versions = []
+    for index in range(count):
+        prefix = index // PLAN_OBJECTS_PER_PREFIX
+        age = OLDER_THAN * 2 if prefix % 5 < 3 else timedelta(hours=1)
+        versions.append(
+            VersionInfo(
+                key=f"{CI_ROOT}{prefix:040x}/obj {index:06d}+é.bin",
+                version_id="",
+                size=16,
+                last_modified=now - age,
+            )
+        )
+    return cleanup.Listing(versions=tuple(versions))
+
+
+def measure_planning(count: int) -> tuple[float, int]:
+    """Plan a synthetic listing as a run does (plan, safety check, batches); seconds and keys."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    listing = synthetic_listing(count, now)
+    started = time.perf_counter()
+    plan = cleanup.plan_cleanup(listing, now, OLDER_THAN, CI_ROOT)
+    cleanup.assert_plan_safe(plan)
+    batches = cleanup.make_batches(plan)
+    elapsed = time.perf_counter() - started
+    return elapsed, sum(len(batch) for batch in batches)
+
+
+def report_planning() -> bool:
+    """Print planning time per size; True when 100k objects plan within the target."""
+    ok = True
+    for count in PLAN_SIZES:
+        elapsed, doomed = measure_planning(count)
+        print(
+            f"plan {count:>7} objects: {elapsed:.3f} s ({elapsed / count * 1e6:.1f} us/object), "
+            f"{doomed} to delete"
+        )
+        if count == max(PLAN_SIZES):
+            within = elapsed < PLAN_TARGET_S
+            ok = ok and within
+            print(
+                f"planning {count} objects: {elapsed:.3f} s, target < {PLAN_TARGET_S:g} s "
+                f"(ratio {elapsed / PLAN_TARGET_S:.2f} of the target): "
+                f"{'met' if within else 'MISSED'}"
+            )
+    return ok
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Seed, run both deletions, print the figures; exit 1 if a check or a target fails."""
+    """Plan, seed, run both deletions, print the figures; exit 1 if a check or a target fails."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cleanup")
     parser.add_argument("--prefixes", type=int, default=50)
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--old", type=int, default=30)
+    parser.add_argument("--plan-only", action="store_true", help="only the planning figures")
     args = parser.parse_args([] if argv is None else argv)
+    planned_ok = report_planning()
+    if args.plan_only:
+        return 0 if planned_ok else 1
     aws = _aws_binary()
     server = start_moto()
     try:
@@ -173,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not aws:
             print("aws CLI not found (apt-get install -y awscli); reference skipped")
-            return 0 if ok else 1
+            return 0 if ok and planned_ok else 1
         version = subprocess.run([aws, "--version"], capture_output=True, text=True, check=False)
         aws_s, aws_deletes = _aws_rm(aws, server, aws_ep.bucket, old)
         aws_left = sum(1 for _ in admins[1].list(CI_ROOT))
@@ -184,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         ratio = aws_s / ours_s if ours_s > 0 else float("inf")
         print(f"ratio aws / sync-ci: {ratio:.1f}x (target >= 10x)")
-        ok = ok and aws_left == total - deleted_expected and ratio >= 10
+        ok = ok and planned_ok and aws_left == total - deleted_expected and ratio >= 10
         return 0 if ok else 1
     finally:
         server.stop()

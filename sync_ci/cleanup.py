@@ -246,9 +246,9 @@ def _deletable(key: str, policy: guards.WritePolicy) -> bool:
     return True
 
 
-def _classify(rest: str) -> tuple[PrefixKind, str]:
-    name, sep, _ = rest.partition("/")
-    if not sep:
+def _classify(name: str | None) -> tuple[PrefixKind, str]:
+    """Kind of one top-level entry under the CI root; None stands for the loose objects."""
+    if name is None:
         return "loose", ""
     if guards.SHA_SEGMENT.fullmatch(name):
         return "ci", name
@@ -262,23 +262,26 @@ def plan_cleanup(listing: Listing, now: datetime, older_than: timedelta, ci_root
     if now.tzinfo is None:
         raise UsageError("the reference time must carry a time zone")
     policy = guards.cleanup_policy("", ci_root)
-    groups: dict[tuple[PrefixKind, str], tuple[list[VersionInfo], list[UploadInfo]]] = {}
+    # Grouped by the first segment under the CI root (None: a loose object), classified per group.
+    named: dict[str | None, tuple[list[VersionInfo], list[UploadInfo]]] = {}
+    start = len(ci_root)
     for item in listing.versions:
         if not item.key.startswith(ci_root):
             raise PlanRefused(
                 f"refusing the whole run: listed key {item.key!r} lies outside the CI root "
                 f"{ci_root!r}"
             )
-        kind, name = _classify(item.key[len(ci_root) :])
-        groups.setdefault((kind, name), ([], []))[0].append(item)
+        name, sep, _ = item.key[start:].partition("/")
+        named.setdefault(name if sep else None, ([], []))[0].append(item)
     for upload in listing.uploads:
         if not upload.key.startswith(ci_root):
             raise PlanRefused(
                 f"refusing the whole run: upload {upload.key!r} lies outside the CI root "
                 f"{ci_root!r}"
             )
-        kind, name = _classify(upload.key[len(ci_root) :])
-        groups.setdefault((kind, name), ([], []))[1].append(upload)
+        name, sep, _ = upload.key[start:].partition("/")
+        named.setdefault(name if sep else None, ([], []))[1].append(upload)
+    groups = {_classify(name): lists for name, lists in named.items()}
 
     order = {"ci": 0, "other": 1, "loose": 2}
     prefixes: list[PrefixPlan] = []
@@ -308,6 +311,9 @@ def plan_cleanup(listing: Listing, now: datetime, older_than: timedelta, ci_root
             )
             continue
         old = age_s > older_than.total_seconds()
+        # Every version of an old prefix is judged once: doomed when the policy lets it go.
+        keys = dict.fromkeys(v.key for v in versions) if old else {}
+        deletable = {key: _deletable(key, policy) for key in keys}
         doomed = tuple(
             Doomed(
                 key=v.key,
@@ -316,9 +322,9 @@ def plan_cleanup(listing: Listing, now: datetime, older_than: timedelta, ci_root
                 current=v.is_latest and not v.is_delete_marker,
             )
             for v in versions
-            if old and _deletable(v.key, policy)
+            if deletable.get(v.key, False)
         )
-        unsafe = tuple(sorted({v.key for v in versions if old and not _deletable(v.key, policy)}))
+        unsafe = tuple(sorted(key for key, ok in deletable.items() if not ok))
         prefixes.append(
             PrefixPlan(
                 prefix=prefix,
