@@ -1,4 +1,7 @@
-"""The aiohttp load engine against a tiny real Worker on 127.0.0.1."""
+"""The aiohttp load engine against a tiny real Worker on 127.0.0.1.
+
+Verdicts on a conforming Worker are judged for behaviour (tests.gates.verdicts), never for speed.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ from sync_ci.gates.http import push_policy, read_only_policy
 from sync_ci.gates.scenario import LoadScenario, install_request, plan_burst
 from sync_ci.gates.thresholds import resolve
 from tests.gates.conftest import TINY_SECRET, TinyWorker
+from tests.gates.verdicts import judge
 
 CI_ROOT = "snappy-os-ci/0123abc/"
+# A hang guard for the subprocesses below, which a loaded machine never reaches.
+HANG_S = 300
 PUSHES = push_policy(CI_ROOT)
 
 
@@ -38,8 +44,13 @@ def test_full_burst_is_measured_exactly(tiny_worker: TinyWorker) -> None:
     assert histogram.decode(install.histogram).get_total_count() == 1000
     assert phase.start_spread_ms > 0
     assert histogram.summarize(histogram.decode(install.histogram)).p50_ms >= 20
+    # Every row present and clean; a latency row may fail only where its own p95 says so.
     rows = load.evaluate_phase(phase, resolve())
-    assert all(r.status == "pass" for r in rows), [r.detail for r in rows if r.status != "pass"]
+    assert {r.id for r in rows} == {
+        f"load.burst.{name}"
+        for name in ("install.p95_ms", "push.p95_ms", "5xx", "errors", "missing", "start_spread_ms")
+    }
+    judge(rows)
 
 
 def test_5xx_are_counted_apart(tiny_worker: TinyWorker) -> None:
@@ -96,10 +107,11 @@ def test_open_model_measures_from_the_intended_send_time(tiny_worker: TinyWorker
     install = phase.ops["install"]
     assert install.planned + phase.ops["push"].planned == 100
     assert install.ok == install.planned
-    corrected = histogram.summarize(histogram.decode(install.histogram))
-    raw = histogram.summarize(histogram.decode(phase.raw["install"]))
-    assert corrected.max_ms >= 250
-    assert raw.max_ms < corrected.max_ms
+    corrected, raw = histogram.decode(install.histogram), histogram.decode(phase.raw["install"])
+    assert corrected.get_total_count() == raw.get_total_count() == install.ok
+    assert histogram.summarize(corrected).max_ms >= 250
+    # Each sample's corrected latency adds its own lag to the raw one; the stalled ones lag much.
+    assert corrected.get_mean_value() > raw.get_mean_value()
     assert phase.max_lag_ms >= 250
 
 
@@ -120,7 +132,7 @@ def test_too_few_descriptors_is_refused_with_exit_3() -> None:
         "sys.exit(run_handler(lambda a: ensure_descriptors(1164), argparse.Namespace()))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_S, check=False
     )
     assert done.returncode == 3
     lines = done.stderr.strip().splitlines()
@@ -141,7 +153,7 @@ def test_descriptors_are_raised_to_the_hard_limit() -> None:
         "print(ensure_descriptors(1164) >= 1164)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_S, check=False
     )
     assert done.stdout.strip() == "True", done.stderr
 

@@ -1,10 +1,15 @@
-"""`sync-ci gate load|latency --engine locust` end to end against the sandbox (loopback only)."""
+"""`sync-ci gate load|latency --engine locust` end to end against the sandbox (loopback only).
+
+Healthy runs are judged for behaviour (tests.gates.verdicts), never for this machine's speed; the
+process waits are hang guards a loaded machine never reaches.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +19,13 @@ import pytest
 from sync_ci.cli import main
 from tests.conftest import sandbox_env_for
 from tests.gates.recording import RecordingProxy
+from tests.gates.verdicts import assert_honest, behaviour_verdicts
 
 SYNC_CI = [sys.executable, "-m", "sync_ci"]
+# Hang guards: generous enough that only a hung process reaches them, however loaded the machine.
+HANG_S = 300
+# How long a master waits for its workers to connect (it proceeds as soon as they have).
+GATHER_S = "300"
 
 
 def document(path: Path) -> dict[str, object]:
@@ -39,14 +49,17 @@ def test_locust_and_builtin_give_the_same_verdict_and_counts(
     gate_env: dict[str, str], tmp_path: Path
 ) -> None:
     builtin, locust = tmp_path / "builtin.json", tmp_path / "locust.json"
-    assert main(["gate", "load", "-q", "--json", str(builtin)]) == 0
+    code = main(["gate", "load", "-q", "--json", str(builtin)])
+    assert_honest(document(builtin), code)
     args = ["--engine", "locust", "--processes", "2", "--json", str(locust)]
-    assert main(["gate", "load", "-q", *args]) == 0
+    args += ["--expect-workers-max-wait", GATHER_S]
+    code = main(["gate", "load", "-q", *args])
+    assert_honest(document(locust), code)
     mine, theirs = document(locust), document(builtin)
     assert mine["schema"] == theirs["schema"] == "sync-ci/result@1"
-    assert {i: r["status"] for i, r in rows(mine).items()} == {
-        i: r["status"] for i, r in rows(theirs).items()
-    }
+    # The same rows; the same verdict wherever the verdict is behaviour, not this machine's speed.
+    assert rows(mine).keys() == rows(theirs).keys()
+    assert behaviour_verdicts(rows(mine).values()) == behaviour_verdicts(rows(theirs).values())
     for row in ("load.burst.install.p95_ms", "load.burst.push.p95_ms"):
         observed_mine, observed_theirs = rows(mine)[row]["observed"], rows(theirs)[row]["observed"]
         assert observed_mine["count"] == observed_theirs["count"]  # type: ignore[index]
@@ -63,7 +76,10 @@ def test_both_engines_fail_on_a_1_percent_5xx_fault(
     gate_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     for engine in ("builtin", "locust"):
-        code = main(["gate", "load", "-q", "--engine", engine, "--fault", "5xx_rate=0.01"])
+        args = ["--engine", engine, "--fault", "5xx_rate=0.01"]
+        if engine == "locust":
+            args += ["--expect-workers-max-wait", GATHER_S]
+        code = main(["gate", "load", "-q", *args])
         out = capsys.readouterr().out
         assert code == 1, engine
         assert "breached load.5xx" in out, engine
@@ -85,31 +101,65 @@ def reap(process: subprocess.Popen[bytes], timeout: float) -> int:
             process.wait(timeout=5)
 
 
+def await_dialers(
+    listener: socket.socket, count: int, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Accept (and reset) `count` connections: the workers are up and dialling the master's port."""
+    listener.settimeout(1)
+    accepted = 0
+    for _ in range(HANG_S):
+        if accepted == count:
+            return
+        assert all(w.poll() is None for w in workers), [w.returncode for w in workers]
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        # Reset, not close: a closed connection's TIME_WAIT would keep the master off this port.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+        accepted += 1
+    raise AssertionError(f"only {accepted} of {count} workers dialled the master's port")
+
+
 def test_master_refuses_to_run_short_handed(gate_env: dict[str, str], tmp_path: Path) -> None:
-    port = free_port()
-    master_args = ["gate", "load", "--engine", "locust", "--master", "--expect-workers", "3"]
-    master_args += ["--expect-workers-max-wait", "3", "--master-bind-host", "127.0.0.1"]
-    master_args += ["--master-bind-port", str(port)]
-    master = subprocess.Popen(
-        [*SYNC_CI, *master_args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # The workers start first and dial the port until a master answers (they retry), so that the
+    # master's short wait for a third worker measures refusal, not how fast Python starts here.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
     worker_args = ["gate", "load", "--engine", "locust", "--worker", "--master-host", "127.0.0.1"]
-    worker_args += ["--master-port", str(port), "--expect-workers-max-wait", "20"]
+    worker_args += ["--master-port", str(port), "--expect-workers-max-wait", GATHER_S]
     workers = [spawn(*worker_args, log=tmp_path / f"w{i}.log") for i in range(2)]
     try:
-        out, err = master.communicate(timeout=30)
+        with listener:
+            await_dialers(listener, 2, workers)
+        master_args = ["gate", "load", "--engine", "locust", "--master", "--expect-workers", "3"]
+        master_args += ["--expect-workers-max-wait", "20", "--master-bind-host", "127.0.0.1"]
+        master_args += ["--master-bind-port", str(port)]
+        master = subprocess.Popen(
+            [*SYNC_CI, *master_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out, err = master.communicate(timeout=HANG_S)
+        finally:
+            if master.poll() is None:
+                master.kill()
+                master.wait(timeout=5)
+        codes = [reap(w, HANG_S) for w in workers]
     finally:
-        if master.poll() is None:
-            master.kill()
-            master.wait(timeout=5)
-    codes = [reap(w, 20) for w in workers]
-    assert master.returncode == 3
+        for worker in workers:  # only after a failed step above: never wait out the connect wait
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=5)
+    assert master.returncode == 3, err.decode()
     lines = err.decode().strip().splitlines()
     assert lines == [
-        "sync-ci: error: expected 3 Locust workers but 2 connected within 3 s; "
+        "sync-ci: error: expected 3 Locust workers but 2 connected within 20 s; "
         "refusing to run the load gate short-handed"
     ]
     assert codes == [3, 3]
@@ -122,19 +172,20 @@ def test_distributed_latency_uses_the_region_tags(gate_env: dict[str, str], tmp_
     master = spawn(
         *("gate", "latency", "-q", "--engine", "locust", "--master", "--expect-workers", "2"),
         *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
-        *("--expect-workers-max-wait", "30", "--json", str(result)),
+        *("--expect-workers-max-wait", GATHER_S, "--json", str(result)),
         log=tmp_path / "master.log",
     )
     worker = ["gate", "latency", "--engine", "locust", "--worker", "--master-host", "127.0.0.1"]
-    worker += ["--master-port", str(port)]
+    worker += ["--master-port", str(port), "--expect-workers-max-wait", GATHER_S]
     workers = [
         spawn(*worker, "--region", "sjc", log=tmp_path / "sjc.log"),
         spawn(*worker, log=tmp_path / "any.log"),
     ]
-    code = reap(master, 60)
-    assert [reap(w, 20) for w in workers] == [0, 0]
-    assert code == 0, (tmp_path / "master.log").read_text(encoding="utf-8")
+    code = reap(master, 2 * HANG_S)
+    assert [reap(w, HANG_S) for w in workers] == [0, 0]
+    assert result.exists(), (tmp_path / "master.log").read_text(encoding="utf-8")
     doc = document(result)
+    assert_honest(doc, code)
     extra: dict[str, object] = doc["extra"]  # type: ignore[assignment]
     per_worker: dict[str, dict[str, object]] = extra["worker_samples"]  # type: ignore[assignment]
     by_region = {str(w["region"]): w["samples"] for w in per_worker.values()}
@@ -168,7 +219,7 @@ def test_cheap_paths_never_import_locust_or_gevent() -> None:
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         check=False,
         env={**os.environ, "PYTHONWARNINGS": "error"},
     )
@@ -206,7 +257,7 @@ def test_a_worker_on_a_read_only_target_refuses_to_push_whatever_its_master_says
         master = subprocess.Popen(
             [
                 *(*SYNC_CI, "gate", "load", "-q", "--engine", "locust", "--master"),
-                *("--expect-workers", "1", "--expect-workers-max-wait", "30"),
+                *("--expect-workers", "1", "--expect-workers-max-wait", GATHER_S),
                 *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
             ],
             stdin=subprocess.DEVNULL,
@@ -218,6 +269,7 @@ def test_a_worker_on_a_read_only_target_refuses_to_push_whatever_its_master_says
             [
                 *(*SYNC_CI, "gate", "load", "--engine", "locust", "--worker"),
                 *("--master-host", "127.0.0.1", "--master-port", str(port)),
+                *("--expect-workers-max-wait", GATHER_S),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -225,8 +277,8 @@ def test_a_worker_on_a_read_only_target_refuses_to_push_whatever_its_master_says
             env=live_env,
         )
         try:
-            _, master_err = master.communicate(timeout=120)
-            _, worker_err = worker.communicate(timeout=60)
+            _, master_err = master.communicate(timeout=2 * HANG_S)
+            _, worker_err = worker.communicate(timeout=HANG_S)
         finally:
             for process in (master, worker):
                 if process.poll() is None:

@@ -26,6 +26,11 @@ from sync_ci.gates.scenario import LatencyScenario, LoadScenario
 from sync_ci.gates.thresholds import resolve
 from tests.gates.conftest import TINY_SECRET, TinyWorker
 from tests.gates.test_load_engine import PUSHES
+from tests.gates.verdicts import assert_speed_rows_honest, behaviour_verdicts
+
+# The gate's own per-request bound, and a wait for workers that only a hung start would reach.
+REQUEST_TIMEOUT_S = load.DEFAULT_TIMEOUT_S
+GATHER_S = 300.0
 
 
 def test_shares_deal_every_unit_once() -> None:
@@ -103,14 +108,16 @@ def test_unnamed_regions_are_unreachable_after_the_merge() -> None:
 def small_burst(
     url: str, scenario: LoadScenario, secret: str
 ) -> tuple[list[load.PhaseOutcome], EngineOutcome]:
-    job = EngineJob(gate="load", base_url=url, timeout_s=10, scenario=scenario.to_json())
+    job = EngineJob(
+        gate="load", base_url=url, timeout_s=REQUEST_TIMEOUT_S, scenario=scenario.to_json()
+    )
     outcome = run_locust(
         job,
         expect_workers=2,
         local_workers=2,
         tenant_secret=secret,
         policy=PUSHES,
-        expect_wait_s=30,
+        expect_wait_s=GATHER_S,
     )
     return combine_load(outcome), outcome
 
@@ -132,7 +139,7 @@ def test_counts_match_the_builtin_engine_exactly(tiny_worker: TinyWorker) -> Non
     assert phase.processes == 2 and phase.start_spread_ms > 0
     assert histogram.decode(install.histogram).get_total_count() == 60
     builtin = load.run_load(
-        load.plan_job(scenario, url, "not-the-secret", policy=PUSHES, timeout_s=10)
+        load.plan_job(scenario, url, "not-the-secret", policy=PUSHES, timeout_s=REQUEST_TIMEOUT_S)
     )[0]
     assert sum(op.status_5xx for op in builtin.ops.values()) == 8
     for name in ("install", "push"):
@@ -140,9 +147,14 @@ def test_counts_match_the_builtin_engine_exactly(tiny_worker: TinyWorker) -> Non
         assert mine.planned == theirs.planned
         assert mine.ok + mine.status_5xx + mine.errors == mine.planned
         assert theirs.ok + theirs.status_5xx + theirs.errors == theirs.planned
-    verdict = {r.id: r.status for r in load.evaluate_phase(phase, resolve())}
-    assert verdict == {r.id: r.status for r in load.evaluate_phase(builtin, resolve())}
-    assert verdict["load.burst.5xx"] == "fail" and verdict["load.burst.install.p95_ms"] == "pass"
+    mine_rows = load.evaluate_phase(phase, resolve())
+    theirs_rows = load.evaluate_phase(builtin, resolve())
+    verdict = behaviour_verdicts(mine_rows)
+    assert verdict == behaviour_verdicts(theirs_rows)
+    assert verdict["load.burst.5xx"] == "fail" and verdict["load.burst.errors"] == "fail"
+    # Latency verdicts follow each engine's own numbers (this machine's speed decides those).
+    assert_speed_rows_honest(mine_rows)
+    assert_speed_rows_honest(theirs_rows)
 
 
 def test_network_errors_are_counted_apart(tiny_worker: TinyWorker) -> None:
@@ -172,11 +184,11 @@ def test_probes_classify_colos_like_the_builtin_probe(tiny_worker: TinyWorker) -
     job = EngineJob(
         gate="latency",
         base_url=urls["near"],
-        timeout_s=10,
+        timeout_s=REQUEST_TIMEOUT_S,
         scenario=scenario.to_json(),
         regions=regions,
     )
-    outcome = run_locust(job, expect_workers=1, local_workers=1, expect_wait_s=30)
+    outcome = run_locust(job, expect_workers=1, local_workers=1, expect_wait_s=GATHER_S)
     mine = combine_latency(outcome, regions, scenario.samples)
     theirs = asyncio.run(
         probe_regions(
