@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync_ci.gates import histogram, load
+from sync_ci.gates.http import read_only_policy
 from sync_ci.gates.locust_engine import EngineJob, combine_load, run_locust
 from sync_ci.gates.scenario import LoadScenario
 from sync_ci.sandbox.launcher import start_sandbox
 
-# Installs only: every engine and wrk hit the same endpoint.
+# Installs only: every engine and wrk hit the same endpoint, and nothing is written (read-only).
 SCENARIO = LoadScenario(installs=1000, pushes=0, tenants=1)
+POLICY = read_only_policy()
 WRK_SCRIPT = """
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -85,7 +87,9 @@ def run_builtin(url: str, rate: float, duration_s: float) -> Step:
     load.ensure_descriptors(4096)
     cpu0 = time.process_time()
     phase = asyncio.run(
-        load.run_open_model(SCENARIO, "", url, rate=rate, duration_s=duration_s, timeout_s=30)
+        load.run_open_model(
+            SCENARIO, "", url, policy=POLICY, rate=rate, duration_s=duration_s, timeout_s=30
+        )
     )
     return _step("builtin (aiohttp, 1 process)", phase, time.process_time() - cpu0)
 
@@ -102,7 +106,9 @@ def run_locust_engine(url: str, rate: float, duration_s: float, workers: int) ->
         burst=False,
     )
     cpu0 = _children_cpu()
-    outcome = run_locust(job, expect_workers=workers, local_workers=workers, expect_wait_s=30)
+    outcome = run_locust(
+        job, expect_workers=workers, local_workers=workers, expect_wait_s=30, policy=POLICY
+    )
     phases = {p.phase: p for p in combine_load(outcome)}
     return _step(f"locust --processes {workers}", phases["open"], _children_cpu() - cpu0)
 
@@ -174,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: list[Step] = []
     with start_sandbox() as sandbox, tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         url = sandbox.info.worker.url
-        asyncio.run(load.run_open_model(SCENARIO, "", url, rate=200, duration_s=0.5))  # warm up
+        warm_up = load.run_open_model(SCENARIO, "", url, policy=POLICY, rate=200, duration_s=0.5)
+        asyncio.run(warm_up)
         # An engine that fell behind at one rate only queues more at the next: stop stepping it.
         for rate in rates:
             steps.append(run_builtin(url, rate, args.step_s))

@@ -13,6 +13,7 @@ import asyncio
 import csv
 import io
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -23,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync_ci.contract import ROOT_HEADER
 from sync_ci.gates import histogram, load
+from sync_ci.gates.http import push_policy
 from sync_ci.gates.scenario import LoadScenario, plan_burst, push_request
 from sync_ci.sandbox.launcher import start_sandbox
 
@@ -48,13 +51,18 @@ def _p95(values_us: Sequence[int]) -> float:
     return histogram.summarize(hist).p95_ms
 
 
-def run_gate(url: str, secret: str, processes: int = 1) -> Run:
-    """Fire the burst with the gate engine, in this process or spread over `processes`."""
+def run_gate(url: str, secret: str, ci_root: str, processes: int = 1) -> Run:
+    """Fire the burst with the gate engine, in this process or spread over `processes`.
+
+    The pushes go under a fresh `<ci_root><sha>/` of the sandbox, as the gate's own would.
+    """
     load.ensure_descriptors(1100 + load.DESCRIPTOR_MARGIN)
+    policy = push_policy(f"{ci_root}{secrets.token_hex(4)}/")
     if processes == 1:
-        phase = asyncio.run(load.fire_burst(plan_burst(LoadScenario(), secret), url, timeout_s=60))
+        plan = plan_burst(LoadScenario(), secret)
+        phase = asyncio.run(load.fire_burst(plan, url, policy=policy, timeout_s=60))
     else:
-        job = load.plan_job(LoadScenario(), url, secret, read_only=False, timeout_s=60)
+        job = load.plan_job(LoadScenario(), url, secret, policy=policy, timeout_s=60)
         phase = load.run_load(job, processes=processes)[0]
     install, push = phase.ops["install"], phase.ops["push"]
     return Run(
@@ -77,14 +85,16 @@ def _parse_hey_csv(text: str) -> tuple[list[int], list[float], int]:
     return latencies, offsets, failures
 
 
-def run_hey(hey: str, url: str, secret: str, workdir: Path) -> Run:
+def run_hey(hey: str, url: str, secret: str, ci_root: str, workdir: Path) -> Run:
     """Fire the same burst with two concurrent hey processes (installs, pushes)."""
     push = push_request("gate-000", secret, LoadScenario().body_bytes, "hey")
     body = workdir / "push.json"
     body.write_bytes(push.body)
+    # hey sends what it is given: name a CI root as the guarded session does for the gate.
+    sent = {**push.headers, ROOT_HEADER: f"{ci_root}{secrets.token_hex(4)}/"}
     headers = [
         arg
-        for name, value in push.headers.items()
+        for name, value in sent.items()
         if name != "content-type"
         for arg in ("-H", f"{name}: {value}")
     ]
@@ -147,15 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-load-") as workdir,
     ):
         url, secret = sandbox.info.worker.url, sandbox.info.tenant_secret
-        run_gate(url, secret)  # warm the sandbox's catalog cache and imports
+        ci_root = sandbox.info.ci_root
+        run_gate(url, secret, ci_root)  # warm the sandbox's catalog cache and imports
         ours: list[Run] = []
         spread: list[Run] = []
         theirs: list[Run] = []
         for _ in range(args.runs):
-            ours.append(run_gate(url, secret))
-            spread.append(run_gate(url, secret, processes=2))
+            ours.append(run_gate(url, secret, ci_root))
+            spread.append(run_gate(url, secret, ci_root, processes=2))
             if hey:
-                theirs.append(run_hey(hey, url, secret, Path(workdir)))
+                theirs.append(run_hey(hey, url, secret, ci_root, Path(workdir)))
     print(
         f"burst: 1,000 GET /install + 100 POST /_push (10 KB) against a Worker adding "
         f"{args.latency_ms} ms; median [min-max] of {args.runs} runs each"
