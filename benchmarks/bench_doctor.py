@@ -1,8 +1,9 @@
-"""Doctor benchmark: a healthy `sync-ci doctor --silent` against the sandbox vs `python -c pass`.
+"""Doctor benchmark: a healthy `sync-ci doctor --silent` against the sandbox vs two floors,
+`python -c pass` and `python -c "import requests"` (doctor's HTTP client, its least cost).
 
 Starts a sandbox, arranges a healthy tenant (cron entry for a throwaway user when run as root,
-recent pull stamp, mirror in parity), then times both commands as separate processes, interleaved,
-and prints median/p90 wall time and peak RSS (from wait4) with the doctor/floor ratio.
+recent pull stamp, mirror in parity), then times the three commands as separate processes,
+interleaved, and prints median/p90 wall time and peak RSS (from wait4) with both ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 0.5  # "a few hundred milliseconds at most", over the `python -c pass` floor
+REQUESTS_RATIO = 1.3  # doctor at most 1.3x `python -c "import requests"`
 
 
 # A small launcher does the fork+exec: Linux carries a process's peak RSS across exec, so a child
@@ -57,7 +59,7 @@ def _summary(label: str, walls: list[float], rss: list[int]) -> str:
     walls_ms = sorted(w * 1000 for w in walls)
     p90 = walls_ms[min(len(walls_ms) - 1, int(0.9 * len(walls_ms)))]
     return (
-        f"{label:<22} wall median {statistics.median(walls_ms):7.1f} ms  p90 {p90:7.1f} ms  "
+        f"{label:<28} wall median {statistics.median(walls_ms):7.1f} ms  p90 {p90:7.1f} ms  "
         f"peak RSS median {statistics.median(rss) / 1024:6.1f} MiB"
     )
 
@@ -128,12 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(client.get(f"/o/{entry['sha256']}").body)
 
-            floor_argv = [sys.executable, "-c", "pass"]
-            measure(doctor_argv, env)  # warm the page cache and .pyc files
-            walls: dict[str, list[float]] = {"doctor": [], "floor": []}
-            rss: dict[str, list[int]] = {"doctor": [], "floor": []}
+            commands = {
+                "floor": [sys.executable, "-c", "pass"],
+                "requests": [sys.executable, "-c", "import requests"],
+                "doctor": doctor_argv,
+            }
+            for argv_ in commands.values():
+                measure(argv_, env)  # warm the page cache and .pyc files
+            walls: dict[str, list[float]] = {label: [] for label in commands}
+            rss: dict[str, list[int]] = {label: [] for label in commands}
             for _ in range(args.runs):
-                for label, argv_ in (("floor", floor_argv), ("doctor", doctor_argv)):
+                for label, argv_ in commands.items():
                     wall, peak, code = measure(argv_, env)
                     if code != 0:
                         print(f"{label} exited {code}: the run is not healthy", file=sys.stderr)
@@ -146,9 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(_summary("python -c pass", walls["floor"], rss["floor"]))
+    print(_summary('python -c "import requests"', walls["requests"], rss["requests"]))
     print(_summary("sync-ci doctor --silent", walls["doctor"], rss["doctor"]))
     doctor_ms = statistics.median(walls["doctor"]) * 1000
     floor_ms = statistics.median(walls["floor"]) * 1000
+    requests_ms = statistics.median(walls["requests"]) * 1000
+    ratio = doctor_ms / requests_ms
+    print(
+        f"doctor over `import requests`: {ratio:.2f}x (target <= {REQUESTS_RATIO}x): "
+        f"{'met' if ratio <= REQUESTS_RATIO else 'MISSED'}"
+    )
     print(
         f"doctor over floor: +{doctor_ms - floor_ms:.1f} ms wall "
         f"({doctor_ms / floor_ms:.1f}x), "
@@ -157,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"budget {BUDGET_S * 1000:.0f} ms"
     )
     # Judge the overhead over the interpreter floor: on a loaded machine both grow together.
-    return 0 if doctor_ms - floor_ms <= BUDGET_S * 1000 else 1
+    return 0 if doctor_ms - floor_ms <= BUDGET_S * 1000 and ratio <= REQUESTS_RATIO else 1
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import secrets
+import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +47,19 @@ WORKDIR_PREFIX = "sync-ci-sandbox-"
 OWNER_FILE = "owner.json"
 # The reference Worker; a module constant so a test can substitute a child that fails on purpose.
 WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sync_ci.sandbox.worker_main")
+REFERENCE_WORKER_COMMAND = WORKER_COMMAND
+# The reference Worker's imports (aiohttp, boto3, the app) cost about what the store's start does,
+# so the sandbox starts it first, as this bootstrap: it imports them while the store boots, reads
+# the store's address and keys from its stdin once the bucket exists, and says "ready" on a pipe.
+PRELOADED_WORKER_COMMAND: tuple[str, ...] = (
+    sys.executable,
+    "-c",
+    "from sync_ci.sandbox.launcher import run_preloaded_worker; run_preloaded_worker()",
+    REFERENCE_WORKER_COMMAND[-1],
+)
+WORKER_PRELOAD = ("aiohttp.web", "sync_ci.store", "sync_ci.sandbox.worker_app")
+# What this process imports for its admin client (boto3) while the store boots.
+ADMIN_PRELOAD = "sync_ci.store"
 # workerd starts slower than aiohttp (miniflare, a bundle, one isolate per region).
 WORKERD_READY_TIMEOUT_S = 90.0
 DEFAULT_COLOS = ("SJC", "IAD", "FRA", "SIN", "GRU")
@@ -344,7 +360,25 @@ def start_sandbox(
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     server: StoreProcess | None = None
     worker: subprocess.Popen[bytes] | None = None
+    early: EarlyWorker | None = None
+    tenant_secret, admin_token = secrets.token_hex(32), secrets.token_hex(32)
     try:
+        if runtime == "python" and tuple(WORKER_COMMAND) == REFERENCE_WORKER_COMMAND:
+            early = spawn_early_worker(
+                workdir=workdir,
+                faults=faults,
+                kv_miss_ms=kv_miss_ms,
+                tenant_secret=tenant_secret,
+                admin_token=admin_token,
+                mutant=mutant,
+            )
+            worker = early.process
+        # Spawned children first, then boto3's import beside the store's start (both mostly
+        # CPU; on two cores the three start-ups overlap instead of queueing).
+        importer = threading.Thread(
+            target=importlib.import_module, args=(ADMIN_PRELOAD,), daemon=True
+        )
+        importer.start()
         server = _start_store(store, workdir)
         store_info = StoreInfo(
             kind=store,
@@ -354,28 +388,43 @@ def start_sandbox(
             secret_access_key=server.secret_access_key,
             pid=server.pid,
         )
+        importer.join()
         admin = admin_store(store_info)
-        tenant_secret, admin_token = secrets.token_hex(32), secrets.token_hex(32)
         # The Worker needs only the bucket to exist: seed the live root while it boots.
-        worker, document = start_worker(
-            store_info,
-            workdir=workdir,
-            faults=faults,
-            kv_miss_ms=kv_miss_ms,
-            tenant_secret=tenant_secret,
-            admin_token=admin_token,
-            while_booting=lambda: seed_root(admin, LIVE_ROOT),
-            mutant=mutant,
-            runtime=runtime,
-            project=project,
-        )
+        if early is not None:
+            early.release(store_info)
+            seed_root(admin, LIVE_ROOT)
+            document = wait_for_worker(
+                early.process,
+                early.ready_file,
+                early.log_path,
+                WORKER_READY_TIMEOUT_S,
+                notify=early.notify,
+            )
+            running = early.process
+        else:
+            worker, document = start_worker(
+                store_info,
+                workdir=workdir,
+                faults=faults,
+                kv_miss_ms=kv_miss_ms,
+                tenant_secret=tenant_secret,
+                admin_token=admin_token,
+                while_booting=lambda: seed_root(admin, LIVE_ROOT),
+                mutant=mutant,
+                runtime=runtime,
+                project=project,
+            )
+            running = worker
         regions = tuple(
             RegionInfo(name=str(r["name"]), colo=str(r["colo"]), url=str(r["url"]))
             for r in document["regions"]
         )
         info = SandboxInfo(
             store=store_info,
-            worker=WorkerInfo(pid=worker.pid, url=regions[0].url, regions=regions, runtime=runtime),
+            worker=WorkerInfo(
+                pid=running.pid, url=regions[0].url, regions=regions, runtime=runtime
+            ),
             live_root=LIVE_ROOT,
             ci_root=CI_ROOT,
             tenant_id=TENANT_ID,
@@ -393,8 +442,11 @@ def start_sandbox(
         if owns_workdir:
             release_workdir(workdir)
         raise
+    finally:
+        if early is not None:
+            early.close()
     return Sandbox(
-        info=info, store=server, worker=worker, workdir=workdir, owns_workdir=owns_workdir
+        info=info, store=server, worker=running, workdir=workdir, owns_workdir=owns_workdir
     )
 
 
@@ -487,6 +539,111 @@ def worker_arguments(
     return args
 
 
+def _worker_env(tenant_secret: str, admin_token: str) -> dict[str, str]:
+    """The Worker's environment but the store's: the tree sync_ci runs from, and its secrets."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_WORKER_")},
+        # The child imports sync_ci from the same tree even when it is not installed.
+        "PYTHONPATH": python_path,
+        "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
+        "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
+    }
+
+
+def _store_env(store_info: StoreInfo) -> dict[str, str]:
+    return {
+        "SYNC_CI_WORKER_STORE_ENDPOINT": store_info.endpoint_url,
+        "SYNC_CI_WORKER_BUCKET": store_info.bucket,
+        "SYNC_CI_WORKER_ACCESS_KEY_ID": store_info.access_key_id,
+        "SYNC_CI_WORKER_SECRET_ACCESS_KEY": store_info.secret_access_key,
+    }
+
+
+@dataclass(slots=True, kw_only=True)
+class EarlyWorker:
+    """The reference Worker started before its store: waiting on stdin, saying "ready" on a pipe."""
+
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_path: Path
+    notify: int
+
+    def release(self, store_info: StoreInfo) -> None:
+        """Hand the Worker its store (one JSON line on stdin; secrets never go on argv)."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(_store_env(store_info)).encode() + b"\n")
+            stdin.close()
+        except BrokenPipeError:
+            pass  # it died while importing: wait_for_worker reports its exit code and last line
+
+    def close(self) -> None:
+        """Close this side's pipes (stdin unread means the Worker exits without serving)."""
+        stdin = self.process.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(OSError):
+                stdin.close()
+        with contextlib.suppress(OSError):
+            os.close(self.notify)
+
+
+def spawn_early_worker(
+    *,
+    workdir: Path,
+    faults: Mapping[str, str],
+    kv_miss_ms: Mapping[str, int],
+    tenant_secret: str,
+    admin_token: str,
+    mutant: str = "",
+) -> EarlyWorker:
+    """Start the reference Worker's bootstrap now; `release` gives it the store when it exists."""
+    ready_file = workdir / "worker-ready.json"
+    ready_file.unlink(missing_ok=True)
+    log_path = workdir / "worker.log"
+    notify, told = os.pipe()
+    try:
+        with open(log_path, "wb") as log:
+            command = (*PRELOADED_WORKER_COMMAND, str(told))
+            process = spawn(
+                worker_arguments(ready_file, faults, kv_miss_ms, mutant, command),
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_worker_env(tenant_secret, admin_token),
+                pass_fds=(told,),
+            )
+    except OSError as exc:
+        os.close(notify)
+        raise SettingsError(f"cannot start the reference Worker: {exc}") from None
+    finally:
+        os.close(told)
+    return EarlyWorker(process=process, ready_file=ready_file, log_path=log_path, notify=notify)
+
+
+def run_preloaded_worker() -> None:
+    """Child side of PRELOADED_WORKER_COMMAND: import, wait for the store, serve, say "ready"."""
+    worker_main = importlib.import_module(sys.argv[1])
+    told, argv = int(sys.argv[2]), sys.argv[3:]
+    for name in WORKER_PRELOAD:
+        importlib.import_module(name)
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(0)  # the launcher gave up before its store was ready
+    os.environ.update(json.loads(line))
+    write = worker_main.write_ready_file
+
+    def write_and_tell(path: Path, document: Mapping[str, Any]) -> None:
+        write(path, document)
+        os.write(told, b"ready\n")
+        os.close(told)
+
+    setattr(worker_main, "write_ready_file", write_and_tell)  # noqa: B010  (a module global)
+    sys.exit(worker_main.main(argv))
+
+
 def start_worker(
     store_info: StoreInfo,
     *,
@@ -511,19 +668,7 @@ def start_worker(
     ready_file = workdir / "worker-ready.json"
     ready_file.unlink(missing_ok=True)
     log_path = workdir / "worker.log"
-    package_parent = str(Path(__file__).resolve().parents[2])
-    python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SYNC_CI_WORKER_")},
-        # The child imports sync_ci from the same tree even when it is not installed.
-        "PYTHONPATH": python_path,
-        "SYNC_CI_WORKER_STORE_ENDPOINT": store_info.endpoint_url,
-        "SYNC_CI_WORKER_BUCKET": store_info.bucket,
-        "SYNC_CI_WORKER_ACCESS_KEY_ID": store_info.access_key_id,
-        "SYNC_CI_WORKER_SECRET_ACCESS_KEY": store_info.secret_access_key,
-        "SYNC_CI_WORKER_TENANT_SECRET": tenant_secret,
-        "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
-    }
+    env = {**_worker_env(tenant_secret, admin_token), **_store_env(store_info)}
     with open(log_path, "wb") as log:
         try:
             worker = spawn(
@@ -546,9 +691,18 @@ def start_worker(
 
 
 def wait_for_worker(
-    worker: subprocess.Popen[bytes], ready_file: Path, log_path: Path, timeout_s: float
+    worker: subprocess.Popen[bytes],
+    ready_file: Path,
+    log_path: Path,
+    timeout_s: float,
+    *,
+    notify: int | None = None,
 ) -> dict[str, Any]:
-    """Poll for the Worker's ready file; raise UnreachableError if it dies or takes too long."""
+    """Wait for the Worker's ready file; raise UnreachableError if it dies or takes too long.
+
+    With `notify` (the read end of a pipe the Worker writes "ready" to, and which reaches EOF when
+    it exits) this blocks until one of those happens; without, it polls.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         code = worker.poll()
@@ -560,7 +714,15 @@ def wait_for_worker(
         document = _read_worker_ready(ready_file)
         if document is not None:
             return document
-        time.sleep(0.05)
+        if notify is None:
+            time.sleep(0.05)
+            continue
+        readable, _, _ = select.select([notify], [], [], max(0.0, deadline - time.monotonic()))
+        if readable and not os.read(notify, 64):
+            # EOF: the Worker is gone (or going); its exit code is the next thing to report.
+            notify = None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(timeout=max(0.0, deadline - time.monotonic()))
     raise UnreachableError(
         f"the reference Worker was not ready within {timeout_s:g} s; "
         f"last log line: {last_line(log_path)}"
