@@ -30,6 +30,21 @@ KEYED_WRITE_OPS: dict[str, tuple[str, ...]] = {
     "DeleteObjectTagging": ("Key",),
     "DeleteObjects": (),
 }
+# The query parameters each allowed write sends on the wire (botocore adds `x-id` to any of them).
+WIRE_QUERY: dict[str, frozenset[str]] = {
+    "PutObject": frozenset(),
+    "DeleteObject": frozenset({"versionId"}),
+    "CopyObject": frozenset(),
+    "CreateMultipartUpload": frozenset({"uploads"}),
+    "UploadPart": frozenset({"partNumber", "uploadId"}),
+    "UploadPartCopy": frozenset({"partNumber", "uploadId"}),
+    "CompleteMultipartUpload": frozenset({"uploadId"}),
+    "AbortMultipartUpload": frozenset({"uploadId"}),
+    "PutObjectTagging": frozenset({"tagging", "versionId"}),
+    "DeleteObjectTagging": frozenset({"tagging", "versionId"}),
+    "DeleteObjects": frozenset({"delete"}),
+    "PutBucketLifecycleConfiguration": frozenset({"lifecycle"}),
+}
 CLEANUP_OPS = frozenset({"DeleteObjects", "DeleteObject", "AbortMultipartUpload"})
 LIFECYCLE_OP = "PutBucketLifecycleConfiguration"
 AWS_GLOBAL_S3 = "s3.amazonaws.com:443"
@@ -251,17 +266,24 @@ def check_wire_request(
             f"refused {operation} ({method}): the request URL names {where!r}, "
             f"outside bucket {policy.bucket!r}"
         )
+    allowed_ops = CLEANUP_OPS if policy.cleanup_root else KEYED_WRITE_OPS.keys()
+    if operation not in policy.bucket_ops and operation not in allowed_ops:
+        raise GuardViolation(
+            f"refused {operation} ({method}): not an allowed write ({policy.describe()})"
+        )
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    # A sub-resource in the query turns an approved write into another one (?acl, ?retention).
+    unknown = sorted(set(query) - WIRE_QUERY.get(operation, frozenset()) - {"x-id"})
+    if unknown:
+        raise GuardViolation(
+            f"refused {operation} ({method}) of {where!r}: the request URL adds "
+            f"{', '.join(unknown)} to the query, which {operation} does not send"
+        )
     if operation in policy.bucket_ops:
         if key:
             raise GuardViolation(f"refused {operation} of {where!r}: a bucket-level write")
         return
-    allowed_ops = CLEANUP_OPS if policy.cleanup_root else KEYED_WRITE_OPS.keys()
-    if operation not in allowed_ops:
-        raise GuardViolation(
-            f"refused {operation} ({method}): not an allowed write ({policy.describe()})"
-        )
     if operation == "DeleteObjects":
-        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         keys = _delete_body_keys(body)
         if key or "delete" not in query or not keys:
             raise GuardViolation(

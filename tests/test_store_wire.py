@@ -155,6 +155,21 @@ def test_a_write_moved_on_the_wire_is_refused(
     assert admin_store.get("snappy-os/catalog.json") is None
 
 
+def test_a_write_turned_into_another_sub_resource_on_the_wire_is_refused(
+    via_proxy: StoreEndpoint, proxy: Recording, ci_sha: str
+) -> None:
+    prefix = f"snappy-os-ci/{ci_sha}/"
+    client = build_client(via_proxy, guards.prefix_policy(via_proxy.bucket, prefix))
+
+    def add_acl(request: Any, **_: Any) -> None:
+        request.url += ("&" if "?" in request.url else "?") + "acl="
+
+    client.meta.events.register("before-sign.s3", add_acl)
+    with pytest.raises(GuardViolation, match="adds acl to the query"):
+        client.put_object(Bucket=via_proxy.bucket, Key=f"{prefix}x", Body=b"x")
+    assert proxy.writes() == []
+
+
 def test_a_write_moved_to_another_bucket_on_the_wire_is_refused(
     via_proxy: StoreEndpoint, proxy: Recording, ci_sha: str
 ) -> None:
@@ -258,7 +273,17 @@ def test_wire_check_applies_the_key_policy() -> None:
     guards.check_wire_request(
         policy, "PutObject", "PUT", "http://h:9000/b/snappy-os-ci/abc1234/x", b"", endpoint
     )
+    guards.check_wire_request(
+        policy,
+        "PutObject",
+        "PUT",
+        "http://h:9000/b/snappy-os-ci/abc1234/x?x-id=PutObject",
+        b"",
+        endpoint,
+    )
     for url in (
+        "http://h:9000/b/snappy-os-ci/abc1234/x?acl",
+        "http://h:9000/b/snappy-os-ci/abc1234/x?retention=",
         "http://h:9000/b/snappy-os/x",
         "http://h:9000/b/snappy-os-ci/abc1234/%2E%2E/x",
         "http://h:9000/b",
