@@ -115,34 +115,39 @@ def synthetic_listing(count: int, now: datetime) -> cleanup.Listing:
     return cleanup.Listing(versions=tuple(versions))
 
 
-def measure_planning(count: int) -> tuple[float, int]:
-    """Plan a synthetic listing as a run does (plan, safety check, batches); seconds and keys."""
+def measure_planning(count: int) -> tuple[float, float, int]:
+    """Plan a synthetic listing as a run does (plan, safety check, batches).
+
+    Returns wall seconds, CPU seconds and the keys to delete. Planning is one thread of pure
+    Python, so on a shared machine its CPU time is the figure that does not move with the load.
+    """
     now = datetime(2026, 1, 1, tzinfo=UTC)
     listing = synthetic_listing(count, now)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     plan = cleanup.plan_cleanup(listing, now, OLDER_THAN, CI_ROOT)
     cleanup.assert_plan_safe(plan)
     batches = cleanup.make_batches(plan)
-    elapsed = time.perf_counter() - started
-    return elapsed, sum(len(batch) for batch in batches)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, sum(len(batch) for batch in batches)
 
 
 def report_planning() -> bool:
     """Print planning time per size; True when 100k objects plan within the target."""
     ok = True
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"planning (load average {load} on {os.cpu_count()} cores)")
     for count in PLAN_SIZES:
-        elapsed, doomed = measure_planning(count)
+        elapsed, cpu, doomed = measure_planning(count)
         print(
-            f"plan {count:>7} objects: {elapsed:.3f} s ({elapsed / count * 1e6:.1f} us/object), "
-            f"{doomed} to delete"
+            f"plan {count:>7} objects: {elapsed:.3f} s wall, {cpu:.3f} s CPU "
+            f"({cpu / count * 1e6:.1f} us/object), {doomed} to delete"
         )
         if count == max(PLAN_SIZES):
-            within = elapsed < PLAN_TARGET_S
+            within = cpu < PLAN_TARGET_S
             ok = ok and within
             print(
-                f"planning {count} objects: {elapsed:.3f} s, target < {PLAN_TARGET_S:g} s "
-                f"(ratio {elapsed / PLAN_TARGET_S:.2f} of the target): "
-                f"{'met' if within else 'MISSED'}"
+                f"planning {count} objects: {cpu:.3f} s CPU, target < {PLAN_TARGET_S:g} s "
+                f"(ratio {cpu / PLAN_TARGET_S:.2f} of the target): {'met' if within else 'MISSED'}"
             )
     return ok
 
