@@ -14,22 +14,9 @@ from sync_ci.errors import UnreachableError
 from sync_ci.sandbox import launcher
 from sync_ci.sandbox.processes import spawn, start_ticks, stop_process_group
 from sync_ci.worker import WorkerClient, WorkerTarget
+from tests.sandbox.test_launcher import _children
 
 HANG_S = 120.0
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
 
 
 def test_the_worker_starts_before_the_store_is_up_and_serves_the_seeded_root() -> None:
