@@ -86,7 +86,7 @@ def test_the_tree_as_it_is_has_no_drift(repo_copy: Path) -> None:
         pytest.param(
             "pyproject.toml",
             '"tabulate>=0.9,<1",',
-            '"tabulate>=0.9,<1", "rich>=13",',
+            '"tabulate>=0.9,<1", "left-pad-never-locked>=1",',
             "lock-drift",
             id="dependency-added",
         ),
