@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sync_ci.alert_files import write_owner_only
 from sync_ci.contract import ALERT_LIMIT_BYTES
 from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
 from sync_ci.redaction import escape_controls, first_control
@@ -228,7 +229,7 @@ class Spool:
     def _set_dropped(self, count: int) -> None:
         path = self.dir / "dropped"
         if count:
-            _write_private(path, f"{count}\n".encode())
+            write_owner_only(path, f"{count}\n".encode())
         else:
             path.unlink(missing_ok=True)
 
@@ -244,7 +245,7 @@ class Spool:
             }
             alert = fit_alert(replace(alert, rows=(note, *alert.rows)[:MAX_ROWS]))
         name = f"{time.time_ns():020d}-{alert.idempotency_key}.json"
-        _write_private(self.dir / name, json.dumps(alert.to_json(), sort_keys=True).encode())
+        write_owner_only(self.dir / name, json.dumps(alert.to_json(), sort_keys=True).encode())
         queue = self.pending()
         over = queue[: max(0, len(queue) - self.limit)]
         for path in over:
@@ -293,17 +294,6 @@ class Spool:
             yield got
         finally:
             os.close(fd)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 def field_settings(settings: Settings) -> Settings:
