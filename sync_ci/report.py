@@ -259,6 +259,21 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
 
+def _detail_cell(result: Result) -> str:
+    """A passing row's detail is cut to one line; a failing row's is wrapped, never cut.
+
+    The detail of a failing row is often the fix itself (`run: chmod 600 ...`): it is the only
+    thing a tenant reads in `doctor --silent`, so every word of it is kept.
+    """
+    if result.status not in ("fail", "error"):
+        return _one_line(result.detail, TABLE_DETAIL_CHARS)
+    import textwrap
+
+    text = _visible_controls(_WHITESPACE.sub(" ", result.detail).strip())
+    lines = textwrap.wrap(text, TABLE_DETAIL_CHARS, break_long_words=True, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def render_table(report: Report, *, only_failing: bool = False, color: bool | None = None) -> str:
     """Render the results as a terminal table followed by the summary line."""
     from tabulate import tabulate
@@ -273,7 +288,7 @@ def render_table(report: Report, *, only_failing: bool = False, color: bool | No
                 _one_line(r.id, 120),
                 _one_line(r.title, TABLE_TITLE_CHARS),
                 format_duration(r.duration_s),
-                _one_line(r.detail, TABLE_DETAIL_CHARS),
+                _detail_cell(r),
             ]
             for r in rows
         ]

@@ -105,12 +105,29 @@ def test_render_table_rows_and_summary_line() -> None:
     assert len(lines) == 2 + 4 + 1
 
 
-def test_render_table_shortens_long_details() -> None:
-    long = Result(id="long", title="t" * 100, status="fail", detail="word " * 100)
+def test_render_table_shortens_long_details_of_passing_rows() -> None:
+    long = Result(id="long", title="t" * 100, status="pass", detail="word " * 100)
     row = render_table(_report([long]), color=False).splitlines()[2]
     assert row.rstrip().endswith("word…")
     assert "t" * 59 + "…" in row
     assert len(row) < 200
+
+
+@pytest.mark.parametrize("status", ["fail", "error"])
+def test_render_table_wraps_the_detail_of_a_failing_row_and_keeps_every_word(
+    status: Status,
+) -> None:
+    hint = "secrets file /home/joe/.config/sync-ci/secrets has mode 644; run: chmod 600 " + (
+        "/home/joe/.config/sync-ci/secrets (set [tenant] id or SYNC_CI_TENANT_ID) " * 3
+    )
+    row = Result(id="secrets-file", title="secrets file is owner-only", status=status, detail=hint)
+    text = render_table(_report([row]), color=False, only_failing=True)
+    lines = text.splitlines()[2:-1]
+    assert len(lines) > 1
+    assert all(len(line) < 200 for line in lines)
+    assert "…" not in text
+    start = lines[0].index(hint[:20])
+    assert " ".join(line[start:].strip() for line in lines) == " ".join(hint.split())
 
 
 def test_render_table_only_failing_and_color() -> None:
