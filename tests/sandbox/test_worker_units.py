@@ -11,7 +11,7 @@ import pytest
 
 from sync_ci.errors import ContractError, UsageError
 from sync_ci.sandbox import kv as kv_module
-from sync_ci.sandbox.kv import RegionKV, miss_delay_ms
+from sync_ci.sandbox.kv import KVRead, RegionKV, miss_delay_ms
 from sync_ci.sandbox.worker_app import (
     SILENT_AFTER_S,
     ApiError,
@@ -113,14 +113,14 @@ def test_kv_miss_latency_is_paid_on_a_miss_only() -> None:
     async def load() -> tuple[Any, int] | None:
         return True, 1
 
-    async def scenario() -> tuple[float, float]:
+    async def scenario() -> tuple[KVRead, KVRead]:
         miss = await cache.read("r/", "n", load, ttl_s=30, miss_ms=40)
         hit = await cache.read("r/", "n", load, ttl_s=30, miss_ms=40)
-        return miss.kv_ms, hit.kv_ms
+        return miss, hit
 
-    miss_ms, hit_ms = asyncio.run(scenario())
-    assert miss_ms >= 40
-    assert hit_ms < miss_ms
+    miss, hit = asyncio.run(scenario())
+    assert (miss.hit, hit.hit) == (False, True)
+    assert miss.kv_ms >= 40  # a lower bound: the miss latency was paid, however loaded the machine
 
 
 def test_kv_byte_budget_evicts_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
