@@ -282,8 +282,11 @@ def stop_on_signals() -> Iterator[None]:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
+        # This call's own rank: a second signal can run this handler again inside the first
+        # (timeout(1) signals the command, then its whole group), and the first must still raise.
+        nth = len(received)
         terminate_all()
-        if len(received) == 2:
+        if nth == 2:
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt

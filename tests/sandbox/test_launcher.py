@@ -626,3 +626,31 @@ def test_fault_changes_are_refused_off_the_sandbox_or_when_unknown(
     with pytest.raises(UsageError, match="only on the sandbox"):
         set_faults(sandbox_settings.with_values(target="ci"), {"5xx_rate": 1})
     assert get_faults(sandbox_settings) == {}
+
+
+def test_a_second_signal_inside_the_first_handler_still_stops_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # timeout(1) sends SIGTERM to the command and then to its whole group: the second one can run
+    # the handler again while the first is still stopping children. The first must still unwind.
+    calls: list[int] = []
+    real = processes.terminate_all
+
+    def terminate_all_then_signal_again() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, nested in the first handler
+        real()
+
+    monkeypatch.setattr(processes, "terminate_all", terminate_all_then_signal_again)
+
+    def signalled_block() -> None:
+        with processes.stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes; never past this loop
+                time.sleep(0.001)
+
+    with pytest.raises(processes.SignalStop) as caught:
+        signalled_block()
+    assert caught.value.exit_code == 143
+    assert len(calls) == 2
