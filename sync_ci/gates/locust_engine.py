@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sync_ci.config import read_secret
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
+from sync_ci.sandbox.processes import spawn, stop_process_group
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
@@ -38,6 +40,8 @@ DEFAULT_EXPECT_WAIT_S = 60.0
 ARM_BOUND_S = 60.0
 # After the last answer is due: bound for the results to reach the master.
 REPORT_MARGIN_S = 30.0
+# Starting the master imports Locust and gevent: seconds on a quiet machine, far more under load.
+MASTER_START_S = 120.0
 SECRET_ENV = "SYNC_CI_TENANT_SECRET"  # noqa: S105  (a variable name, not a secret)
 ProgressFn = Callable[[str], None]
 
@@ -355,16 +359,6 @@ def _module_command(role: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "sync_ci.gates.locust_engine", role, *options]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 def _wait_for_file(path: Path, process: subprocess.Popen[bytes], bound_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + bound_s
     while time.monotonic() < deadline:
@@ -473,22 +467,22 @@ def run_locust(
         )
         processes: list[subprocess.Popen[bytes]] = []
         with log_path.open("wb") as log:
-            master = subprocess.Popen(
+            # Own process groups that die with this process and stop on SIGINT/SIGTERM.
+            master = spawn(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_child_env(""),
-                start_new_session=True,
             )
         try:
-            port = int(_wait_for_file(ready_path, master, 30.0)["port"])
+            port = int(_wait_for_file(ready_path, master, MASTER_START_S)["port"])
             if progress:
                 progress(f"locust: master on port {port}, waiting for {expect_workers} workers")
             for index in range(local_workers):
                 with (root / f"worker-{index}.log").open("wb") as worker_log:
                     processes.append(
-                        subprocess.Popen(
+                        spawn(
                             _module_command(
                                 "worker",
                                 *("--gate", job.gate, "--master-host", "127.0.0.1"),
@@ -500,7 +494,6 @@ def run_locust(
                             stdout=worker_log,
                             stderr=subprocess.STDOUT,
                             env=_child_env(tenant_secret),
-                            start_new_session=True,
                         )
                     )
             bound = expect_wait_s + 2 * ARM_BOUND_S + job.run_bound_s() + 15
@@ -517,8 +510,8 @@ def run_locust(
                 try:
                     process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    _stop(process)
-            _stop(master)
+                    stop_process_group(process)
+            stop_process_group(master)
         if not out_path.is_file():
             raise EngineError(
                 f"the Locust master exited with {master.returncode} and no result: "
@@ -774,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         connect_wait_s=args.connect_wait,
         max_run_s=args.max_run,
-        tenant_secret=os.environ.get(SECRET_ENV, ""),
+        tenant_secret=read_secret(SECRET_ENV, os.environ.get(SECRET_ENV, "")),
         policy=worker_policy(args.write_root),
         debug=args.debug,
         quiet=args.quiet,
