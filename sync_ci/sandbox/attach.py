@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci import contract
-from sync_ci.config import Region, Secrets, Settings
+from sync_ci.config import Region, Secrets, Settings, register_settings_secrets
 from sync_ci.errors import SettingsError, UnreachableError, UsageError, WorkerError
 from sync_ci.sandbox.launcher import STORE_REGION, SandboxInfo, read_ready_file
 
@@ -29,6 +29,8 @@ def settings_for(settings: Settings, info: SandboxInfo, source: str) -> Settings
         tenant_token=contract.tenant_token(info.tenant_secret, tenant_id),
         admin_token=info.admin_token,
     )
+    # The sandbox's secrets are masked like any other: a failing row may quote a header.
+    register_settings_secrets(secrets, tenant_id)
     filled = ("bucket", "endpoint_url", "region_name", "worker_url", "live_root", "ci_root")
     sources = {**settings.sources, **{name: source for name in filled}}
     if not settings.tenant_id:

@@ -270,6 +270,31 @@ def test_sandbox_settings_point_at_the_session_sandbox(
     assert store.get(f"{sandbox_settings.ci_prefix}probe.txt") == b"ok"
 
 
+def test_attached_sandbox_secrets_are_masked_like_any_other(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # The sandbox's secrets come from its ready file, not from settings: attaching registers them.
+    ready = write_ready_file(sandbox.info, tmp_path / "ready.json")
+    script = (
+        "import sys\n"
+        "from sync_ci.config import load_settings\n"
+        "from sync_ci.redaction import redact\n"
+        "from sync_ci.sandbox.attach import attach\n"
+        "with attach(load_settings()) as s:\n"
+        "    for value in (s.secrets.admin_token, s.secrets.tenant_token, s.secrets.tenant_secret):\n"
+        "        print(redact(f'header {value} end'))\n"
+    )
+    env = _cli_env(sandbox_env_for(ready, tmp_path / "home"))
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=HANG_S
+    )
+    assert done.returncode == 0, done.stderr
+    info = sandbox.info
+    for value in (info.admin_token, info.tenant_secret):
+        assert value not in done.stdout
+    assert done.stdout.count("header ") == 3
+
+
 def test_attach_leaves_ci_and_live_targets_unchanged(tmp_path: Path) -> None:
     env = {
         "HOME": str(tmp_path),
