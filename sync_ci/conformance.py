@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_ci import contract
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.extras import require_extra
 from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
@@ -278,6 +279,8 @@ def summarize_run(run: Run) -> list[Result]:
 
 def load_contract(path: Path) -> Any:
     """Load the OpenAPI document with Schemathesis; a missing or broken one is a settings error."""
+    require_extra("schemathesis", "conformance", needed_by="conformance")
+    require_extra("hypothesis", "conformance", needed_by="conformance")
     import schemathesis
 
     if not path.is_file():

@@ -32,6 +32,12 @@ class SettingsError(SyncCIError):
     exit_code = ExitCode.USAGE
 
 
+class MissingExtra(SyncCIError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+    exit_code = ExitCode.USAGE
+
+
 class GuardViolation(SyncCIError):
     """A write the prefix firewall or the read-only guard refused before it was sent."""
 

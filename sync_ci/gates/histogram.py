@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import UsageError
+from sync_ci.extras import require_extra
 
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
@@ -21,6 +22,7 @@ SIGNIFICANT_DIGITS = 4
 
 def new() -> HdrHistogram:
     """Return an empty histogram with the project's fixed range and precision."""
+    require_extra("hdrh", "gates", needed_by="the gates' latency histogram")
     from hdrh.histogram import HdrHistogram
 
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
@@ -39,6 +41,7 @@ def encode(histogram: HdrHistogram) -> str:
 
 def decode(text: str) -> HdrHistogram:
     """Decode an encoding made by `encode`, refusing anything that is not one."""
+    require_extra("hdrh", "gates", needed_by="the gates' latency histogram")
     from hdrh.histogram import HdrHistogram
 
     try:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_ci.contract import ROOT_HEADER
 from sync_ci.errors import GuardViolation, SettingsError
+from sync_ci.extras import require_extra
 from sync_ci.gates.scenario import PUSH_PATH
 from sync_ci.guards import READ_METHODS, SHA_SEGMENT, check_http_request, validate_key
 
@@ -136,6 +137,7 @@ def new_session(
     policy: HttpPolicy, timeout_s: float, headers: Mapping[str, str] | None = None
 ) -> GuardedSession:
     """Build the session every gate engine uses: no connection cap, the policy on each request."""
+    require_extra("aiohttp", "gates", needed_by="the gates' HTTP client")
     import aiohttp
 
     return GuardedSession(

@@ -276,6 +276,10 @@ def check_engine_options(args: argparse.Namespace) -> bool:
         if master or worker:
             raise UsageError("--master and --worker need --engine locust")
         return False
+    from sync_ci.extras import require_extra
+
+    require_extra("locust", "locust", needed_by="--engine locust")
+    require_extra("gevent", "locust", needed_by="--engine locust")
     if master and worker:
         raise UsageError("a process is either the Locust --master or a --worker, not both")
     if worker and not getattr(args, "master_host", ""):

@@ -136,6 +136,7 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
     import subprocess
     import tempfile
 
+    from sync_ci.extras import require_extra
     from sync_ci.guards import is_full_ci_prefix
     from sync_ci.sandbox.launcher import WORKER_COMMAND, WORKERD_READY_TIMEOUT_S, wait_for_worker
     from sync_ci.sandbox.processes import spawn, stop_process_group
@@ -162,6 +163,8 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
             "SYNC_CI_WORKER_ADMIN_TOKEN": admin_token,
         }
         runtime, timeout_s = tuple(WORKER_COMMAND), 30.0
+        if settings.worker_runtime != "workerd":
+            require_extra("aiohttp", "sandbox", needed_by="the local reference Worker")
         if settings.worker_runtime == "workerd":
             runtime, timeout_s = workerd_command(), WORKERD_READY_TIMEOUT_S
             if settings.worker_project:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.extras import require_extra
 from sync_ci.sandbox.processes import (
     is_running,
     own_workdir,
@@ -344,6 +345,11 @@ def start_sandbox(
     """
     runtime = "workerd" if project else runtime
     check_runtime(runtime)
+    # Both run in child processes: find them here, or a child dies with a traceback in its log.
+    if store == "moto":
+        require_extra("moto", "sandbox", needed_by="the sandbox")
+    if runtime == "python":
+        require_extra("aiohttp", "sandbox", needed_by="the sandbox")
     faults = dict(faults or {})
     kv_miss_ms = dict(kv_miss_ms or {})
     if store not in STORE_KINDS:
