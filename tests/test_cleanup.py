@@ -535,6 +535,7 @@ def test_cleanup_removes_every_version_and_delete_marker(
         ci_root=CI,
         now=datetime.now(UTC) + timedelta(days=8),
         older_than=WEEK,
+        live_root=LIVE,
     )
     assert run.outcome is not None
     assert run.outcome.deleted == 7

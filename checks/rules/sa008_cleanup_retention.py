@@ -8,8 +8,8 @@ different `--older-than` in the workflow, the task or the module default; an `if
 `continue-on-error: true` or `--dry-run` on the scheduled job; or dropping the schedule.
 
 **Fix:** run `sync-ci cleanup --older-than 7d` from the scheduled job of
-`.github/workflows/sync-ci.yml`, keep `DEFAULT_OLDER_THAN = "7d"` in `sync_ci/cleanup.py` and the
-`older_than="7d"` default of the invoke task.
+`.github/workflows/sync-ci.yml`, keep `DEFAULT_OLDER_THAN = "7d"` in `sync_ci/cleanup/model.py`
+and the `older_than="7d"` default of the invoke task.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TITLE = "CI-prefix cleanup retention not 7 days, or cleanup disabled"
 SCOPE = ("repo",)
 
 WORKFLOW = ".github/workflows/sync-ci.yml"
-CLEANUP_MODULE = "sync_ci/cleanup.py"
+CLEANUP_MODULE = "sync_ci/cleanup/model.py"
 TASKS = "tasks.py"
 SEVEN_DAYS_S = 7 * 86400
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

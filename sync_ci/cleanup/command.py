@@ -1,0 +1,169 @@
+"""`sync-ci cleanup`: settings, the guarded client, plan or lifecycle, report, exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sync_ci import guards
+from sync_ci.cleanup.apply import Progress, run_cleanup
+from sync_ci.cleanup.lifecycle import install_lifecycle, summarize_lifecycle
+from sync_ci.cleanup.model import DEFAULT_OLDER_THAN, SUITE, CleanupRun
+from sync_ci.cleanup.plan import check_roots, parse_max_delete, parse_now, parse_older_than
+from sync_ci.cleanup.rows import summarize_run, totals
+from sync_ci.errors import UsageError
+from sync_ci.report import Report, Result, emit, make_report
+
+
+@contextlib.contextmanager
+def _resolved_settings(args: argparse.Namespace) -> Iterator[Any]:
+    from sync_ci.config import load_settings
+
+    settings = load_settings(
+        config=getattr(args, "config", None), target=getattr(args, "target", None)
+    )
+    if settings.target == "sandbox" and settings.endpoint_url and settings.bucket:
+        if not guards.is_loopback_url(settings.endpoint_url):
+            raise UsageError(
+                f"target sandbox must use a loopback store, not {settings.endpoint_url!r}; "
+                "use --target ci for a remote bucket"
+            )
+        yield settings
+    elif settings.target == "sandbox":
+        from sync_ci.sandbox.attach import attach
+
+        with attach(settings) as filled:
+            yield filled
+    else:
+        yield settings
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run `sync-ci cleanup`: settings, guarded client, plan, delete, report, exit code."""
+    from sync_ci.store import count_requests, endpoint_from_settings, open_store
+
+    started_wall = datetime.now(UTC)
+    started = time.monotonic()
+    older_than = parse_older_than(args.older_than, allow_short=bool(args.allow_short))
+    max_delete = parse_max_delete(args.max_delete)
+    now = parse_now(args.now) if args.now else started_wall
+    quiet = bool(getattr(args, "quiet", False))
+
+    with _resolved_settings(args) as settings:
+        writes = not args.dry_run and not args.show_lifecycle
+        if writes and settings.read_only:
+            raise UsageError(
+                "target live is read-only: cleanup deletes only on target ci or sandbox "
+                "(use --dry-run to preview against live)"
+            )
+        check_roots(settings.ci_root, settings.live_root)
+        policy = (
+            guards.cleanup_policy(
+                settings.bucket, settings.ci_root, lifecycle=bool(args.install_lifecycle)
+            )
+            if writes
+            else guards.read_only_policy()
+        )
+        store = open_store(endpoint_from_settings(settings), policy, fast_timestamps=True)
+        requests = count_requests(store)
+        mode = "dry-run" if args.dry_run else "delete"
+        if args.show_lifecycle:
+            mode = "show-lifecycle"
+        elif args.install_lifecycle:
+            mode = "install-lifecycle" + (" (dry-run)" if args.dry_run else "")
+
+        def report_of(rows: Sequence[Result], extra: Mapping[str, Any]) -> Report:
+            return make_report(
+                suite=SUITE,
+                target=settings.target,
+                mode=mode,
+                sha=settings.sha,
+                started_at=started_wall.isoformat(),
+                duration_s=time.monotonic() - started,
+                results=rows,
+                extra=extra,
+            )
+
+        if args.show_lifecycle:
+            rules = store.lifecycle_rules()
+            rows = summarize_lifecycle(rules, settings.ci_root)
+            return emit(report_of(rows, {"lifecycle": rules}), args)
+        if args.install_lifecycle:
+            merged = install_lifecycle(store, settings.ci_root, older_than, dry_run=args.dry_run)
+            rows = summarize_lifecycle(merged, settings.ci_root)
+            return emit(report_of(rows, {"lifecycle": merged, "installed": not args.dry_run}), args)
+
+        progress = Progress(enabled=None if not quiet else False)
+        run = run_cleanup(
+            store,
+            ci_root=settings.ci_root,
+            now=now,
+            older_than=older_than,
+            live_root=settings.live_root,
+            dry_run=bool(args.dry_run),
+            max_delete=max_delete,
+            progress=progress,
+        )
+        run = CleanupRun(
+            plan=run.plan,
+            outcome=run.outcome,
+            dry_run=run.dry_run,
+            duration_s=run.duration_s,
+            requests=dict(requests),
+        )
+        return emit(report_of(summarize_run(run), totals(run)), args)
+
+
+def add_parser(sub: Any) -> None:
+    """Register `sync-ci cleanup`."""
+    from sync_ci.cli import add_common
+
+    parser = sub.add_parser(
+        "cleanup",
+        help="delete CI prefixes (snappy-os-ci/<sha>/) older than a retention period",
+        description=(
+            "Delete every snappy-os-ci/<sha>/ prefix whose newest object is older than "
+            "--older-than, in one listing pass and batched DeleteObjects. Anything else under the "
+            "CI root is reported and left alone; nothing outside it is ever touched."
+        ),
+        epilog="Exit codes: 0 done, 1 some keys failed or the plan was refused, 2 bad input, "
+        "3 store unreachable (what was not deleted is left for the next run).",
+    )
+    add_common(parser)
+    parser.add_argument(
+        "--older-than",
+        default=DEFAULT_OLDER_THAN,
+        metavar="AGE",
+        help="delete prefixes whose newest object is older than this: days or weeks, 1 h to "
+        "3650 d (e.g. 7d, 2w; default 7d)",
+    )
+    parser.add_argument(
+        "--allow-short",
+        action="store_true",
+        help="also accept hours in --older-than (e.g. 36h), never under 1 h",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="plan and report; delete nothing")
+    parser.add_argument(
+        "--max-delete",
+        metavar="N",
+        help="refuse, before deleting anything, a plan of more than N keys (versions included)",
+    )
+    parser.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        help="reference time for ages (default: the current time, read once)",
+    )
+    lifecycle = parser.add_mutually_exclusive_group()
+    lifecycle.add_argument(
+        "--install-lifecycle",
+        action="store_true",
+        help="add or update the bucket lifecycle rule that expires the CI root (other rules kept)",
+    )
+    lifecycle.add_argument(
+        "--show-lifecycle", action="store_true", help="print the bucket's lifecycle rules"
+    )
+    parser.set_defaults(func=command)
