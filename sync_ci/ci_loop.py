@@ -185,7 +185,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci ci-loop`."""
-    from sync_ci.cli import add_common
+    from sync_ci.cli import add_common, number
 
     parser = sub.add_parser(
         "ci-loop",
@@ -205,10 +205,10 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=number(float, minimum=0, above=True, maximum=86_400, unit="seconds"),
         default=DEFAULT_BUDGET_S,
         metavar="SECONDS",
-        help="bound on the whole pass (default %(default)s)",
+        help="bound on the whole pass, 0 < SECONDS <= 86400 (default %(default)s)",
     )
     parser.add_argument("--now", metavar="ISO8601", help="reference time for file names (tests)")
     parser.set_defaults(func=_run)

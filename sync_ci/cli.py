@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from sync_ci import __version__
 from sync_ci.errors import ExitCode, SyncCIError
@@ -42,13 +44,63 @@ Handler = Callable[[argparse.Namespace], int]
 BROKEN_PIPE_EXIT = 141
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit 2, like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `sync-ci: error: ...` naming the command and how to get its help, then exit 2."""
+        from sync_ci.redaction import clean
+
+        text = clean(message, keep_newlines=False)
+        self.exit(int(ExitCode.USAGE), f"sync-ci: error: {text} (see `{self.prog} --help`)\n")
+
+
+def number(
+    kind: type[int] | type[float],
+    *,
+    minimum: float,
+    maximum: float,
+    above: bool = False,
+    unit: str = "",
+) -> Callable[[str], float]:
+    """Return an argparse `type=` that accepts a finite number of `kind` in the given range.
+
+    `above` makes the lower end exclusive (a budget or a timeout must be more than 0). The message
+    names the accepted range, which argparse prefixes with the option's name.
+    """
+    what = "a whole number" if kind is int else "a number"
+    span = (
+        f"more than {_plain(minimum)} and at most {_plain(maximum)}"
+        if above
+        else f"from {_plain(minimum)} to {_plain(maximum)}"
+    )
+    accepted = f"{what} {span}{' ' + unit if unit else ''}"
+
+    def parse(text: str) -> float:
+        try:
+            value: float = kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
+        too_low = value <= minimum if above else value < minimum
+        if not math.isfinite(value) or too_low or value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: want {accepted}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some of its own messages
+    return parse
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the parser for the subcommand `argv` names, or with every available one.
 
     Without a known subcommand in `argv` (none given, `--help`, a typo) every module is loaded,
     so the listing and argparse's "invalid choice" line name them all.
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sync-ci",
         description="Feedback loops and launch gates for the sync layer (bucket + Worker).",
         epilog="Exit codes: 0 all passed, 1 something failed, 2 usage or settings error, "
@@ -77,11 +129,14 @@ def _modules_for(argv: Sequence[str] | None) -> Sequence[str]:
     return (module,)
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Add the options every suite shares."""
+TARGETS = ("sandbox", "ci", "live")
+
+
+def add_common(parser: argparse.ArgumentParser, *, targets: Sequence[str] = TARGETS) -> None:
+    """Add the options every suite shares; `targets` are the ones this suite can run against."""
     parser.add_argument(
         "--target",
-        choices=("sandbox", "ci", "live"),
+        choices=tuple(targets),
         help="what to run against (default: settings, else sandbox)",
     )
     parser.add_argument(
@@ -174,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.USAGE)
     handler: Handler | None = getattr(args, "func", None)
     if handler is None:
         parser.print_help(sys.stderr)

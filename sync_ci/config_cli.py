@@ -25,12 +25,31 @@ def command(*, config: str | None, target: str | None) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `config show`."""
-    parser = sub.add_parser("config", help="show the resolved settings (secrets redacted)")
+    parser = sub.add_parser(
+        "config",
+        help="show the resolved settings (secrets redacted)",
+        description="Inspect the settings every command loads (sync-ci.toml, SYNC_CI_* "
+        "variables, defaults).",
+    )
     inner = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = inner.add_parser("show", help="print every setting, its value and where it came from")
-    show.add_argument("--target", choices=("sandbox", "ci", "live"))
-    show.add_argument("--config", metavar="PATH")
-    show.add_argument("--debug", action="store_true")
+    show = inner.add_parser(
+        "show",
+        help="print every setting, its value and where it came from",
+        description="Print every setting, its value and where it came from (secrets as ***), "
+        "with each missing value marked; then every problem, one line each. Exit 0 when the "
+        "settings are complete, 2 when not.",
+    )
+    show.add_argument(
+        "--target",
+        choices=("sandbox", "ci", "live"),
+        help="the target to resolve (default: settings, else sandbox)",
+    )
+    show.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)",
+    )
+    show.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     show.set_defaults(func=_run)
 
 

@@ -845,7 +845,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci conformance`."""
-    from sync_ci.cli import add_common
+    from sync_ci.cli import add_common, number
 
     parser = sub.add_parser(
         "conformance",
@@ -858,20 +858,25 @@ def add_parser(sub: Any) -> None:
     add_common(parser)
     parser.add_argument(
         "--max-examples",
-        type=int,
+        type=number(int, minimum=1, maximum=10_000),
         default=DEFAULT_MAX_EXAMPLES,
         metavar="N",
-        help="generated cases per operation and mode (default %(default)s)",
+        help="generated cases per operation and mode, 1 to 10000 (default %(default)s)",
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=number(float, minimum=0, above=True, maximum=86_400, unit="seconds"),
         default=DEFAULT_BUDGET_S,
         metavar="SECONDS",
-        help="bound on the whole run; what is left unsent is a skipped row (default %(default)s)",
+        help="bound on the whole run, 0 < SECONDS <= 86400; what is left unsent is a skipped row "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, metavar="N", help="reproduce an earlier run's cases"
+        "--seed",
+        type=number(int, minimum=0, maximum=2**64 - 1),
+        default=None,
+        metavar="N",
+        help="reproduce an earlier run's cases (the seed it printed)",
     )
     parser.add_argument(
         "--spec",

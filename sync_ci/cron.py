@@ -699,17 +699,38 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `cron install|uninstall|show`."""
-    parser = sub.add_parser("cron", help="install, remove or show the sync-ci cron entry")
+    parser = sub.add_parser(
+        "cron",
+        help="install, remove or show the sync-ci cron entry",
+        description="Manage the sync-ci block of a crontab (between its marker lines); every "
+        "other line is kept byte for byte.",
+    )
     inner = parser.add_subparsers(dest="cron_action", metavar="ACTION", required=True)
-    for action, text in (
-        ("install", "add or update the entry for a role (idempotent)"),
-        ("uninstall", "remove our entries only; every other line is kept"),
-        ("show", "print our entries and check they are sane"),
+    for action, text, role_help in (
+        ("install", "add or update the entry for a role (idempotent)", "whose entry to install"),
+        ("uninstall", "remove our entries only; every other line is kept", "default: both"),
+        ("show", "print our entries and check they are sane", "default: both"),
     ):
-        each = inner.add_parser(action, help=text)
-        each.add_argument("--role", choices=ROLES, required=action == "install", default="")
-        each.add_argument("--user", default="", help="whose crontab (needs root; default: yours)")
-        each.add_argument("--config", metavar="PATH", help="settings file")
+        each = inner.add_parser(action, help=text, description=f"{text[0].upper()}{text[1:]}.")
+        each.add_argument(
+            "--role",
+            choices=ROLES,
+            required=action == "install",
+            default="",
+            help=f"maintainer (ci-loop) or tenant (doctor); {role_help}",
+        )
+        each.add_argument(
+            "--cron-user",
+            default="",
+            dest="user",
+            metavar="NAME",
+            help="whose crontab (needs root; default: yours)",
+        )
+        # The earlier spelling, kept working for bootstrap scripts written against it.
+        each.add_argument("--user", dest="user", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        each.add_argument(
+            "--config", metavar="PATH", help="settings file the installed line will export"
+        )
         each.add_argument("--debug", action="store_true", help="show tracebacks for errors")
         if action != "show":
             each.add_argument(

@@ -920,15 +920,21 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "doctor",
         help="check this machine's sync setup; exit code = number of failing checks",
-        description="Exit code: the number of failing checks (capped at 100); 0 when healthy.",
+        description="Run the field checks (lint rules of scope field, then the parity cells). "
+        "With --quiet: nothing on success, only the failing rows on failure. Exit code: the "
+        "number of failing checks (capped at 100); 0 when healthy.",
     )
-    parser.add_argument("names", nargs="*", metavar="CHECK", help="run only these checks")
+    parser.add_argument(
+        "names", nargs="*", metavar="CHECK", help="run only these checks (see --list-checks)"
+    )
     add_common(parser)
+    # The seed's field cron line spells --quiet as --silent; installed lines keep working.
     parser.add_argument(
         "--silent",
         action="store_true",
         dest="quiet",
-        help="nothing on success; only the failing rows on failure",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--list-checks", action="store_true", help="list the checks and exit")
     parser.add_argument(
@@ -936,7 +942,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="on success POST a tiny /_heartbeat so the Worker knows we are alive",
     )
-    parser.add_argument("--cron-user", default="", help="whose crontab to check (default: yours)")
+    parser.add_argument(
+        "--cron-user",
+        default="",
+        metavar="NAME",
+        help="whose crontab to check (default: yours)",
+    )
     parser.set_defaults(func=_run)
 
 

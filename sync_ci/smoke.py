@@ -987,7 +987,7 @@ def _result_args(doc: dict[str, Any]) -> dict[str, Any]:
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci smoke`."""
-    from sync_ci.cli import add_common
+    from sync_ci.cli import add_common, number
 
     parser = sub.add_parser(
         "smoke",
@@ -1004,10 +1004,10 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--sample",
-        type=int,
+        type=number(int, minimum=0, maximum=1_000_000),
         default=DEFAULT_SAMPLE,
         metavar="N",
-        help="objects to verify in read-only mode (0: all; default %(default)s)",
+        help="objects to verify in read-only mode, 0 to 1000000 (0: all; default %(default)s)",
     )
     parser.add_argument(
         "--fault",
@@ -1018,10 +1018,10 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=number(float, minimum=0, above=True, maximum=86_400, unit="seconds"),
         default=600.0,
         metavar="SECONDS",
-        help="bound on the whole run (default %(default)s)",
+        help="bound on the whole run, 0 < SECONDS <= 86400 (default %(default)s)",
     )
     parser.set_defaults(func=_run)
 

@@ -335,7 +335,11 @@ def add_parser(sub: Any) -> None:
         "something is failing (a ci-loop degradation not yet followed by a recovery, or a field "
         "alert in the last 24 h), 3 when a source could not be read (its row says why).",
     )
-    parser.add_argument("--target", choices=("sandbox", "ci", "live"))
+    parser.add_argument(
+        "--target",
+        choices=("sandbox", "ci", "live"),
+        help="whose Worker /_status to read (default: settings, else sandbox)",
+    )
     parser.add_argument("--config", metavar="PATH", help="settings file")
     parser.add_argument(
         "--alerts-dir",

@@ -384,10 +384,28 @@ def add_parser(sub: Any) -> None:
     """Register `verify`."""
     from sync_ci.cli import add_common
 
-    parser = sub.add_parser("verify", help="automate the seed's 'how to verify it's working'")
-    parser.add_argument("--role", choices=("maintainer", "tenant"), required=True)
-    parser.add_argument("--cron-user", default="", help="whose crontab to look at (default: yours)")
-    parser.add_argument("--repo", default="", help="repository to lint (default: cwd)")
+    parser = sub.add_parser(
+        "verify",
+        help="automate the seed's 'how to verify it's working'",
+        description="The seed's checklist for a role: the crontab shows its entry, the "
+        "installed line runs as cron runs it, an alert round-trips, the lint passes, cleanup "
+        "would keep the CI prefix bounded. Exit 0 when every step passed or was skipped.",
+    )
+    parser.add_argument(
+        "--role",
+        choices=("maintainer", "tenant"),
+        required=True,
+        help="whose checklist: maintainer (ci-loop) or tenant (doctor)",
+    )
+    parser.add_argument(
+        "--cron-user",
+        default="",
+        metavar="NAME",
+        help="whose crontab to look at (default: yours)",
+    )
+    parser.add_argument(
+        "--repo", default="", metavar="DIR", help="repository to lint (default: cwd)"
+    )
     add_common(parser)
     parser.set_defaults(func=_run)
 

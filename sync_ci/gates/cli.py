@@ -10,15 +10,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sync_ci.cli import parse_assignments
+from sync_ci.cli import number, parse_assignments
 from sync_ci.config import Settings
 from sync_ci.errors import ContractError, SettingsError, UnreachableError, UsageError
 from sync_ci.gates import thresholds as threshold_table
 from sync_ci.gates.scenario import INSTALL, PUSH, LatencyScenario, LoadScenario
-from sync_ci.gates.thresholds import Threshold
+from sync_ci.gates.thresholds import MIN_COUNTS, Threshold
 from sync_ci.report import Report, Result, make_report
 
 GATES = ("load", "latency", "platforms")
+PLATFORMS = ("ubuntu", "macos", "wsl2")
+# The load gate pushes, so it cannot run on live (read-only): only these are offered.
+WRITE_TARGETS = ("sandbox", "ci")
+# Upper ends of the numeric options: far above any real run, low enough to refuse a typo.
+MAX_BURST = 100_000
+MAX_PROCESSES = 256
+MAX_CONCURRENCY = 1_000
+MAX_RATE = 100_000.0
+MAX_DURATION_S = 86_400.0
 
 
 def _now_iso() -> str:
@@ -134,6 +143,11 @@ def run_load_gate(settings: Settings, args: argparse.Namespace) -> Report:
 
     started = time.monotonic()
     scenario, table = load_options(args)
+    if settings.read_only:
+        raise UsageError(
+            f"the load gate pushes, so it cannot run on target {settings.target} (read-only); "
+            "use --target sandbox or ci"
+        )
     base_url = worker_base_url(settings)
     job = load.plan_job(
         scenario,
@@ -475,7 +489,7 @@ def record_cast_command(args: argparse.Namespace) -> int:
     """`sync-ci gate record-cast`: record the standard script on this machine."""
     from sync_ci.gates.platforms import record_cast
 
-    out = args.out or str(Path(args.casts) / f"{args.platform.lower()}.cast")
+    out = args.output or str(Path(args.casts) / f"{args.platform.lower()}.cast")
     code = record_cast(
         args.platform, out, script_cmd=args.command or None, version=args.launch_version
     )
@@ -504,10 +518,11 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=number(float, minimum=0, above=True, maximum=600, unit="seconds"),
         default=60.0,
         metavar="SECONDS",
-        help="per-request bound; a request over it counts as an error (default %(default)s)",
+        help="per-request bound, 0 < SECONDS <= 600; a request over it counts as an error "
+        "(default %(default)s)",
     )
     if merge:
         parser.add_argument(
@@ -521,28 +536,60 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--installs", type=int, default=1000, help="concurrent GET /install (at least 1000)"
+        "--installs",
+        type=number(int, minimum=MIN_COUNTS["installs"], maximum=MAX_BURST),
+        default=MIN_COUNTS["installs"],
+        metavar="N",
+        help=f"concurrent GET /install, {MIN_COUNTS['installs']} to {MAX_BURST} "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--pushes", type=int, default=100, help="concurrent POST /_push (at least 100)"
+        "--pushes",
+        type=number(int, minimum=MIN_COUNTS["pushes"], maximum=MAX_BURST),
+        default=MIN_COUNTS["pushes"],
+        metavar="N",
+        help=f"concurrent POST /_push, {MIN_COUNTS['pushes']} to {MAX_BURST} (default %(default)s)",
     )
     parser.add_argument(
         "--processes",
-        type=int,
+        type=number(int, minimum=1, maximum=MAX_PROCESSES),
         default=1,
-        help="client processes to spread the burst over (with --engine locust: local workers)",
+        metavar="N",
+        help=f"client processes to spread the burst over, 1 to {MAX_PROCESSES} (with --engine "
+        "locust: local workers; default %(default)s)",
     )
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="open-model phase: requests per second"
+        "--rate",
+        type=number(float, minimum=0, maximum=MAX_RATE, unit="requests/s"),
+        default=0.0,
+        metavar="PER_SECOND",
+        help="open-model phase after the burst: requests per second (0: no such phase; "
+        "with --duration)",
     )
-    parser.add_argument("--duration", type=float, default=0.0, help="open-model phase: seconds")
+    parser.add_argument(
+        "--duration",
+        type=number(float, minimum=0, maximum=MAX_DURATION_S, unit="seconds"),
+        default=0.0,
+        metavar="SECONDS",
+        help="open-model phase: how long (0: no such phase; with --rate)",
+    )
 
 
 def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--samples", type=int, default=200, help="cold reads per region (at least 200)"
+        "--samples",
+        type=number(int, minimum=MIN_COUNTS["samples"], maximum=MAX_BURST),
+        default=MIN_COUNTS["samples"],
+        metavar="N",
+        help=f"cold reads per region, {MIN_COUNTS['samples']} to {MAX_BURST} (default %(default)s)",
     )
-    parser.add_argument("--concurrency", type=int, default=8, help="probes in flight per region")
+    parser.add_argument(
+        "--concurrency",
+        type=number(int, minimum=1, maximum=MAX_CONCURRENCY),
+        default=8,
+        metavar="N",
+        help=f"probes in flight per region, 1 to {MAX_CONCURRENCY} (default %(default)s)",
+    )
 
 
 def _add_platform_options(parser: argparse.ArgumentParser) -> None:
@@ -561,7 +608,8 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
         dest="launch_version",
         default=None,
         metavar="VERSION",
-        help="the version being launched (default: this sync-ci's)",
+        help="the version being launched, which every recording must show (default: this "
+        "sync-ci's)",
     )
 
 
@@ -578,27 +626,49 @@ def add_parser(sub: Any) -> None:
     )
     gates = gate.add_subparsers(dest="gate", metavar="GATE", required=True)
 
-    load = gates.add_parser("load", help="1,000 installs + 100 pushes in one burst; exact p95s")
-    add_common(load)
+    load = gates.add_parser(
+        "load",
+        help="1,000 installs + 100 pushes in one burst; exact p95s",
+        description="1,000 GET /install and 100 POST /_push in one burst against the Worker, "
+        "judged on exact p95s, 5xx and errors. It pushes, so it runs on sandbox or ci only "
+        "(pushes go under snappy-os-ci/<sha>/); live is read-only.",
+    )
+    add_common(load, targets=WRITE_TARGETS)
     _add_target_options(load, merge=True)
     _add_load_options(load)
     add_engine_options(load)
     load.set_defaults(func=load_command)
 
-    latency = gates.add_parser("latency", help="cold-KV reads in every region; p95/p99 per region")
+    latency = gates.add_parser(
+        "latency",
+        help="cold-KV reads in every region; p95/p99 per region",
+        description="Cold KV-miss reads (GET /_probe/kv/<nonce>) in every configured region, "
+        "judged on p95 and p99 per region. GETs only, so live is allowed.",
+    )
     add_common(latency)
     _add_target_options(latency, merge=True)
     _add_latency_options(latency)
     add_engine_options(latency, processes=True)
     latency.set_defaults(func=latency_command)
 
-    platforms = gates.add_parser("platforms", help="judge the ubuntu, macos and wsl2 recordings")
+    platforms = gates.add_parser(
+        "platforms",
+        help="judge the ubuntu, macos and wsl2 recordings",
+        description="Judge the three asciinema recordings of the standard launch script: each "
+        "must exist, show the version being launched and end green. A missing or unreadable "
+        "recording is exit 3 (nothing to judge).",
+    )
     add_common(platforms)
     _add_platform_options(platforms)
     platforms.set_defaults(func=platforms_command)
 
-    every = gates.add_parser("all", help="run the three gates; one table; non-zero if any fails")
-    add_common(every)
+    every = gates.add_parser(
+        "all",
+        help="run the three gates; one table; non-zero if any fails",
+        description="Run load, latency and platforms and print one table. The load gate pushes, "
+        "so this runs on sandbox or ci only.",
+    )
+    add_common(every, targets=WRITE_TARGETS)
     _add_target_options(every, merge=False)
     _add_load_options(every)
     _add_latency_options(every)
@@ -606,13 +676,33 @@ def add_parser(sub: Any) -> None:
     every.set_defaults(merge=[])
     every.set_defaults(func=all_command)
 
-    record = gates.add_parser("record-cast", help="record the standard script with asciinema")
-    record.add_argument("--platform", required=True, help="ubuntu, macos or wsl2")
-    record.add_argument("--out", default="", help="recording path (default: CASTS/PLATFORM.cast)")
-    record.add_argument("--casts", default="casts", metavar="DIR")
+    record = gates.add_parser(
+        "record-cast",
+        help="record the standard script with asciinema",
+        description="Record the standard launch script on this machine with asciinema, for the "
+        "platforms gate.",
+    )
+    record.add_argument(
+        "--platform", required=True, choices=PLATFORMS, help="which recording this is"
+    )
+    record.add_argument(
+        "--output",
+        default="",
+        metavar="PATH",
+        help="recording path (default: CASTS/PLATFORM.cast)",
+    )
+    record.add_argument(
+        "--casts", default="casts", metavar="DIR", help="where recordings live (default casts)"
+    )
     record.add_argument(
         "--command", default="", help="record this command instead of the standard script"
     )
-    record.add_argument("--version", dest="launch_version", default=None, metavar="VERSION")
+    record.add_argument(
+        "--version",
+        dest="launch_version",
+        default=None,
+        metavar="VERSION",
+        help="the version the script installs (default: this sync-ci's)",
+    )
     record.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     record.set_defaults(func=record_cast_command)

@@ -297,13 +297,16 @@ def check_engine_options(args: argparse.Namespace) -> bool:
 
 def add_engine_options(parser: argparse.ArgumentParser, *, processes: bool = False) -> None:
     """Add --engine and the Locust master/worker flags (and --processes, if asked) to a parser."""
+    from sync_ci.cli import number
+
     group = parser.add_argument_group("engine (Locust: master and workers run the same scenario)")
     if processes:
         group.add_argument(
             "--processes",
-            type=int,
+            type=number(int, minimum=1, maximum=256),
             default=1,
-            help="with --engine locust: local workers (default %(default)s)",
+            metavar="N",
+            help="with --engine locust: local workers, 1 to 256 (default %(default)s)",
         )
     group.add_argument(
         "--engine",

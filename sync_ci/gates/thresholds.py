@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -110,9 +111,16 @@ def parse_overrides(items: Iterable[str]) -> dict[str, float]:
                 f"--threshold {item!r}: expected ID=VALUE with ID one of {', '.join(sorted(table))}"
             )
         try:
-            overrides[name] = float(raw)
+            value = float(raw)
         except ValueError:
             raise UsageError(f"--threshold {item!r}: {raw!r} is not a number") from None
+        # Every limit is a latency, a count or a fraction: a negative or infinite one is a typo.
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(
+                f"--threshold {item!r}: VALUE must be a finite number of at least 0 "
+                f"({name} is {table[name].describe()})"
+            )
+        overrides[name] = value
     return overrides
 
 

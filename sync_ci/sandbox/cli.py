@@ -237,6 +237,8 @@ def add_parser(sub: Any) -> None:
     fault = sub.add_parser(
         "sandbox-fault",
         help="change the faults of the running sandbox (SYNC_CI_SANDBOX) and print them",
+        description="Change the faults of the sandbox that SYNC_CI_SANDBOX (its ready file) "
+        "names, while it runs, and print the faults now in force as JSON.",
     )
     fault.add_argument(
         "--set",
