@@ -9,7 +9,6 @@ failure's detail may quote anything the target answered, and each appears whole 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from sync_ci.errors import ExitCode, SyncCIError
+from sync_ci.files import write_private
 
 Kind = Literal["degraded", "recovered"]
 DEFAULT_DIR = Path("state/log/alerts")
@@ -161,18 +161,7 @@ def ensure_dir(directory: Path) -> None:
 
 def write_owner_only(path: Path, data: bytes) -> None:
     """Write `path` atomically (a temporary file renamed over it), readable by the owner alone."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    write_private(path, data)
 
 
 def write(directory: Path, kind: Kind, at: datetime, text: str) -> Path:

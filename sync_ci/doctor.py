@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import SyncCIError, UsageError
+from sync_ci.files import write_private
 from sync_ci.report import Report, Result, Status, make_report
 
 if TYPE_CHECKING:
@@ -829,12 +830,7 @@ def save_report(report: Report, state_dir: Path) -> None:
 
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = state_dir / LAST_DOCTOR
-        tmp = path.with_name(f".{LAST_DOCTOR}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(report.to_json(), handle)
-        tmp.replace(path)
+        write_private(state_dir / LAST_DOCTOR, json.dumps(report.to_json()))
     except OSError:
         pass  # a report we cannot keep must not change doctor's verdict; free-space says why
 

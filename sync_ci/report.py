@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from sync_ci import __version__, redaction
 from sync_ci.errors import ContractError, ExitCode, UsageError
+from sync_ci.files import write_private
 
 if TYPE_CHECKING:
     import argparse
@@ -366,16 +367,8 @@ def _write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write atomically and owner-only, creating parent directories (a reader never sees half)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        # Failure details may quote what a server said: owner-only, like the alert files.
-        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    # Failure details may quote what a server said: owner-only, like the alert files.
+    return write_private(target, text)
 
 
 def write_json(report: Report, path: str | os.PathLike[str]) -> Path:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_ci.config import read_secret
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
+from sync_ci.files import write_private
 from sync_ci.sandbox.processes import spawn, stop_process_group
 
 if TYPE_CHECKING:
@@ -388,9 +389,7 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 
 
 def _write_private(path: Path, document: Mapping[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
+    write_private(path, json.dumps(document))
 
 
 def _child_env(tenant_secret: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from sync_ci.contract import colo_from_ray
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
+from sync_ci.files import write_private
 from sync_ci.gates import histogram
 from sync_ci.gates.http import HttpPolicy, read_only_policy
 from sync_ci.gates.latency import NO_COLO, RegionOutcome, _slug
@@ -774,9 +775,7 @@ class Coordinator:
 
 
 def _write_private(path: Path, document: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
+    write_private(path, json.dumps(document))
 
 
 def master_main(

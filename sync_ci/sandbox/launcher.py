@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
 from sync_ci.extras import require_extra
+from sync_ci.files import write_private
 from sync_ci.sandbox.processes import (
     is_running,
     own_workdir,
@@ -205,22 +206,8 @@ def info_from_json(document: Any, what: str = "sandbox ready file") -> SandboxIn
 
 def write_ready_file(info: SandboxInfo, path: Path) -> Path:
     """Write the ready file atomically, readable by the owner alone (mode 600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(info.to_json(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    text = json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n"
+    return write_private(path, text, parents=True)
 
 
 def read_ready_file(path: Path) -> SandboxInfo:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sync_ci import __version__, contract
 from sync_ci.config import validate_root
 from sync_ci.errors import ExitCode, SettingsError, SyncCIError, UsageError
+from sync_ci.files import write_private
 from sync_ci.guards import validate_key
 
 if TYPE_CHECKING:
@@ -270,13 +271,8 @@ def raise_nofile_limit() -> None:
 
 def write_ready_file(path: Path, document: Mapping[str, Any]) -> None:
     """Write the ready document atomically with mode 600 (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-            handle.write("\n")
-        os.replace(tmp, path)
+        write_private(path, json.dumps(document) + "\n")
     except OSError as exc:
         raise SettingsError(f"cannot write the ready file {path}: {exc.strerror}") from None
 
