@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from contextlib import AbstractContextManager
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sync_ci import __version__, alert_files
+from sync_ci import __version__, alert_files, pass_history
 from sync_ci.alert_files import AlertDirError, AlertFile
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import ExitCode, LockBusy
@@ -36,6 +37,7 @@ class PassOutcome:
     report: Report
     alert_file: Path | None
     recovery_file: Path | None
+    history_problem: str = ""
 
 
 timestamp = alert_files.timestamp
@@ -105,7 +107,18 @@ def run_pass(
         if previous is not None:
             text = render_recovery(report, previous, now)
             recovery_file = alert_files.write(alerts_dir, "recovered", now, text)
-    return PassOutcome(report=report, alert_file=alert_file, recovery_file=recovery_file)
+    record = pass_history.record_for(report, now, recovered=recovery_file is not None)
+    try:
+        pass_history.append(alerts_dir, record, now)
+        problem = ""
+    except AlertDirError as exc:  # the alert file above already tells the news; say what is lost
+        problem = str(exc)
+    return PassOutcome(
+        report=report,
+        alert_file=alert_file,
+        recovery_file=recovery_file,
+        history_problem=problem,
+    )
 
 
 def preflight(alerts_dir: Path) -> None:
@@ -130,9 +143,12 @@ def preflight(alerts_dir: Path) -> None:
 def report_not_run(alerts_dir: Path, reason: str, now: datetime) -> Path | None:
     """Leave an alert file for a pass that could not run; None when that is impossible too."""
     try:
-        return alert_files.write(alerts_dir, "degraded", now, render_not_run(reason, now))
+        written = alert_files.write(alerts_dir, "degraded", now, render_not_run(reason, now))
     except AlertDirError:
         return None
+    with contextlib.suppress(AlertDirError):
+        pass_history.append(alerts_dir, pass_history.not_run(now), now)
+    return written
 
 
 def command(
@@ -145,6 +161,7 @@ def command(
     args: argparse.Namespace,
 ) -> int:
     """One scheduled pass: exit 0 healthy (or lock busy), 1 degraded, 3 could not measure."""
+    from sync_ci import progress
     from sync_ci.report import render_table, write_outputs
     from sync_ci.sandbox.attach import attach
 
@@ -153,7 +170,11 @@ def command(
     preflight(alerts_dir)
     lock = lock_path(settings.state_dir, "ci-loop")
     try:
-        with hold_lock(lock, "ci-loop"), attach(settings) as attached:
+        with (
+            progress.showing(progress.for_args(args)),
+            hold_lock(lock, "ci-loop"),
+            attach(settings) as attached,
+        ):
             outcome = run_pass(attached, alerts_dir=alerts_dir, now=now, budget_s=budget_s)
     except LockBusy as exc:
         if not getattr(args, "quiet", False):
@@ -168,6 +189,11 @@ def command(
         return int(exc.exit_code)
     report = outcome.report
     write_outputs(report, args)
+    if outcome.history_problem:
+        print(
+            f"sync-ci: ci-loop: {clean(outcome.history_problem, keep_newlines=False)}",
+            file=sys.stderr,
+        )
     quiet = getattr(args, "quiet", False)
     if outcome.alert_file:
         print(render_table(report, only_failing=True))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import socket
 import stat
-import subprocess
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,11 +19,12 @@ from sync_ci.alert_files import AlertFile
 from sync_ci.config import Settings
 from sync_ci.sandbox.launcher import Sandbox
 from sync_ci.status import StatusRow
+from tests.browser import CHROMIUM, CONSOLE, run_chromium
 from tests.field.conftest import run_cli
 
+__all__ = ["CHROMIUM", "run_chromium"]  # tests.e2e loads pages through these names too
+
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CONSOLE = re.compile(r":CONSOLE[:(]")
 
 
 def pairs(*named: tuple[str, str]) -> list[tuple[AlertFile, str]]:
@@ -297,31 +296,6 @@ def test_outside_text_cannot_clear_the_screen_or_forge_a_verdict(
     html_page = page.read_text()
     assert "<b>" not in html_page and "&lt;b&gt;" in html_page
     assert html_page.count("<tr class=") == 3
-
-
-def run_chromium(page: Path, profile: Path) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 @pytest.mark.browser
