@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sync_ci.clock import utc_stamp
 from sync_ci.errors import SyncCIError, UsageError
 from sync_ci.files import write_private
 from sync_ci.report import Report, Result, Status, make_report
@@ -818,7 +819,7 @@ def doctor(
         target=settings.target if settings else "unknown",
         mode="field",
         sha=settings.sha if settings else "",
-        started_at=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        started_at=utc_stamp(started_at),
         duration_s=time.perf_counter() - started,
         results=results,
     )

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sync_ci.clock import utc_stamp
 from sync_ci.errors import SyncCIError, UsageError
 from sync_ci.report import Report, Result, make_report
 
@@ -346,7 +347,7 @@ def verify(
         target=settings.target,
         mode=role,
         sha=settings.sha,
-        started_at=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        started_at=utc_stamp(started_at),
         duration_s=time.perf_counter() - started,
         results=results,
     )

@@ -17,7 +17,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from sync_ci import __version__, contract, guards
+from sync_ci.clock import epoch_stamp
 from sync_ci.errors import (
     ContractError,
     GuardViolation,
@@ -369,7 +369,7 @@ def parse_alert_rows(raw: object) -> list[dict[str, Any]]:
 
 def iso_time(epoch_s: float) -> str:
     """Render seconds since the epoch as ISO 8601 UTC with a Z."""
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return epoch_stamp(epoch_s)
 
 
 def summarize_status(
