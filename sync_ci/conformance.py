@@ -620,6 +620,8 @@ def run_operations(
     """Every operation, valid then invalid data, on the main URL; GETs on every other region."""
     from schemathesis import GenerationMode
 
+    from sync_ci import progress
+
     ops = operations(schema, read_only=read_only)
     plans: list[tuple[Any, Any, str, str, int, str]] = []
     for operation in ops:
@@ -633,7 +635,9 @@ def run_operations(
                 plans.append(
                     (operation, GenerationMode.POSITIVE, url, colo, examples, "GET operations")
                 )
+    shown = progress.current()
     for operation, mode, url, where, examples, tally_as in plans:
+        shown.note(f"conformance: {tally_as or operation.label}{f' @{where}' if where else ''} ...")
         if run.out_of_time():
             label = tally_as or operation.label
             tally = run.tallies.setdefault(
@@ -826,12 +830,13 @@ def command(
     """Resolve settings, attach the target, run conformance, print the table."""
     import sys
 
+    from sync_ci import progress
     from sync_ci.config import load_settings
     from sync_ci.report import emit
     from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=config, target=target)
-    with attach(settings, ci_worker=True) as attached:
+    with progress.showing(progress.for_args(args)), attach(settings, ci_worker=True) as attached:
         report = run_conformance(
             attached, max_examples=max_examples, budget_s=budget_s, seed=seed, spec=Path(spec)
         )

@@ -724,10 +724,13 @@ TITLES = {
 
 def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Result], list[Result]]:
     """Run every phase of the mode in order; return the phase rows and the parity cells."""
+    from sync_ci import progress
+
     names = WRITE_PHASES if run.mode == "write" else READ_ONLY_PHASES
     rows: list[Result] = []
     cells: list[Result] = []
     blocked = ""
+    shown = progress.current()
     for name in names:
         if blocked:
             rows.append(
@@ -745,6 +748,7 @@ def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Resul
                 Result(id=f"phase:{name}", title=TITLES[name], status="fail", detail=blocked)
             )
             continue
+        shown.start(name)
         row, phase_cells = run_one(run, name)
         if row.status == "fail" and retry_failed and not run.unmeasured:
             retry, retry_cells = run_one(run, name)
@@ -759,6 +763,7 @@ def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Resul
                 phase_cells = retry_cells
             else:
                 row, phase_cells = retry, retry_cells
+        shown.end(name, row.status, row.duration_s)
         rows.append(row)
         cells.extend(phase_cells)
         if row.status in ("fail", "error") and (
@@ -957,6 +962,7 @@ def command(
     args: argparse.Namespace,
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
+    from sync_ci import progress
     from sync_ci.cli import parse_assignments
     from sync_ci.report import emit
     from sync_ci.sandbox.attach import attach
@@ -967,8 +973,12 @@ def command(
     if sample < 0:
         raise UsageError(f"--sample {sample} must be 0 (all) or a positive count")
     mode: Mode = "read-only" if read_only or settings.read_only else "write"
-    with attach(settings, faults=parse_assignments(faults, "--fault"), ci_worker=True) as attached:
-        report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
+    with progress.showing(progress.for_args(args)) as shown:
+        shown.note(f"preparing the {settings.target} target ...")
+        with attach(
+            settings, faults=parse_assignments(faults, "--fault"), ci_worker=True
+        ) as attached:
+            report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
     code = emit(report, args)
     parity = [Result(**_result_args(c)) for c in report.extra.get("parity", [])]
     if parity and not getattr(args, "quiet", False):
