@@ -1,4 +1,4 @@
-"""Cleanup's pure planning: parse the options, group a listing by prefix, and refuse unsafe plans."""
+"""Cleanup's pure planning: parse the options, group a listing by prefix, refuse unsafe plans."""
 
 from __future__ import annotations
 
