@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     import requests
 
 FIELD_POSTS = ("/_alert", "/_heartbeat", "/_push")
+# The pause before retry n (1, 2, ...) is n times this.
+RETRY_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +110,14 @@ def _adapter_class() -> type:
 class WorkerClient:
     """Speaks contract v1 to one Worker base URL."""
 
-    def __init__(self, target: WorkerTarget) -> None:
+    def __init__(
+        self, target: WorkerTarget, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         import requests
 
         self.target = target
+        # The pause between attempts; a test passes a recorder instead of waiting.
+        self.sleep = sleep
         self.session: requests.Session = requests.Session()
         adapter = _adapter_class()(target.read_only, target.allowed_posts)
         self.session.mount("http://", adapter)
@@ -175,7 +182,7 @@ class WorkerClient:
                     return answer
                 last_error = f"answered {answer.status}"
             if attempt < attempts - 1:
-                time.sleep(0.2 * (attempt + 1))
+                self.sleep(RETRY_PAUSE_S * (attempt + 1))
         raise UnreachableError(f"Worker {method} {url} {last_error}")
 
     def get(self, path: str, **kwargs: Any) -> Answer:
