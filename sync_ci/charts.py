@@ -255,7 +255,7 @@ def bars(items: Sequence[Bar], *, limit: Limit | None, unit: str, chart_id: str,
             + "</g>"
         )
     if limit is not None:
-        lx = x(limit.value)
+        lx = round(x(limit.value))  # whole pixels: a crisp line in the limit's own colour
         body.append(
             f'<g class="threshold" data-threshold="{text(limit.threshold_id or limit.label)}">'
             + _line(
@@ -329,11 +329,16 @@ def percentile_chart(
         body.append(_line(left, y, right, y, "grid"))
         body.append(_label(left - 4, y + 4, f"{_num(high / 1.08 * share)} ms", anchor="end"))
     for limit in limits:
-        y = py(limit.value)
+        y = round(py(limit.value))
         body.append(
             f'<g class="threshold" data-threshold="{text(limit.threshold_id or limit.label)}">'
             + _line(
-                left, y, right, y, "threshold-line", f' stroke="{THRESHOLD}" stroke-dasharray="6 3"'
+                left,
+                y,
+                right,
+                y,
+                "threshold-line",
+                f' stroke="{THRESHOLD}" stroke-width="2" stroke-dasharray="8 3"',
             )
             + _label(right - 4, y - 4, f"{limit.label} {_num(limit.value)} ms", anchor="end")
             + "</g>"

@@ -406,7 +406,17 @@ def run_platforms_gate(args: argparse.Namespace, *, target: str = "-", sha: str 
 def _emit(report: Report, args: argparse.Namespace) -> int:
     from sync_ci.report import emit
 
-    return emit(report, args)
+    code = emit(report, args)
+    html_path = getattr(args, "html_path", "")
+    if html_path:
+        import sys
+
+        from sync_ci.gates.html_report import write_report
+
+        write_report(Path(html_path), report.to_json())
+        if not getattr(args, "quiet", False):
+            print(f"wrote {html_path}", file=sys.stderr)
+    return code
 
 
 def _attached_gate(args: argparse.Namespace, suite: str, gate: str, run: Any) -> Report:
@@ -532,6 +542,14 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
             metavar="RESULT.json",
             help="judge the union of result files from several machines instead of measuring",
         )
+    parser.add_argument(
+        "--html",
+        metavar="PATH",
+        dest="html_path",
+        default="",
+        help="also write the gates report page: latency percentile curves per operation and "
+        "region with thresholds marked, the burst's start spread, the verdicts",
+    )
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
