@@ -6,6 +6,7 @@ through the guarded Worker client, and its answer is checked against the OpenAPI
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sync_ci import contract
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
 from sync_ci.extras import require_extra
-from sync_ci.report import Report, Result, make_report
+from sync_ci.report import Report, Result, Status, make_report
 
 if TYPE_CHECKING:
     import argparse
@@ -53,19 +54,26 @@ BODY_LIMIT_KEY = "x-body-limit-bytes"
 # Mutants of the reference Worker (docs/mutants.md) whose violation the OpenAPI document makes
 # visible, so that conformance alone catches each: auth ignored, a wrong status, a missing or
 # malformed header, an error body in a 200, a 5xx in one region, a repeated alert stored again.
-CATCHES_MUTANTS = (
-    "alert-no-dedup",
-    "push-auth-bypass",
-    "status-open",
-    "no-413",
-    "alert-controls",
-    "region-500",
-    "region-down",
-    "no-cf-ray",
-    "bad-cf-ray",
-    "error-body-200",
-    "no-date",
-)
+# Each names the operation and the check whose finding catches it ("@GRU": the one-region mutants'
+# region, the last of the sandbox's five); docs/mutants.md shows the same in its conformance column.
+CATCHES_MUTANTS: Mapping[str, tuple[str, str]] = {
+    "alert-no-dedup": ("POST /_alert", "idempotent_alert"),
+    "push-auth-bypass": ("POST /_push", "ignored_auth"),
+    "status-open": ("GET /_status", "ignored_auth"),
+    "no-413": ("POST /_push", "body_limit"),
+    "alert-controls": ("POST /_alert", "controls_refused"),
+    "region-500": ("GET /install @GRU", "not_a_server_error"),
+    "region-down": ("GET /_health @GRU", "not_a_server_error"),
+    "no-cf-ray": ("GET /_health", "response_headers_conformance"),
+    "bad-cf-ray": ("GET /_health", "response_headers_conformance"),
+    "error-body-200": ("GET /install", "response_schema_conformance"),
+    "no-date": ("GET /_health", "response_headers_conformance"),
+}
+# The write smoke's conformance phase: a handful of cases per operation within a few seconds, so the
+# smoke stays short; `sync-ci conformance` (the PR workflow's own step) is the full run.
+SMOKE_MAX_EXAMPLES = 3
+SMOKE_BUDGET_S = 6.0
+SMOKE_FINDINGS_SHOWN = 3
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -90,7 +98,7 @@ class Finding:
 
 @dataclass(slots=True)
 class OperationTally:
-    """Cases sent to one operation and what came back."""
+    """Cases sent to one operation and what came back (`skipped`: why some were not sent)."""
 
     operation: str
     where: str = ""
@@ -267,6 +275,7 @@ def summarize_run(run: Run) -> list[Result]:
                     "status": finding.status,
                     "request": finding.request,
                     "check": finding.check,
+                    "operation": label,
                     "seed": run.seed,
                 },
             )
@@ -579,13 +588,32 @@ def exercise(
         tally.count(response.status_code, time.perf_counter() - started)
         examine(run, case, response, base_url, where, negative=mode.is_negative)
 
-    from hypothesis.errors import Flaky
-
     try:
         one()
-    except Flaky:
-        # A replay that drew differently: the cases sent were judged already (see run_stateful).
-        tally.skipped = tally.skipped or "Hypothesis could not replay a generated case"
+    except generation_errors() as exc:
+        # A replay that drew differently (Flaky), or a case that cannot be built or sent as drawn:
+        # every case sent was judged already, and the inconsistency says nothing about the Worker.
+        if run.unanswered:
+            raise Unanswered(run.unanswered) from None
+        tally.skipped = tally.skipped or f"Hypothesis stopped early ({generation_note(exc)})"
+
+
+def generation_errors() -> tuple[type[BaseException], ...]:
+    """What Hypothesis or Schemathesis raise about generation itself, never about an answer.
+
+    Flaky (FlakyStrategyDefinition, FlakyReplay, FlakyFailure: a replay that drew differently),
+    Unsatisfiable (no case fits the schema) and a case Schemathesis cannot serialise.
+    """
+    from hypothesis.errors import Flaky, Unsatisfiable
+    from schemathesis.core.errors import SerializationError
+
+    return (Flaky, Unsatisfiable, SerializationError)
+
+
+def generation_note(exc: BaseException) -> str:
+    """A one-line name for a generation error: its type and first line."""
+    first = next(iter(str(exc).strip().splitlines()), "")
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
 def operations(schema: Any, *, read_only: bool) -> list[Any]:
@@ -698,16 +726,16 @@ def run_stateful(run: Run, schema: Any, *, read_only: bool) -> None:
         ),
         _min_steps=2,
     )
-    from hypothesis.errors import Flaky
-
     with suppress(BudgetSpent):
         try:
             hypothesis.seed(run.seed)(sequences)()
-        except Flaky:
+        except generation_errors() as exc:
             # Hypothesis replays a sequence and finds the link targets drawn differently (the
             # Worker's answers feed the next step). Every step sent was already judged by
             # `examine`; the replay's inconsistency says nothing about the Worker.
-            tally.skipped = tally.skipped or "Hypothesis could not replay a link sequence"
+            if run.unanswered:
+                raise Unanswered(run.unanswered) from None
+            tally.skipped = tally.skipped or f"Hypothesis stopped early ({generation_note(exc)})"
 
 
 # --- entry points -----------------------------------------------------------------------------------
@@ -775,8 +803,13 @@ def run_conformance(
     budget_s: float = DEFAULT_BUDGET_S,
     seed: int | None = None,
     spec: Path = SPEC_PATH,
+    every_region: bool = True,
 ) -> Report:
-    """Run conformance against already-attached settings and return its report."""
+    """Run conformance against already-attached settings and return its report.
+
+    `every_region=False` sends to the main URL only (the smoke asks every region in its own
+    install and catalog phases).
+    """
     from sync_ci.smoke import regions_to_ask
 
     if max_examples < 1:
@@ -789,7 +822,10 @@ def run_conformance(
     clock = time.perf_counter()
     with open_run(settings, max_examples=max_examples, budget_s=budget_s, seed=chosen) as (run, _):
         worker_url = run.base_url
-        regions = [(r.colo, r.url.rstrip("/")) for r in regions_to_ask(settings, worker_url)]
+        regions = [
+            (r.colo, r.url.rstrip("/"))
+            for r in (regions_to_ask(settings, worker_url) if every_region else [])
+        ]
         run_operations(run, schema, read_only=settings.read_only, regions=regions)
         try:
             run_stateful(run, schema, read_only=settings.read_only)
@@ -811,10 +847,103 @@ def run_conformance(
             "max_examples": max_examples,
             "checks": [*SCHEMA_CHECKS, *PROBE_CHECKS],
             "findings": len(run.findings),
+            "notes": [
+                f"{f'{t.operation} @{t.where}' if t.where else t.operation}: {t.skipped}"
+                for t in run.tallies.values()
+                if t.skipped
+            ],
             # A run whose budget ran out before one case was sent measured nothing: fail closed.
             "unmeasured": not any(t.cases for t in run.tallies.values()),
         },
     )
+
+
+# --- the write smoke's phase -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseVerdict:
+    """What the smoke's conformance phase concluded: its status, detail line and values."""
+
+    status: Status
+    detail: str
+    observed: dict[str, Any] = field(default_factory=dict)
+
+
+def smoke_seed(sha: str) -> int:
+    """The seed of a smoke's conformance phase: derived from the commit, so a re-run replays it."""
+    digest = hashlib.sha256(f"sync-ci smoke conformance {sha}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def rerun_command(target: str, seed: int, max_examples: int) -> str:
+    """The command that sends a run's cases again."""
+    return f"sync-ci conformance --target {target} --seed {seed} --max-examples {max_examples}"
+
+
+def summarize_notes(notes: list[str]) -> str:
+    """Why some cases were not sent, each reason once with the operations it cut."""
+    by_reason: dict[str, list[str]] = {}
+    for note in notes:
+        where, _, reason = note.partition(": ")
+        by_reason.setdefault(reason, []).append(where)
+    return "; ".join(f"{reason} ({', '.join(where)})" for reason, where in by_reason.items())
+
+
+def summarize_phase(report: Report, *, shown: int = SMOKE_FINDINGS_SHOWN) -> PhaseVerdict:
+    """Fold a conformance report into one smoke row: its findings, each with its request."""
+    seed = int(report.extra["seed"])
+    cases = int(report.extra["cases"])
+    rerun = rerun_command(report.target, seed, int(report.extra["max_examples"]))
+    notes = [str(n) for n in report.extra.get("notes", [])]
+    findings = [r for r in report.failing() if "check" in r.observed]
+    observed = {"seed": seed, "cases": cases, "findings": len(findings), "notes": notes}
+    if report.extra.get("unmeasured"):
+        return PhaseVerdict(
+            status="skip",
+            detail=f"seed {seed}: the phase's budget was spent before any case was sent; "
+            f"rerun: {rerun}",
+            observed=observed,
+        )
+    if findings:
+        parts = [
+            f"{r.observed['check']} on {r.observed['operation']}: {r.detail}"
+            for r in findings[:shown]
+        ]
+        more = f"; {len(findings) - shown} more" if len(findings) > shown else ""
+        return PhaseVerdict(
+            status="fail",
+            detail=f"seed {seed}, {cases} generated cases, {len(findings)} finding(s): "
+            + "; ".join(parts)
+            + f"{more}; rerun: {rerun}",
+            observed=observed,
+        )
+    cut = f"; not sent: {summarize_notes(notes)}" if notes else ""
+    return PhaseVerdict(
+        status="pass",
+        detail=f"seed {seed}: {cases} generated cases, every answer conforms{cut}; rerun: {rerun}",
+        observed=observed,
+    )
+
+
+def run_smoke_phase(settings: Settings, *, budget_s: float = SMOKE_BUDGET_S) -> PhaseVerdict:
+    """The write smoke's short conformance run against its Worker, seeded by the commit."""
+    import importlib.util
+
+    if importlib.util.find_spec("schemathesis") is None:
+        return PhaseVerdict(
+            status="skip",
+            detail="schemathesis is not installed here (the `conformance` dependency group): "
+            "no generated requests sent",
+        )
+    report = run_conformance(
+        settings,
+        max_examples=SMOKE_MAX_EXAMPLES,
+        budget_s=budget_s,
+        seed=smoke_seed(settings.sha),
+        every_region=False,
+    )
+    return summarize_phase(report)
 
 
 def command(

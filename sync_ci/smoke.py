@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from sync_ci import __version__
 from sync_ci.config import Region, Settings, load_settings
+from sync_ci.conformance import SMOKE_BUDGET_S
 from sync_ci.contract import (
     PUSH_LIMIT_BYTES,
     Catalog,
@@ -66,6 +67,8 @@ WRITE_PHASES = (
     "reject-alert-controls",
     "status",
     "reject-status-anon",
+    # Last, so a mutant's first failing row is the targeted phase's, never a generated case.
+    "conformance",
 )
 READ_ONLY_PHASES = ("preflight", "install", "catalog", "pull-dry", "parity", "status")
 SMOKE_TENANT = "ci-smoke"
@@ -133,6 +136,7 @@ class SmokeRun:
     worker_observations: list[Observation] = field(default_factory=list)
     bucket_observations: list[Observation] = field(default_factory=list)
     unmeasured: bool = False
+    conformance_budget_s: float = SMOKE_BUDGET_S
 
 
 def smoke_files(sha: str, nonce: str) -> dict[str, bytes]:
@@ -634,6 +638,19 @@ def phase_status(run: SmokeRun) -> str:
     )
 
 
+def phase_conformance(run: SmokeRun) -> PhaseOutcome:
+    """A few generated requests per operation of docs/contract.openapi.yaml, seeded by the commit."""
+    from sync_ci.conformance import run_smoke_phase
+
+    budget_s = max(min(run.conformance_budget_s, run.deadline - time.monotonic()), 1e-3)
+    verdict = run_smoke_phase(run.settings, budget_s=budget_s)
+    if verdict.status == "skip":
+        raise Skipped(verdict.detail)
+    if verdict.status != "pass":
+        raise PhaseFailed(verdict.detail)
+    return PhaseOutcome(detail=verdict.detail, observed=verdict.observed)
+
+
 # ---- helpers of the phases ----
 
 
@@ -701,6 +718,7 @@ PHASES: dict[str, PhaseFn] = {
     "parity": phase_parity,
     "alert": phase_alert,
     "status": phase_status,
+    "conformance": phase_conformance,
 }
 TITLES = {
     "preflight": "Worker and bucket answer",
@@ -719,6 +737,7 @@ TITLES = {
     "parity": "parity matrix",
     "alert": "alert round trip (idempotent)",
     "status": "status aggregates alerts",
+    "conformance": "generated requests conform to the OpenAPI contract",
 }
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,11 @@ from sync_ci import contract, guards
 from sync_ci.config import Settings, load_settings
 from sync_ci.conformance import (
     CATCHES_MUTANTS,
+    PROBE_CHECKS,
+    SCHEMA_CHECKS,
     SPEC_PATH,
     Credentials,
+    exercise,
     line_fields,
     load_contract,
     open_run,
@@ -29,34 +33,25 @@ from sync_ci.conformance import (
     run_conformance,
     secured_by,
     send,
+    smoke_seed,
+    summarize_phase,
+    summarize_run,
     wrong_credentials,
 )
 from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableError
-from sync_ci.report import Report, exit_code
+from sync_ci.report import Report, Result, exit_code, make_report
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.worker_app import MUTANTS
 from sync_ci.sandbox.workerd import check_runtime
+from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_one, run_phases
+from sync_ci.smoke import open_run as open_smoke
 from sync_ci.store import Store, StoreEndpoint, open_store
 from tests.conftest import STORE_KIND, sandbox_env_for
-from tests.test_mutants import mutant_sandbox
+from tests.test_mutants import documented_conformance, mutant_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 CREDS = Credentials(tenant_id="acme", tenant_token="t" * 64, admin_token="a" * 32)
-# Which check of which operation catches each mutant ("@GRU": the one-region mutants' region).
-CATCHING_CHECK = {
-    "alert-no-dedup": ("POST /_alert", "idempotent_alert"),
-    "push-auth-bypass": ("POST /_push", "ignored_auth"),
-    "status-open": ("GET /_status", "ignored_auth"),
-    "no-413": ("POST /_push", "body_limit"),
-    "alert-controls": ("POST /_alert", "controls_refused"),
-    "region-500": ("GET /install @GRU", "not_a_server_error"),
-    "region-down": ("GET /_health @GRU", "not_a_server_error"),
-    "no-cf-ray": ("GET /_health", "response_headers_conformance"),
-    "bad-cf-ray": ("GET /_health", "response_headers_conformance"),
-    "error-body-200": ("GET /install", "response_schema_conformance"),
-    "no-date": ("GET /_health", "response_headers_conformance"),
-}
 
 
 def failing_ids(report: Report) -> list[str]:
@@ -139,9 +134,13 @@ def test_the_document_says_who_may_call_what_and_which_fields_are_lines() -> Non
     assert line_fields(alert, schema.raw_schema) == ("check", "host", "message", "ts", "version")
 
 
-def test_the_catalogue_names_only_known_mutants() -> None:
+def test_the_catalogue_names_only_known_mutants_and_the_doc_column_is_catches_mutants() -> None:
     assert set(CATCHES_MUTANTS) <= set(MUTANTS)
-    assert set(CATCHING_CHECK) == set(CATCHES_MUTANTS)
+    # docs/mutants.md's "conformance alone" column says exactly what the mutant tests below prove.
+    assert documented_conformance() == dict(CATCHES_MUTANTS)
+    labels = {op.label for r in load_contract(SPEC_PATH).get_all_operations() if (op := r.ok())}
+    for operation, check in CATCHES_MUTANTS.values():
+        assert operation.split(" @")[0] in labels and check in (*SCHEMA_CHECKS, *PROBE_CHECKS)
 
 
 # --- against the conforming reference Worker --------------------------------------------------------
@@ -296,9 +295,9 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CATCHES_MUTANTS)
+@pytest.mark.parametrize("name", sorted(CATCHES_MUTANTS))
 def test_each_schema_visible_mutant_is_caught(name: str, tmp_path: Path) -> None:
-    operation, check = CATCHING_CHECK[name]
+    operation, check = CATCHES_MUTANTS[name]
     with mutant_sandbox(tmp_path, name) as (settings, _env):
         report = run_conformance(settings, max_examples=3, seed=7)
     assert not report.ok
@@ -325,3 +324,189 @@ def test_a_finding_reproduces_with_its_request(tmp_path: Path) -> None:
         )
     # The mutant answers the credential-free request; a conforming Worker refuses it.
     assert reproduced.stdout == "200", reproduced
+
+
+# --- the write smoke's conformance phase ------------------------------------------------------------
+
+
+def test_the_phase_is_the_write_smokes_last_and_not_in_the_read_only_smoke() -> None:
+    assert WRITE_PHASES[-1] == "conformance" and WRITE_PHASES.count("conformance") == 1
+    assert "conformance" not in READ_ONLY_PHASES
+
+
+def test_the_smokes_seed_is_derived_from_the_commit() -> None:
+    assert smoke_seed("a" * 40) == smoke_seed("a" * 40)
+    assert smoke_seed("a" * 40) != smoke_seed("b" * 40)
+    assert 0 <= smoke_seed("0123abc") < 2**32
+
+
+def phase_report(findings: int, *, notes: tuple[str, ...] = (), cases: int = 40) -> Report:
+    """A conformance report of the shape run_conformance builds, with `findings` findings."""
+    rows = [Result(id="conformance:GET /_status", title="generated requests", status="pass")]
+    for n in range(findings):
+        request = (
+            f"curl -X GET -H 'authorization: Bearer {'0' * 8}' http://127.0.0.1:1/_status?n={n}"
+        )
+        rows.append(
+            Result(
+                id=f"conformance:GET /_status:check{n}",
+                title=f"check{n} on GET /_status",
+                status="fail",
+                detail=f"answered 200, not 401 (status 200); reproduce: {request}",
+                observed={"check": f"check{n}", "operation": "GET /_status", "request": request},
+            )
+        )
+    return make_report(
+        suite="conformance",
+        target="sandbox",
+        mode="write",
+        sha="abc1234",
+        started_at="2026-01-01T00:00:00+00:00",
+        duration_s=1.0,
+        results=rows,
+        extra={
+            "seed": 7,
+            "cases": cases,
+            "max_examples": 3,
+            "notes": list(notes),
+            "unmeasured": cases == 0,
+        },
+    )
+
+
+def test_the_phase_verdict_names_each_finding_with_its_request_and_the_seed() -> None:
+    rerun = "rerun: sync-ci conformance --target sandbox --seed 7 --max-examples 3"
+    failed = summarize_phase(phase_report(5))
+    assert failed.status == "fail" and failed.observed["seed"] == 7
+    assert failed.detail.startswith("seed 7, 40 generated cases, 5 finding(s): check0 on GET")
+    assert "reproduce: curl -X GET" in failed.detail and "?n=2" in failed.detail
+    assert "?n=3" not in failed.detail and "; 2 more; " in failed.detail
+    assert failed.detail.endswith(rerun)
+    cut = (
+        "GET /a: budget spent before this operation ran",
+        "links: budget spent before this operation ran",
+    )
+    passed = summarize_phase(phase_report(0, notes=cut))
+    assert passed.status == "pass" and passed.detail.startswith("seed 7: 40 generated cases")
+    assert "not sent: budget spent before this operation ran (GET /a, links)" in passed.detail
+    unmeasured = summarize_phase(phase_report(0, cases=0))
+    assert unmeasured.status == "skip" and "before any case was sent" in unmeasured.detail
+
+
+class FlakyOperation:
+    """A real operation whose strategy fails its second draw only: Hypothesis's replay of that
+    case then passes, so Hypothesis itself raises FlakyFailure (generation that depends on
+    outside state, as a link target drawn from an earlier answer does)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.draws = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def as_strategy(self, **kwargs: Any) -> Any:
+        def once(case: Any) -> Any:
+            self.draws += 1
+            if self.draws == 2:
+                raise RuntimeError("drawn from state that has moved on")
+            return case
+
+        return self.real.as_strategy(**kwargs).map(once)
+
+
+def test_a_case_hypothesis_cannot_replay_is_a_note_and_the_run_goes_on(
+    sandbox_settings: Settings,
+) -> None:
+    from schemathesis import GenerationMode
+
+    schema = load_contract(SPEC_PATH)
+    by_label = {op.label: op for r in schema.get_all_operations() if (op := r.ok())}
+    flaky = FlakyOperation(by_label["GET /_health"])
+    with open_run(sandbox_settings, max_examples=3, budget_s=600.0, seed=5) as (run, _client):
+        for operation in (flaky, by_label["GET /install"]):
+            exercise(
+                run,
+                operation,
+                mode=GenerationMode.POSITIVE,
+                base_url=run.base_url,
+                where="",
+                max_examples=3,
+            )
+    assert flaky.draws >= 3, "the failing draw was replayed"
+    health, install = run.tallies[("", "GET /_health")], run.tallies[("", "GET /install")]
+    assert health.cases >= 1 and "Hypothesis stopped early (FlakyFailure" in health.skipped
+    assert install.cases >= 1 and not install.skipped and not run.findings
+    rows = {r.id: r for r in summarize_run(run)}
+    assert rows["conformance:GET /_health"].status == "pass"
+    assert "Hypothesis stopped early" in rows["conformance:GET /_health"].detail
+
+
+def test_without_schemathesis_the_phase_is_a_skipped_row(
+    sandbox_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "schemathesis", None)  # find_spec: not installed
+    with open_smoke(sandbox_settings, mode="write") as smoke_run:
+        row, cells = run_one(smoke_run, "conformance")
+    assert (row.id, row.status, cells) == ("phase:conformance", "skip", [])
+    assert "schemathesis is not installed" in row.detail
+
+
+@pytest.mark.slow
+def test_the_smokes_phase_fails_on_a_mutant_with_the_request_and_keeps_the_first_failing_row(
+    tmp_path: Path,
+) -> None:
+    with (
+        mutant_sandbox(tmp_path, "status-open") as (settings, _env),
+        open_smoke(settings, mode="write") as smoke_run,
+    ):
+        # A budget no loaded machine reaches: the test judges findings, not speed.
+        smoke_run.conformance_budget_s = 600.0
+        rows, _cells = run_phases(smoke_run)
+    failing = [r for r in rows if r.status in ("fail", "error")]
+    assert failing[0].id == MUTANTS["status-open"].row, failing
+    phase = next(r for r in rows if r.id == "phase:conformance")
+    assert phase.status == "fail", phase.detail
+    assert phase.detail.startswith(f"seed {smoke_seed(settings.sha)}, ")
+    assert "ignored_auth on GET /_status: answered 200" in phase.detail
+    assert "reproduce: curl " in phase.detail and "rerun: sync-ci conformance" in phase.detail
+    assert settings.secrets.admin_token not in phase.detail
+
+
+@pytest.mark.slow
+def test_the_smokes_phase_on_ci_passes_and_writes_only_under_the_ci_prefix(
+    sandbox: Sandbox, sandbox_settings: Settings
+) -> None:
+    ci = sandbox_settings.with_values(target="ci", preview_url="")
+    before = bucket_keys(sandbox)
+    with attach(ci, ci_worker=True) as attached, open_smoke(attached, mode="write") as smoke_run:
+        smoke_run.conformance_budget_s = 600.0
+        seeded = [run_one(smoke_run, name)[0] for name in ("preflight", "seed")]
+        row, _cells = run_one(smoke_run, "conformance")
+    assert [r.status for r in seeded] == ["pass", "pass"], seeded
+    assert row.status == "pass", row.detail
+    assert row.observed["cases"] > 0 and row.observed["seed"] == smoke_seed(ci.sha)
+    written = bucket_keys(sandbox) - before
+    assert written and all(key.startswith(ci.ci_prefix) for key in written), written
+    tenants = [k for k in written if "/tenants/" in k or "/_alerts/" in k]
+    assert tenants, "the phase's generated pushes and alerts landed, under the CI prefix"
+
+
+# --- the JavaScript Worker is held to the same conformance catalogue --------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CATCHES_MUTANTS))
+def test_each_schema_visible_mutant_is_caught_on_workerd_too(name: str, tmp_path: Path) -> None:
+    try:
+        check_runtime("workerd")
+    except SyncCIError as exc:
+        pytest.skip(f"workerd is not installed here: {exc}")
+    operation, check = CATCHES_MUTANTS[name]
+    with start_sandbox(
+        store=STORE_KIND, mutant=name, runtime="workerd", workdir=tmp_path / "sb"
+    ) as running:
+        ready = write_ready_file(running.info, tmp_path / "ready.json")
+        with attach(load_settings(env=sandbox_env_for(ready, tmp_path / "home"))) as settings:
+            report = run_conformance(settings, max_examples=3, seed=7)
+    assert f"conformance:{operation}:{check}" in failing_ids(report), failing_ids(report)

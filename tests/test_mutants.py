@@ -119,13 +119,30 @@ def settings_bound(report: Report) -> float:
     return bound
 
 
+# A catalogue line: mutant, violation, suite, catching row, and the finding that catches it by
+# conformance alone ("`check` on OPERATION", or "—" when only the suite row can).
+CATALOGUE_LINE = re.compile(
+    r"\| `([a-z0-9-]+)` \| [^|]+ \| ([^|]+) \| `([^`]+)` \| (?:`([a-z_]+)` on ([^|]+?)|—) \|"
+)
+
+
 def documented() -> dict[str, tuple[str, str]]:
     """The catalogue as docs/mutants.md lists it: name -> (suite, row)."""
     table: dict[str, tuple[str, str]] = {}
     for line in CATALOGUE_DOC.read_text(encoding="utf-8").splitlines():
-        match = re.fullmatch(r"\| `([a-z0-9-]+)` \| [^|]+ \| ([^|]+) \| `([^`]+)` \|", line)
+        match = CATALOGUE_LINE.fullmatch(line)
         if match:
             table[match.group(1)] = (match.group(2).strip(), match.group(3))
+    return table
+
+
+def documented_conformance() -> dict[str, tuple[str, str]]:
+    """The conformance column of docs/mutants.md: name -> (operation, check), caught ones only."""
+    table: dict[str, tuple[str, str]] = {}
+    for line in CATALOGUE_DOC.read_text(encoding="utf-8").splitlines():
+        match = CATALOGUE_LINE.fullmatch(line)
+        if match and match.group(4):
+            table[match.group(1)] = (match.group(5), match.group(4))
     return table
 
 
