@@ -6,8 +6,11 @@ as a list of elements (tag, attributes, text) and a PNG decoder that counts pixe
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import zlib
@@ -41,25 +44,34 @@ def run_chromium(
     """Load `page` in headless Chromium with networking off; dump its DOM (or screenshot it)."""
     assert CHROMIUM
     output = [f"--screenshot={screenshot}", f"--window-size={size}"] if screenshot else []
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            *NO_NETWORK,
-            f"--user-data-dir={profile}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--hide-scrollbars",
-            *(output or ["--dump-dom"]),
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        *NO_NETWORK,
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--hide-scrollbars",
+        *(output or ["--dump-dom"]),
+        page.as_uri(),
+    ]
+    # Its own process group, so a hung browser is stopped with every helper process it started.
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as browser:
+        try:
+            stdout, stderr = browser.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(browser.pid, signal.SIGKILL)
+            stdout, stderr = browser.communicate()
+            pytest.fail(f"Chromium did not finish loading {page.name}: {stderr[-2000:]}")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(browser.pid, signal.SIGKILL)  # helpers left behind by a clean exit
+    return subprocess.CompletedProcess(argv, browser.returncode, stdout, stderr)
 
 
 def console_lines(done: subprocess.CompletedProcess[str]) -> list[str]:

@@ -226,3 +226,31 @@ def test_a_page_without_history_says_so_and_still_draws() -> None:
     assert "no ci-loop pass history" in page and "Worker /_status not read: unreachable" in page
     assert not find(elements, "svg")
     assert "no alerts recorded" in page
+
+
+def test_the_pictures_mask_secrets_and_escape_what_servers_sent() -> None:
+    from sync_ci import redaction
+
+    secret = "tenant-secret-value-9f8e7d6c"
+    redaction.register_secrets([secret])
+    hostile = f"<img src=x>{secret}\x1b[2J"
+    summary = {
+        "checks": {
+            hostile: {
+                "count": 1,
+                "tenant_count": 1,
+                "first_seen": "2026-11-27T06:00:00Z",
+                "last_seen": "2026-11-27T06:00:00Z",
+                "last_message": hostile,
+            }
+        },
+        "silent_after_s": 43200,
+        "silent_tenants": [{"tenant": hostile, "last_seen": "", "silent_for_s": 90000}],
+    }
+    records = [PassRecord(at=NOW - timedelta(hours=1), outcome="fail", failing=(hostile,))]
+    picture = status.Picture(history=History(records=tuple(records)), worker=summary)
+    page = status.render_html([], generated_at=NOW, picture=picture)
+    assert secret not in page and "***" in page
+    assert "<img" not in page and "&lt;img src=x&gt;" in page
+    assert "\x1b" not in page and "\\x1b[2J" in page
+    assert len(find(parse_dom(page), "g", "lane")) == 2  # the failing phase and the field check

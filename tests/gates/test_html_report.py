@@ -187,6 +187,26 @@ def test_the_check_fails_on_a_missing_threshold_line_or_failing_mark() -> None:
     assert report_problems(parse_dom(healthy), **expect)  # nothing failing where sin should
 
 
+def test_gate_all_draws_the_load_and_the_latency_sections() -> None:
+    from sync_ci.gates.cli import combine
+    from sync_ci.report import report_from_json
+
+    parts = [report_from_json(load_document()), report_from_json(latency_document())]
+    document = combine(parts, target="sandbox", sha="c" * 40, duration_s=5.0).to_json()
+    page = html_report.render_report(document)
+    regions = {f"{name} ({colo})" for name, colo in REGIONS.items()}
+    assert (
+        report_problems(
+            parse_dom(page),
+            curves={"install", "push", *regions},
+            failing={"sin (SIN)"},
+            limits=LOAD_LIMITS | LATENCY_LIMITS,
+            rows=len(document["results"]),
+        )
+        == []
+    )
+
+
 def test_hostile_text_in_a_document_is_masked_and_escaped() -> None:
     from sync_ci import redaction
 
