@@ -31,6 +31,7 @@ from sync_ci.conformance import (
     open_run,
     request_headers,
     run_conformance,
+    run_smoke_phase,
     secured_by,
     send,
     smoke_seed,
@@ -383,12 +384,12 @@ def test_the_phase_verdict_names_each_finding_with_its_request_and_the_seed() ->
     assert "?n=3" not in failed.detail and "; 2 more; " in failed.detail
     assert failed.detail.endswith(rerun)
     cut = (
-        "GET /a: budget spent before this operation ran",
-        "links: budget spent before this operation ran",
+        "GET /a: budget spent before its negative cases ran",
+        "links: budget spent before its negative cases ran",
     )
     passed = summarize_phase(phase_report(0, notes=cut))
     assert passed.status == "pass" and passed.detail.startswith("seed 7: 40 generated cases")
-    assert "not sent: budget spent before this operation ran (GET /a, links)" in passed.detail
+    assert "not sent: budget spent before its negative cases ran (GET /a, links)" in passed.detail
     unmeasured = summarize_phase(phase_report(0, cases=0))
     assert unmeasured.status == "skip" and "before any case was sent" in unmeasured.detail
 
@@ -440,6 +441,16 @@ def test_a_case_hypothesis_cannot_replay_is_a_note_and_the_run_goes_on(
     rows = {r.id: r for r in summarize_run(run)}
     assert rows["conformance:GET /_health"].status == "pass"
     assert "Hypothesis stopped early" in rows["conformance:GET /_health"].detail
+
+
+def test_a_spent_budget_still_sends_the_phases_first_case(sandbox_settings: Settings) -> None:
+    # A machine so loaded that importing and loading the document spent the budget: the phase
+    # still measures one case (so a conforming Worker passes), then stops.
+    verdict = run_smoke_phase(sandbox_settings, budget_s=1e-9)
+    assert verdict.status == "pass", verdict.detail
+    assert verdict.observed["cases"] == 1 and "not sent: budget spent" in verdict.detail
+    full = run_conformance(sandbox_settings, max_examples=1, budget_s=1e-9, seed=1)
+    assert full.extra["cases"] == 0, "the full run keeps no floor"
 
 
 def test_without_schemathesis_the_phase_is_a_skipped_row(
