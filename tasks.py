@@ -1,83 +1,182 @@
-"""invoke tasks for sync-ci: each one is an index entry that calls the `sync-ci` command line in-process."""
+"""invoke tasks for sync-ci: each one is an index entry over the functions behind `sync-ci`.
+
+A task takes the options of its `sync-ci` subcommand under the same names and defaults, and exits
+with the code `sync-ci` would. Where a command function takes typed values the task calls it
+through `sync_ci.cli.call`; the rest (their report options still travel as parsed arguments) go
+through `sync_ci.cli.main` with the same options.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
-from sync_ci.cli import main as sync_ci
+from sync_ci import cli
 
 
-def _run(*argv: str) -> None:
-    code = sync_ci([a for a in argv if a])
+class _Task(Task[Any]):
+    """A task whose parameters never take `-h`: that stays `invoke TASK -h`, the task's help."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        return super().arg_opts(name, default, {*taken_names, "h"})
+
+
+def task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """`invoke.task` with the short-flag rule above."""
+    decorate: Callable[[Callable[..., None]], Task[Any]] = invoke_task(klass=_Task, **options)
+    return decorate
+
+
+def _exit(code: int) -> None:
     if code:
         raise Exit(code=code)
 
 
-def _opt(flag: str, value: str) -> list[str]:
-    return [flag, value] if value else []
+def _call(work: Callable[[], int]) -> None:
+    _exit(cli.call(work))
+
+
+def _run(*words: str, **options: str | bool | int | float) -> None:
+    """Run `sync-ci WORDS --option value...`; an empty string or False leaves an option out."""
+    argv = list(words)
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            argv.append(flag)
+        elif value is not False and value != "":
+            argv += [flag, str(value)]
+    _exit(cli.main(argv))
+
+
+TARGET = "sandbox, ci or live (default: settings, else sandbox)"
+JSON = "also write the result document as JSON to this path"
+JUNIT = "also write a JUnit XML report to this path"
+QUIET = "print nothing on success"
+CONFIG = "settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)"
+FAULT = "sandbox only: inject a fault KEY=VALUE (5xx_rate, latency_ms, bucket_latency_ms)"
+CRON_USER = "whose crontab (needs root; default: yours)"
+ROLE = "maintainer (ci-loop) or tenant (doctor)"
 
 
 @task(
     help={
-        "target": "sandbox, ci or live (default: settings, else sandbox)",
-        "quiet": "no output on success",
+        "target": TARGET,
+        "alerts_dir": "where alert files go (default state/log/alerts)",
+        "budget": "bound on the whole pass in seconds",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": "print nothing on success (not even the one line)",
     }
 )
-def ci_loop(c: Context, target: str = "", quiet: bool = False) -> None:
+def ci_loop(
+    c: Context,
+    target: str = "",
+    alerts_dir: str = "",
+    budget: float = 900.0,
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
+) -> None:
     """Run one schedule-time pass: read-only smoke, alert file on failure."""
-    _run("ci-loop", *_opt("--target", target), "--quiet" if quiet else "")
-
-
-@task(
-    help={
-        "target": "sandbox or ci (default: settings, else sandbox)",
-        "read_only": "GET/HEAD only",
-        "fault": "sandbox fault KEY=VALUE",
-    }
-)
-def smoke(c: Context, target: str = "", read_only: bool = False, fault: str = "") -> None:
-    """Run the phase-mirror smoke."""
     _run(
-        "smoke",
-        *_opt("--target", target),
-        "--read-only" if read_only else "",
-        *_opt("--fault", fault),
+        "ci-loop",
+        target=target,
+        alerts_dir=alerts_dir,
+        budget=budget,
+        json=json,
+        junit=junit,
+        quiet=quiet,
     )
 
 
 @task(
     help={
-        "target": "sandbox, ci or live (default: settings, else sandbox; live sends GETs only)",
+        "target": TARGET,
+        "read_only": "GET/HEAD only against the production root (always on for live)",
+        "sample": "objects to verify in read-only mode (0: all)",
+        "fault": FAULT,
+        "budget": "bound on the whole run in seconds",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
+    }
+)
+def smoke(
+    c: Context,
+    target: str = "",
+    read_only: bool = False,
+    sample: int = 5,
+    fault: str = "",
+    budget: float = 600.0,
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
+) -> None:
+    """Run the phase-mirror smoke (writes only under snappy-os-ci/<sha>/, or --read-only)."""
+    _run(
+        "smoke",
+        target=target,
+        read_only=read_only,
+        sample=sample,
+        fault=fault,
+        budget=budget,
+        json=json,
+        junit=junit,
+        quiet=quiet,
+    )
+
+
+@task(
+    help={
+        "target": TARGET + "; live sends GETs only",
         "max_examples": "generated cases per operation and mode",
         "budget": "bound on the whole run in seconds",
-        "seed": "reproduce an earlier run (0: a new random seed)",
+        "seed": "reproduce an earlier run (the seed it printed; -1: a new random seed)",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
     }
 )
 def conformance(
-    c: Context, target: str = "", max_examples: int = 25, budget: float = 300.0, seed: int = 0
+    c: Context,
+    target: str = "",
+    max_examples: int = 25,
+    budget: float = 300.0,
+    seed: int = -1,
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
 ) -> None:
     """Check the target's Worker against the contract's OpenAPI document."""
     _run(
         "conformance",
-        *_opt("--target", target),
-        "--max-examples",
-        str(max_examples),
-        "--budget",
-        str(budget),
-        *_opt("--seed", str(seed) if seed else ""),
+        target=target,
+        max_examples=max_examples,
+        budget=budget,
+        seed=seed if seed != -1 else "",
+        json=json,
+        junit=junit,
+        quiet=quiet,
     )
 
 
 @task(
     help={
-        "older_than": "age to delete: days or weeks (7d, 2w); hours (36h) need allow_short",
+        "older_than": "age to delete: days or weeks (7d, 2w); hours (36h) need --allow-short",
         "allow_short": "accept an age in hours (never under 1 h)",
-        "dry_run": "plan only",
-        "target": "sandbox or ci",
-        "max_delete": "refuse plans larger than this (0: no cap)",
+        "dry_run": "plan and report; delete nothing",
+        "target": "sandbox or ci (live: --dry-run only)",
+        "max_delete": "refuse a plan of more than N keys; 0 refuses any deletion (-1: no cap)",
+        "now": "reference time for ages, ISO-8601 (default: the current time)",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
     }
 )
 def cleanup(
@@ -86,115 +185,457 @@ def cleanup(
     allow_short: bool = False,
     dry_run: bool = False,
     target: str = "",
-    max_delete: int = 0,
+    max_delete: int = -1,
+    now: str = "",
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
 ) -> None:
     """Delete CI prefixes older than the retention period."""
-    cap = ["--max-delete", str(max_delete)] if max_delete else []
     _run(
         "cleanup",
-        "--older-than",
-        older_than,
-        "--allow-short" if allow_short else "",
-        "--dry-run" if dry_run else "",
-        *_opt("--target", target),
-        *cap,
+        older_than=older_than,
+        allow_short=allow_short,
+        dry_run=dry_run,
+        target=target,
+        max_delete=max_delete if max_delete != -1 else "",
+        now=now,
+        json=json,
+        junit=junit,
+        quiet=quiet,
     )
 
 
-@task(help={"target": "sandbox or ci"})
-def cleanup_lifecycle(c: Context, target: str = "") -> None:
+@task(help={"target": "sandbox or ci", "show": "print the bucket's lifecycle rules instead"})
+def cleanup_lifecycle(c: Context, target: str = "", show: bool = False) -> None:
     """Add or update the bucket lifecycle backstop for the CI prefix."""
-    _run("cleanup", "--install-lifecycle", *_opt("--target", target))
+    if show:
+        _run("cleanup", show_lifecycle=True, target=target)
+    else:
+        _run("cleanup", install_lifecycle=True, target=target)
 
 
 @task(
     help={
-        "role": "maintainer or tenant",
-        "dry_run": "print the diff only",
-        "user": "whose crontab (root only); every path is resolved and checked for them",
+        "role": ROLE + "; required",
+        "dry_run": "print the diff, change nothing",
+        "cron_user": CRON_USER + "; every path is resolved and checked for them",
+        "exe": "absolute path of the sync-ci executable",
+        "venv": "virtualenv holding bin/sync-ci (maintainer)",
+        "repo": "repository directory (maintainer; default: cwd)",
+        "secrets_file": "owner-only KEY=VALUE file the line exports as SYNC_CI_SECRETS_FILE",
+        "config": "settings file the installed line will export",
     }
 )
-def install_cron(c: Context, role: str = "tenant", dry_run: bool = False, user: str = "") -> None:
+def install_cron(
+    c: Context,
+    role: str = "",
+    dry_run: bool = False,
+    cron_user: str = "",
+    exe: str = "",
+    venv: str = "",
+    repo: str = "",
+    secrets_file: str = "",
+    config: str = "",
+) -> None:
     """Install this role's crontab entry (idempotent)."""
-    _run("cron", "install", "--role", role, "--dry-run" if dry_run else "", *_opt("--user", user))
+    from sync_ci import cron
+
+    _call(
+        lambda: cron.command(
+            "install",
+            role=role,
+            user=cron_user,
+            dry_run=dry_run,
+            exe=exe,
+            venv=venv,
+            repo=repo,
+            secrets_file=secrets_file,
+            config=config or None,
+        )
+    )
 
 
 @task(
     help={
-        "role": "maintainer or tenant",
-        "dry_run": "print the diff only",
-        "user": "whose crontab (root only)",
+        "role": ROLE + " (default: both)",
+        "dry_run": "print the diff, change nothing",
+        "cron_user": CRON_USER,
     }
 )
-def uninstall_cron(c: Context, role: str = "tenant", dry_run: bool = False, user: str = "") -> None:
+def uninstall_cron(c: Context, role: str = "", dry_run: bool = False, cron_user: str = "") -> None:
     """Remove this role's crontab entry and nothing else."""
-    _run("cron", "uninstall", "--role", role, "--dry-run" if dry_run else "", *_opt("--user", user))
+    from sync_ci import cron
+
+    _call(lambda: cron.command("uninstall", role=role, user=cron_user, dry_run=dry_run))
 
 
-@task(help={"silent": "print nothing on success"})
-def doctor(c: Context, silent: bool = False) -> None:
-    """Run every field check; the exit code is the failure count."""
-    _run("doctor", "--silent" if silent else "")
+@task(help={"cron_user": CRON_USER})
+def cron_show(c: Context, cron_user: str = "") -> None:
+    """Print the installed sync-ci cron entries and check they are sane."""
+    from sync_ci import cron
 
-
-@task(help={"html": "also write the status page to this path"})
-def status(c: Context, html: str = "") -> None:
-    """Show recent ci-loop alerts and the Worker's /_status."""
-    _run("status", *_opt("--html", html))
+    _call(lambda: cron.command("show", user=cron_user))
 
 
 @task(
     help={
-        "role": "maintainer or tenant",
+        "checks": "run only these checks, comma-separated (default: all; see --list-checks)",
+        "list_checks": "list the checks and exit",
+        "target": TARGET,
+        "config": CONFIG,
+        "quiet": "nothing on success; only the failing rows on failure",
+        "json": JSON,
+        "junit": JUNIT,
+        "heartbeat": "on success POST a tiny /_heartbeat so the Worker knows we are alive",
+        "cron_user": "whose crontab to check (default: yours)",
+    }
+)
+def doctor(
+    c: Context,
+    checks: str = "",
+    list_checks: bool = False,
+    target: str = "",
+    config: str = "",
+    quiet: bool = False,
+    json: str = "",
+    junit: str = "",
+    heartbeat: bool = False,
+    cron_user: str = "",
+) -> None:
+    """Run the field checks; the exit code is the failure count."""
+    from sync_ci import doctor as field
+
+    if list_checks:
+        print(field.list_checks())
+        return
+    _call(
+        lambda: field.command(
+            names=[name.strip() for name in checks.split(",") if name.strip()],
+            config=config or None,
+            target=target or None,
+            silent=quiet,
+            json_path=json or None,
+            junit_path=junit or None,
+            heartbeat=heartbeat,
+            cron_user=cron_user,
+        )
+    )
+
+
+@task(
+    help={
+        "target": "whose Worker /_status to read (default: settings, else sandbox)",
+        "config": CONFIG,
+        "alerts_dir": "where ci-loop writes its alert files (default state/log/alerts)",
+        "html": "also write the Sync status page (pass timeline, alerts per check, silent tenants)",
+    }
+)
+def status(
+    c: Context, target: str = "", config: str = "", alerts_dir: str = "", html: str = ""
+) -> None:
+    """Show recent ci-loop alerts and the Worker's /_status."""
+    from pathlib import Path
+
+    from sync_ci import status as view
+
+    _call(
+        lambda: view.command(
+            config=config or None,
+            target=target or None,
+            alerts_dir=Path(alerts_dir) if alerts_dir else view.DEFAULT_ALERTS_DIR,
+            html_path=html,
+        )
+    )
+
+
+@task(
+    help={
+        "role": ROLE + "; required",
         "cron_user": "whose installed line to run, as cron runs it (default: yours)",
         "target": "sandbox, ci or live (live: nothing is written)",
+        "repo": "repository to lint (default: cwd)",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
     }
 )
-def verify(c: Context, role: str = "tenant", cron_user: str = "", target: str = "") -> None:
+def verify(
+    c: Context,
+    role: str = "",
+    cron_user: str = "",
+    target: str = "",
+    repo: str = "",
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
+) -> None:
     """Run the installed cron line as cron would, then the rest of the seed's checklist."""
-    _run("verify", "--role", role, *_opt("--cron-user", cron_user), *_opt("--target", target))
+    _run(
+        "verify",
+        role=role,
+        cron_user=cron_user,
+        target=target,
+        repo=repo,
+        json=json,
+        junit=junit,
+        quiet=quiet,
+    )
 
 
 @task(
     help={
-        "store": "moto or seaweedfs",
-        "ready_file": "where to write endpoints and credentials (mode 600)",
-        "fault": "fault KEY=VALUE",
+        "check": "name of the failing check, e.g. doctor-failed",
+        "message": "one line saying what failed",
+        "config": CONFIG,
+        "quiet": "print nothing when delivered",
     }
 )
-def sandbox(c: Context, store: str = "moto", ready_file: str = "", fault: str = "") -> None:
+def alert(c: Context, check: str, message: str = "", config: str = "", quiet: bool = False) -> None:
+    """POST an alert to the Worker (spooled if it cannot go now)."""
+    _run("alert", check, message=message, config=config, quiet=quiet)
+
+
+@task(help={"target": "the target to resolve (default: settings, else sandbox)", "config": CONFIG})
+def config(c: Context, target: str = "", config: str = "") -> None:
+    """Show every setting, its value and where it came from (secrets redacted)."""
+    from sync_ci import config_cli
+
+    _call(lambda: config_cli.command(config=config or None, target=target or None))
+
+
+@task(
+    help={
+        "paths": "directories or files, comma-separated (default: .)",
+        "scope": "repo (the tree, PR time), field (this machine, doctor) or all",
+        "select": "comma-separated rule IDs or prefixes",
+        "list": "list the rules and exit",
+        "explain": "print a rule's why and fix, and exit",
+        "format": "table, json (the result document on stdout) or github",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
+    }
+)
+def lint(
+    c: Context,
+    paths: str = ".",
+    scope: str = "repo",
+    select: str = "",
+    list: bool = False,
+    explain: str = "",
+    format: str = "table",
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
+) -> None:
+    """Run the section-A lint catalogue."""
+    targets = [p.strip() for p in paths.split(",") if p.strip()] or ["."]
+    _run(
+        "lint",
+        *targets,
+        scope=scope,
+        select=select,
+        list=list,
+        explain=explain,
+        format=format,
+        json=json,
+        junit=junit,
+        quiet=quiet,
+    )
+
+
+@task(
+    help={
+        "store": "object store: moto or seaweedfs",
+        "ready_file": "where to write the ready file (default: $XDG_STATE_HOME/sync-ci/sandbox.json)",
+        "fault": "fault from the start KEY=VALUE (5xx_rate, latency_ms, kv_miss_ms.<COLO>...)",
+        "kv_miss_ms": "cold KV miss latency of a region, COLO=MS (e.g. SIN=150)",
+        "mutant": "run a Worker that breaks the contract in one named way (docs/mutants.md)",
+        "worker": "the reference Worker: python or workerd",
+        "quiet": "print nothing",
+    }
+)
+def sandbox(
+    c: Context,
+    store: str = "moto",
+    ready_file: str = "",
+    fault: str = "",
+    kv_miss_ms: str = "",
+    mutant: str = "",
+    worker: str = "python",
+    quiet: bool = False,
+) -> None:
     """Run the embedded sandbox (object store + reference Worker) until interrupted."""
-    _run("sandbox", "--store", store, *_opt("--ready-file", ready_file), *_opt("--fault", fault))
+    _run(
+        "sandbox",
+        store=store,
+        ready_file=ready_file,
+        fault=fault,
+        kv_miss_ms=kv_miss_ms,
+        mutant=mutant,
+        worker=worker,
+        quiet=quiet,
+    )
 
 
-@task(help={"platform": "ubuntu, macos or wsl2", "output": "where to write the .cast file"})
-def record_cast(c: Context, platform: str = "ubuntu", output: str = "") -> None:
+@task(
+    help={
+        "set": "set a fault KEY=VALUE (VALUE a number, or null to remove it)",
+        "clear": "remove every fault first",
+        "config": CONFIG,
+    }
+)
+def sandbox_fault(
+    c: Context,
+    set: str = "",  # the option is `sync-ci sandbox-fault --set`
+    clear: bool = False,
+    config: str = "",
+) -> None:
+    """Change the faults of the running sandbox (SYNC_CI_SANDBOX) and print them."""
+    from sync_ci.sandbox.cli import fault_command
+
+    items = [set] if set else []
+    _call(lambda: fault_command(set_items=items, clear=clear, config=config or None))
+
+
+@task(
+    help={
+        "platform": "ubuntu, macos or wsl2",
+        "output": "recording path (default: CASTS/PLATFORM.cast)",
+        "casts": "where recordings live",
+        "version": "the version the script installs (default: this sync-ci's)",
+    }
+)
+def record_cast(
+    c: Context, platform: str = "", output: str = "", casts: str = "casts", version: str = ""
+) -> None:
     """Record the standard launch script with asciinema for one platform."""
-    _run("gate", "record-cast", "--platform", platform, *_opt("--out", output))
+    _run("gate", "record-cast", platform=platform, output=output, casts=casts, version=version)
 
 
-@task(help={"target": "sandbox, ci or live", "fault": "sandbox fault KEY=VALUE"})
-def load(c: Context, target: str = "", fault: str = "") -> None:
+GATE_HTML = "also write the gates report page (percentile curves, thresholds, verdicts) here"
+GATE_HELP = {
+    "target": "sandbox or ci (the load gate pushes, so not live)",
+    "fault": FAULT,
+    "threshold": "tighten a threshold ID=VALUE (loosening is refused, exit 2)",
+    "timeout": "per-request bound in seconds, 0 < SECONDS <= 600",
+    "json": JSON,
+    "junit": JUNIT,
+    "html": GATE_HTML,
+    "quiet": QUIET,
+}
+
+
+@task(help=GATE_HELP)
+def load(
+    c: Context,
+    target: str = "",
+    fault: str = "",
+    threshold: str = "",
+    timeout: float = 60.0,
+    json: str = "",
+    junit: str = "",
+    html: str = "",
+    quiet: bool = False,
+) -> None:
     """Gate: 1,000 installs + 100 pushes in one burst (p95 < 2 s / < 5 s, zero 5xx)."""
-    _run("gate", "load", *_opt("--target", target), *_opt("--fault", fault))
+    _run(
+        "gate",
+        "load",
+        target=target,
+        fault=fault,
+        threshold=threshold,
+        timeout=timeout,
+        json=json,
+        junit=junit,
+        html=html,
+        quiet=quiet,
+    )
 
 
-@task(help={"target": "sandbox or live", "fault": "sandbox fault KEY=VALUE"})
-def latency(c: Context, target: str = "", fault: str = "") -> None:
+@task(help={**GATE_HELP, "target": "sandbox, ci or live (GETs only)"})
+def latency(
+    c: Context,
+    target: str = "",
+    fault: str = "",
+    threshold: str = "",
+    timeout: float = 60.0,
+    json: str = "",
+    junit: str = "",
+    html: str = "",
+    quiet: bool = False,
+) -> None:
     """Gate: cold KV-miss probe across 5 regions (p95 < 500 ms, p99 < 1,500 ms)."""
-    _run("gate", "latency", *_opt("--target", target), *_opt("--fault", fault))
+    _run(
+        "gate",
+        "latency",
+        target=target,
+        fault=fault,
+        threshold=threshold,
+        timeout=timeout,
+        json=json,
+        junit=junit,
+        html=html,
+        quiet=quiet,
+    )
 
 
-@task(help={"casts": "directory holding ubuntu/macos/wsl2 recordings"})
-def platforms(c: Context, casts: str = "casts") -> None:
+@task(
+    help={
+        "casts": "directory holding ubuntu/macos/wsl2 recordings",
+        "version": "the version being launched (default: this sync-ci's)",
+        "json": JSON,
+        "junit": JUNIT,
+        "quiet": QUIET,
+    }
+)
+def platforms(
+    c: Context,
+    casts: str = "casts",
+    version: str = "",
+    json: str = "",
+    junit: str = "",
+    quiet: bool = False,
+) -> None:
     """Gate: three platform recordings, all green."""
-    _run("gate", "platforms", "--casts", casts)
+    _run("gate", "platforms", casts=casts, version=version, json=json, junit=junit, quiet=quiet)
 
 
-@task(name="all", help={"target": "sandbox, ci or live", "casts": "directory of recordings"})
-def all_gates(c: Context, target: str = "", casts: str = "casts") -> None:
+@task(
+    name="all",
+    help={
+        "target": "sandbox or ci (the load gate pushes, so not live)",
+        "casts": "directory of recordings",
+        "threshold": GATE_HELP["threshold"],
+        "json": JSON,
+        "junit": JUNIT,
+        "html": GATE_HTML,
+        "quiet": QUIET,
+    },
+)
+def all_gates(
+    c: Context,
+    target: str = "",
+    casts: str = "casts",
+    threshold: str = "",
+    json: str = "",
+    junit: str = "",
+    html: str = "",
+    quiet: bool = False,
+) -> None:
     """Run every gate and print one table."""
-    _run("gate", "all", *_opt("--target", target), "--casts", casts)
+    _run(
+        "gate",
+        "all",
+        target=target,
+        casts=casts,
+        threshold=threshold,
+        json=json,
+        junit=junit,
+        html=html,
+        quiet=quiet,
+    )
 
 
 gates = Collection("gates", load, latency, platforms, all_gates)
@@ -205,10 +646,15 @@ ns = Collection(
     cleanup_lifecycle,
     install_cron,
     uninstall_cron,
+    cron_show,
     doctor,
     status,
     verify,
+    alert,
+    config,
+    lint,
     sandbox,
+    sandbox_fault,
     record_cast,
     conformance,
     gates,

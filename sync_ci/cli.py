@@ -169,13 +169,22 @@ def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning the project's errors into one stderr line and an exit code."""
+    return run_work(lambda: handler(args), debug=bool(getattr(args, "debug", False)))
+
+
+def run_work(work: Callable[[], int], *, debug: bool = False) -> int:
+    """Run one command's work as `run_handler` does: one stderr line and an exit code per error.
+
+    The invoke tasks call the command functions through this with typed values, so an error
+    reads and exits the same from `invoke` as from `sync-ci`.
+    """
     from sync_ci.redaction import clean, redacted_output
 
     try:
         with redacted_output():
-            return handler(args)
+            return work()
     except SyncCIError as exc:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         # One line, secrets masked, control characters visible: the text may quote a server.
         print(f"sync-ci: error: {clean(str(exc), keep_newlines=False)}", file=sys.stderr)
@@ -184,7 +193,7 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         raise  # main() ends quietly: the reader of stdout went away
     except OSError as exc:
         # The machine, not the code: a read-only or full state dir, a missing working directory.
-        if getattr(args, "debug", False):
+        if debug:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         text = clean(f"{exc.strerror or exc}{where}", keep_newlines=False)
@@ -192,7 +201,7 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return int(ExitCode.FAILED)
     except Exception as exc:
         # A bug, not bad input; its traceback could quote a header holding a secret.
-        if getattr(args, "debug", False):
+        if debug:
             raise
         text = clean(f"{type(exc).__name__}: {exc}", keep_newlines=False)
         print(
@@ -207,10 +216,23 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the chosen subcommand; SIGINT/SIGTERM stop every child first."""
+    return _as_process(lambda: _dispatch(argv))
+
+
+def call(work: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command function as `main` runs a subcommand (for the invoke tasks).
+
+    Signals stop every child first, a closed stdout ends quietly, and the project's errors are
+    one stderr line and the exit code `sync-ci` would give.
+    """
+    return _as_process(lambda: run_work(work, debug=debug))
+
+
+def _as_process(body: Callable[[], int]) -> int:
     try:
         with stop_on_signals():
             try:
-                return _dispatch(argv)
+                return body()
             finally:
                 sys.stdout.flush()
     except BrokenPipeError:

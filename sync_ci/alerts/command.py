@@ -47,7 +47,11 @@ def command(
 def add_parser(sub: Any) -> None:
     """Register `alert`."""
     parser = sub.add_parser(
-        "alert", help="POST an alert to the Worker (spooled if it cannot go now)"
+        "alert",
+        help="POST an alert to the Worker (spooled if it cannot go now)",
+        description="POST /_alert for a failing check, as this tenant. An alert that cannot go "
+        "now waits in the spool and is sent by the next alert or doctor run; a repeat of the "
+        "same alert is stored once. Exit 0 delivered, 1 not delivered (spooled).",
     )
     parser.add_argument("check", help="name of the failing check, e.g. doctor-failed")
     parser.add_argument("--message", default="", help="one line saying what failed")

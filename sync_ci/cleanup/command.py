@@ -150,7 +150,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--max-delete",
         metavar="N",
-        help="refuse, before deleting anything, a plan of more than N keys (versions included)",
+        help="refuse, before deleting anything, a plan of more than N keys (versions "
+        "included); 0 refuses any deletion (default: no cap)",
     )
     parser.add_argument(
         "--now",
