@@ -395,3 +395,48 @@ def test_max_delete_zero_refuses_any_deletion_from_both_front_ends(
     # Without the option neither caps the plan: the default is "no cap", spelled -1 in invoke.
     assert run_invoke("cleanup", "--target", "ci", "--now", later) == 0
     assert list(admin_store.list(f"snappy-os-ci/{ci_sha}/")) == []
+
+
+# --- the README says what the code does ---------------------------------------------------------
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_the_readme_exit_code_table_is_the_code_s() -> None:
+    import re
+
+    from sync_ci.errors import ExitCode
+
+    rows = re.findall(r"(?m)^\| ([0-9N, ]+) \|", _readme_section("Exit codes"))
+    listed = {code.strip() for row in rows for code in row.split(",")}
+    expected = {str(int(code)) for code in ExitCode} | {"N", str(cli.BROKEN_PIPE_EXIT)}
+    assert listed == expected | {"130", "143"}
+
+
+def test_every_flag_the_readme_names_exists_in_its_front_end() -> None:
+    import re
+
+    section = _readme_section("Tasks and sessions")
+    table = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    offered = {
+        flag
+        for _, parser, _ in _commands()
+        for action in parser._actions
+        for flag in action.option_strings
+    }
+    task_flags = {
+        "--" + param.replace("_", "-")
+        for task in _tasks().values()
+        for param in inspect.signature(task.body).parameters
+    }
+    for row in table[1:]:
+        _, cli_cell, invoke_cell = (cell.strip() for cell in row.strip("|").split(" | "))
+        for flag in re.findall(r"--[a-z][a-z-]*", cli_cell):
+            assert flag in offered, f"README names sync-ci {flag}"
+        for flag in re.findall(r"--[a-z][a-z-]*", invoke_cell):
+            assert flag in task_flags, f"README names invoke {flag}"

@@ -82,3 +82,21 @@ def test_nox_session_names() -> None:
     assert listed == SESSIONS
     noxfile = (ROOT / "noxfile.py").read_text()
     assert "import sync_ci" not in noxfile and "from sync_ci" not in noxfile
+
+
+def test_every_session_forwards_and_documents_its_arguments() -> None:
+    """`nox -s NAME -- ARGS` reaches the command, and the session's docstring says what ARGS are."""
+    import ast
+
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    sessions = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("session" in ast.unparse(d) for d in node.decorator_list)
+    ]
+    assert {s.name for s in sessions} == SESSIONS
+    for node in sessions:
+        doc = ast.get_docstring(node) or ""
+        assert "Arguments after `--`" in doc, node.name
+        assert "session.posargs" in ast.unparse(node), node.name
