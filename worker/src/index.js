@@ -60,6 +60,47 @@ const JITTER_CAP_MS = 5;
 const GET = "GET,HEAD";
 const POST = "POST";
 
+// Concurrent cold misses of one key in this isolate share one load, as the Python Worker's KV
+// does: a burst on an expired catalog sends the bucket one GET, not one per request. A waiter
+// gives up on a load older than this and loads for itself, so a leader whose request was
+// cancelled (its I/O with it) never strands the others.
+const SHARED_LOAD_MAX_MS = 10_000;
+const sharedLoads = new Map();
+// This isolate's copy of each KV entry it last read or wrote, with the time it was stored (the
+// entry's metadata) and when KV drops it: a fresh copy is a hit without a KV round trip, judged
+// by the same freshness bound as the KV entry. Bounded, oldest first out.
+const HOT_MAX_ENTRY_BYTES = 1024 * 1024;
+const HOT_MAX_BYTES = 16 * 1024 * 1024;
+const hotCopies = new Map();
+let hotBytes = 0;
+
+function hotCopy(slot) {
+  const copy = hotCopies.get(slot);
+  if (copy && Date.now() >= copy.expiresAt) forget(slot);
+  return copy && Date.now() < copy.expiresAt ? copy : null;
+}
+
+function remember(slot, bytes, storedAt, ttlS) {
+  forget(slot);
+  if (bytes.byteLength > HOT_MAX_ENTRY_BYTES) return;
+  const expiresAt = storedAt + Math.max(KV_MIN_TTL_S, Math.ceil(ttlS)) * 1000;
+  hotCopies.set(slot, { bytes: bytes.slice(), storedAt, expiresAt });
+  hotBytes += bytes.byteLength;
+  for (const [oldest, copy] of hotCopies) {
+    if (hotBytes <= HOT_MAX_BYTES) break;
+    hotCopies.delete(oldest);
+    hotBytes -= copy.bytes.byteLength;
+  }
+}
+
+function forget(slot) {
+  const copy = hotCopies.get(slot);
+  if (copy) {
+    hotCopies.delete(slot);
+    hotBytes -= copy.bytes.byteLength;
+  }
+}
+
 const encoder = new TextEncoder();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const truthy = (value) => ["1", "true", "yes"].includes(String(value ?? "").toLowerCase());
@@ -159,33 +200,70 @@ class Call {
   async kvRead(key, load, { ttlS, freshForS = Infinity }) {
     const started = Date.now();
     const bucketBefore = this.timing.bucketMs;
-    const found = await this.env.CACHE.getWithMetadata(key, "arrayBuffer");
-    const storedAt = found.metadata?.t ?? 0;
+    const slot = `${this.colo}\u0000${key}`;
+    const fresh = (storedAt) => Date.now() - storedAt < freshForS * 1000;
     let value = null;
     let hit = false;
-    if (found.value !== null && Date.now() - storedAt < freshForS * 1000) {
-      value = new Uint8Array(found.value);
+    const copy = hotCopy(slot);
+    if (copy && fresh(copy.storedAt)) {
+      value = copy.bytes.slice();
       hit = true;
     } else {
-      const missMs = this.missMs();
-      if (missMs > 0) {
-        await sleep(missMs + Math.random() * Math.min(JITTER_CAP_MS, missMs * JITTER_FRACTION));
-      }
-      const loaded = await load();
-      if (loaded !== null) {
-        value = loaded.bytes;
-        if (loaded.cache) {
-          await this.env.CACHE.put(key, value, {
-            expirationTtl: Math.max(KV_MIN_TTL_S, Math.ceil(ttlS)),
-            metadata: { t: Date.now() },
-          });
-        }
+      const found = await this.env.CACHE.getWithMetadata(key, "arrayBuffer");
+      const storedAt = found.metadata?.t ?? 0;
+      if (found.value !== null && fresh(storedAt)) {
+        value = new Uint8Array(found.value);
+        hit = true;
+        remember(slot, value, storedAt, ttlS);
+      } else {
+        value = await this.sharedLoad(slot, () => this.coldLoad(slot, key, load, ttlS));
       }
     }
     const spent = Date.now() - started - (this.timing.bucketMs - bucketBefore);
     this.timing.kvMs = Math.max(0, spent);
     this.cache = hit ? "hit" : "miss";
     return { value, hit, kvMs: Math.max(0, Date.now() - started) };
+  }
+
+  /** A cold miss: the region's miss latency, `load()`, and the KV write of what it cached. */
+  async coldLoad(slot, key, load, ttlS) {
+    const missMs = this.missMs();
+    if (missMs > 0) {
+      await sleep(missMs + Math.random() * Math.min(JITTER_CAP_MS, missMs * JITTER_FRACTION));
+    }
+    const loaded = await load();
+    if (loaded === null) return { bytes: null, stored: null };
+    if (!loaded.cache) return { bytes: loaded.bytes, stored: null };
+    const storedAt = Date.now();
+    remember(slot, loaded.bytes, storedAt, ttlS);
+    const stored = this.env.CACHE.put(key, loaded.bytes, {
+      expirationTtl: Math.max(KV_MIN_TTL_S, Math.ceil(ttlS)),
+      metadata: { t: storedAt },
+    });
+    return { bytes: loaded.bytes, stored };
+  }
+
+  /**
+   * Run `coldLoad` once for concurrent misses of one slot. Waiters get their own copy of the
+   * bytes as soon as they are loaded; the request that loaded them answers once KV has them.
+   */
+  async sharedLoad(slot, coldLoad) {
+    const running = sharedLoads.get(slot);
+    if (running && Date.now() - running.at < SHARED_LOAD_MAX_MS) {
+      const givenUp = sleep(SHARED_LOAD_MAX_MS).then(() => ({ givenUp: true }));
+      const first = await Promise.race([running.promise, givenUp]);
+      if (!first.givenUp) return first.bytes === null ? null : first.bytes.slice();
+    }
+    const shared = { at: Date.now(), promise: coldLoad() };
+    sharedLoads.set(slot, shared);
+    let loaded;
+    try {
+      loaded = await shared.promise;
+    } finally {
+      if (sharedLoads.get(slot) === shared) sharedLoads.delete(slot);
+    }
+    await loaded.stored;
+    return loaded.bytes;
   }
 }
 
@@ -522,6 +600,30 @@ function control(call) {
   return call.env.CONTROL.get(call.env.CONTROL.idFromName("control"));
 }
 
+// Sandbox only: a region reads the shared faults and clock from SandboxControl at most once per
+// CONTROL_REUSE_MS, not once per request (a burst's 1,000 requests would queue on that one
+// object); a control POST answers only after CONTROL_SETTLE_MS, by when every region's copy is
+// newer than the change, so a run-time fault holds everywhere once `sandbox-fault` returns.
+const CONTROL_REUSE_MS = 200;
+const CONTROL_SETTLE_MS = 250;
+let controlCopy = null;
+
+async function controlState(env, { reuse = true } = {}) {
+  if (!reuse || !controlCopy || Date.now() - controlCopy.at >= CONTROL_REUSE_MS) {
+    // Stamped before the read: a copy read before a change is older than the change.
+    const at = Date.now();
+    const state = await env.CONTROL.get(env.CONTROL.idFromName("control")).state();
+    controlCopy = { at, state };
+  }
+  return controlCopy.state;
+}
+
+/** After a control change: this region reads the new state now; the others' copies expire. */
+async function settleControl(env) {
+  await controlState(env, { reuse: false });
+  await sleep(CONTROL_SETTLE_MS);
+}
+
 async function handleFaults(call) {
   await authenticateAdmin(call);
   if (call.request.method === "POST") {
@@ -531,6 +633,7 @@ async function handleFaults(call) {
     );
     const answer = await control(call).setFaults(update, call.config.colos);
     if (answer.error) throw new ApiError(400, answer.error);
+    await settleControl(call.env);
     return json({ faults: answer.faults });
   }
   return json({ faults: call.faults });
@@ -553,6 +656,7 @@ async function handleClock(call) {
     }
     offsetS = await control(call).setClock(offset);
     call.offsetS = offsetS;
+    await settleControl(call.env);
   }
   return json({ offset_s: offsetS, now: isoTime(call.now()) });
 }
@@ -603,7 +707,7 @@ async function serve(request, env) {
   const started = Date.now();
   const config = readConfig(env);
   const state = config.sandboxControl
-    ? await env.CONTROL.get(env.CONTROL.idFromName("control")).state()
+    ? await controlState(env)
     : { faults: config.faults, offsetS: 0 };
   const call = new Call(request, env, config, state);
   const path = new URL(request.url).pathname;
