@@ -1,7 +1,9 @@
 """As-deployed fixtures: a throwaway user with a real home, root's crontab saved and restored.
 
 Each e2e module keeps its own scenario fixtures; what is here is generic. Every case in this
-directory runs in the normal `nox -s tests` (no marker deselects it).
+directory runs in the normal `nox -s tests` (no marker deselects it). The cases that exercise the
+Worker run once per Worker runtime (`ON_BOTH_RUNTIMES`): the Python one and the JavaScript one on
+workerd.
 """
 
 from __future__ import annotations
@@ -14,19 +16,68 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from sync_ci import cron
+from sync_ci.config import Settings, load_settings
 from sync_ci.cron import Account
+from sync_ci.errors import SettingsError
+from sync_ci.sandbox import workerd
+from sync_ci.sandbox.attach import attach
+from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
+from tests.conftest import STORE_KIND, FaultySandbox, sandbox_env_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Held (blocking) by every test that changes root's own crontab, across xdist workers and test
 # runs, so two of them never interleave their save and restore.
 ROOT_CRONTAB_LOCK = Path("/tmp/sync-ci-tests-root-crontab.lock")
 CRON_PATH = "/usr/bin:/bin"
+
+
+# A case marked with this runs against the Python Worker and against the JavaScript Worker on
+# workerd; the workerd run skips, naming what to install, only where Node or `npm ci` is missing.
+ON_BOTH_RUNTIMES = pytest.mark.parametrize("worker_runtime", workerd.RUNTIMES, indirect=True)
+
+
+@pytest.fixture
+def worker_runtime(request: pytest.FixtureRequest) -> workerd.Runtime:
+    """The runtime of this case's sandbox Workers: python, unless the case is ON_BOTH_RUNTIMES."""
+    runtime: workerd.Runtime = getattr(request, "param", "python")
+    try:
+        workerd.check_runtime(runtime)
+    except SettingsError as exc:
+        pytest.skip(str(exc))
+    return runtime
+
+
+@pytest.fixture
+def faulty_sandbox(tmp_path: Path, worker_runtime: workerd.Runtime) -> Iterator[FaultySandbox]:
+    """tests/conftest.py's short-lived sandboxes, with their Workers on `worker_runtime`."""
+    started = 0
+    with ExitStack() as stack:
+
+        def start(
+            faults: Mapping[str, str] | None = None, kv_miss_ms: Mapping[str, int] | None = None
+        ) -> Settings:
+            nonlocal started
+            workdir = tmp_path / f"faulty-{started}"
+            started += 1
+            running = start_sandbox(
+                store=STORE_KIND,
+                faults=faults,
+                kv_miss_ms=kv_miss_ms,
+                workdir=workdir,
+                runtime=worker_runtime,
+            )
+            ready = write_ready_file(stack.enter_context(running).info, workdir / "ready.json")
+            env = sandbox_env_for(ready, workdir / "home")
+            return stack.enter_context(attach(load_settings(env=env)))
+
+        yield start
 
 
 def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str]:

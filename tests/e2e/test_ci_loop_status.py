@@ -1,7 +1,8 @@
 """ci-loop -> status as deployed: a failing pass shows in the status view, a healthy one clears it.
 
 Every step is its own `sync-ci` process against a sandbox of this test's own, faulted and healed
-at run time with `sync-ci sandbox-fault`, exactly as a maintainer would do it by hand.
+at run time with `sync-ci sandbox-fault`, exactly as a maintainer would do it by hand; once with
+the Python Worker, once with the JavaScript one on workerd.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from sync_ci import alert_files
 from tests.conftest import FaultySandbox, sandbox_env_for
+from tests.e2e.conftest import ON_BOTH_RUNTIMES
 from tests.field.test_status import CHROMIUM, run_chromium
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +46,7 @@ def page_rows(page: str) -> list[tuple[str, str]]:
     )
 
 
+@ON_BOTH_RUNTIMES
 def test_a_failed_pass_shows_in_status_until_a_healthy_pass_recovers_it(
     faulty_sandbox: FaultySandbox, tmp_path: Path
 ) -> None:

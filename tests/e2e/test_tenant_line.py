@@ -1,7 +1,8 @@
 """The tenant's installed cron line, run as cron runs it, against a Worker whose every route but
 `/_health` answers 503: doctor fails the read-path rows, `alert doctor-failed` fires, the alert
 waits in the spool while the Worker is down, and once it recovers the next run delivers it and
-`/_status` shows it with the failing rows.
+`/_status` shows it with the failing rows. The Worker is the Python one, then the JavaScript one
+on workerd.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sync_ci.config import Settings
 from sync_ci.cron import Account
 from sync_ci.status import fetch_status
 from tests.conftest import FaultySandbox
-from tests.e2e.conftest import installed_command, run_as_cron
+from tests.e2e.conftest import ON_BOTH_RUNTIMES, installed_command, run_as_cron
 from tests.field.test_doctor import sandbox_control
 
 READ_ROWS = ("worker-install", "worker-catalog")
@@ -39,6 +40,7 @@ def write_tenant(settings: Settings, home: Path, tenant: str) -> tuple[Path, Pat
     return config, secrets_file
 
 
+@ON_BOTH_RUNTIMES
 def test_tenant_line_reports_a_broken_worker_to_status(
     faulty_sandbox: FaultySandbox, root_crontab: Account, tmp_path: Path
 ) -> None:
