@@ -393,7 +393,9 @@ def verify(
 )
 def alert(c: Context, check: str, message: str = "", config: str = "", quiet: bool = False) -> None:
     """POST an alert to the Worker (spooled if it cannot go now)."""
-    _run("alert", check, message=message, config=config, quiet=quiet)
+    from sync_ci import alerts
+
+    _call(lambda: alerts.command(check, message=message, config=config or None, quiet=quiet))
 
 
 @task(help={"target": "the target to resolve (default: settings, else sandbox)", "config": CONFIG})
