@@ -62,6 +62,7 @@ CONFIG = "settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config di
 FAULT = "sandbox only: inject a fault KEY=VALUE (5xx_rate, latency_ms, bucket_latency_ms)"
 CRON_USER = "whose crontab (needs root; default: yours)"
 ROLE = "maintainer (ci-loop) or tenant (doctor)"
+REPORTS = {"json": JSON, "junit": JUNIT, "quiet": QUIET}
 
 
 @task(
@@ -102,9 +103,7 @@ def ci_loop(
         "sample": "objects to verify in read-only mode (0: all)",
         "fault": FAULT,
         "budget": "bound on the whole run in seconds",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def smoke(
@@ -138,9 +137,7 @@ def smoke(
         "max_examples": "generated cases per operation and mode",
         "budget": "bound on the whole run in seconds",
         "seed": "reproduce an earlier run (the seed it printed; -1: a new random seed)",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def conformance(
@@ -174,9 +171,7 @@ def conformance(
         "target": "sandbox or ci (live: --dry-run only)",
         "max_delete": "refuse a plan of more than N keys; 0 refuses any deletion (-1: no cap)",
         "now": "reference time for ages, ISO-8601 (default: the current time)",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def cleanup(
@@ -355,9 +350,7 @@ def status(
         "cron_user": "whose installed line to run, as cron runs it (default: yours)",
         "target": "sandbox, ci or live (live: nothing is written)",
         "repo": "repository to lint (default: cwd)",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def verify(
@@ -414,9 +407,7 @@ def config(c: Context, target: str = "", config: str = "") -> None:
         "list": "list the rules and exit",
         "explain": "print a rule's why and fix, and exit",
         "format": "table, json (the result document on stdout) or github",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def lint(
@@ -587,9 +578,7 @@ def latency(
     help={
         "casts": "directory holding ubuntu/macos/wsl2 recordings",
         "version": "the version being launched (default: this sync-ci's)",
-        "json": JSON,
-        "junit": JUNIT,
-        "quiet": QUIET,
+        **REPORTS,
     }
 )
 def platforms(

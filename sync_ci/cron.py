@@ -737,16 +737,25 @@ def add_parser(sub: Any) -> None:
                 "--dry-run", action="store_true", help="print the diff, change nothing"
             )
         if action == "install":
-            each.add_argument("--exe", default="", help="absolute path of the sync-ci executable")
             each.add_argument(
-                "--venv", default="", help="virtualenv holding bin/sync-ci (maintainer)"
+                "--exe", default="", metavar="PATH", help="absolute path of the sync-ci executable"
             )
             each.add_argument(
-                "--repo", default="", help="repository directory (maintainer; default: cwd)"
+                "--venv",
+                default="",
+                metavar="DIR",
+                help="virtualenv holding bin/sync-ci (maintainer)",
+            )
+            each.add_argument(
+                "--repo",
+                default="",
+                metavar="DIR",
+                help="repository directory (maintainer; default: cwd)",
             )
             each.add_argument(
                 "--secrets-file",
                 default="",
+                metavar="PATH",
                 help="owner-only KEY=VALUE file, exported as SYNC_CI_SECRETS_FILE (default: env)",
             )
         each.set_defaults(func=_run)
