@@ -44,6 +44,22 @@ vertical-align:-.1em;background:var(--c)}
 """
 
 
+# The pages fetch nothing: no script, no connection, images only from data: URLs.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def page(title: str, css: str, body: str) -> str:
+    """Return a whole self-contained HTML page; `title` is escaped, `body` is markup."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{text(title)}</title><style>{css}{CSS}</style></head><body>"
+        f"{body}</body></html>\n"
+    )
+
+
 def text(value: object) -> str:
     """Return `value` as one line for SVG or HTML: secrets masked, controls shown, escaped."""
     return html.escape(clean(str(value), keep_newlines=False))

@@ -218,7 +218,6 @@ tr.unread td.state{background:#fde9c4;color:#7a4b00;font-weight:bold}
 tr.ok td.state{background:#d9f2dc;color:#11601d}
 .note{color:#666}
 """
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def _row_class(row: StatusRow) -> str:
@@ -454,17 +453,14 @@ def render_html(
             + render_silent(picture)
             + "<h2>Checks</h2>"
         )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>Sync status</title><style>{_CSS}{charts.CSS}</style></head><body>"
+    return charts.page(
+        "Sync status",
+        _CSS,
         f'<h1>Sync status</h1><p class="summary" id="summary">{esc(verdict(ordered))} &middot; '
         f"generated {esc(generated_at.strftime('%Y-%m-%d %H:%M:%S UTC'))}</p>"
         f"{pictures}"
         f'<table id="checks"><thead><tr>{header}</tr></thead>'
-        f"<tbody>{''.join(body) or empty}</tbody></table></body></html>\n"
+        f"<tbody>{''.join(body) or empty}</tbody></table>",
     )
 
 

@@ -17,7 +17,6 @@ from sync_ci import alert_files, charts
 from sync_ci.errors import UsageError
 from sync_ci.gates import histogram
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em;margin:0 0 .3em}
@@ -290,18 +289,15 @@ def render_report(document: Mapping[str, Any]) -> str:
     except (TypeError, ValueError):
         duration = "?"
     title = f"{suite} on {document.get('target', '?')}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>Gate report: {_esc(title)}</title><style>{_CSS}{charts.CSS}</style></head><body>"
+    return charts.page(
+        f"Gate report: {title}",
+        _CSS,
         f"<h1>Gate report: {_esc(title)}</h1>"
         f'<p class="verdict {"ok" if ok else "failed"}" id="verdict">{word}: {_esc(tally)}</p>'
         f'<p class="note">started {_esc(document.get("started_at", "?"))}, '
         f"sha {_esc(document.get('sha', '') or '-')}, mode {_esc(document.get('mode', ''))}, "
         f"{html.escape(duration)} s</p>"
-        f"{merged_note}{''.join(sections)}{render_verdicts(document)}</body></html>\n"
+        f"{merged_note}{''.join(sections)}{render_verdicts(document)}",
     )
 
 
