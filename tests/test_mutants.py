@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from sync_ci.report import Report
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
 from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.sandbox.workerd import Runtime
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_smoke
 from tests.conftest import STORE_KIND, sandbox_env_for
 
@@ -32,9 +34,13 @@ CATALOGUE_DOC = REPO / "docs" / "mutants.md"
 
 
 @contextmanager
-def mutant_sandbox(tmp_path: Path, mutant: str) -> Iterator[tuple[Settings, dict[str, str]]]:
-    """A sandbox of this test's own whose Worker commits `mutant` ('' for a conforming one)."""
-    with start_sandbox(store=STORE_KIND, mutant=mutant, workdir=tmp_path / "sandbox") as running:
+def mutant_sandbox(
+    tmp_path: Path, mutant: str, runtime: Runtime = "python"
+) -> Iterator[tuple[Settings, dict[str, str]]]:
+    """A sandbox of this test's own whose Worker (on `runtime`) commits `mutant` ('' for none)."""
+    with start_sandbox(
+        store=STORE_KIND, mutant=mutant, workdir=tmp_path / "sandbox", runtime=runtime
+    ) as running:
         ready = write_ready_file(running.info, tmp_path / "ready.json")
         env = sandbox_env_for(ready, tmp_path / "home")
         with attach(load_settings(env=env)) as settings:
@@ -52,8 +58,8 @@ def row(report: Report, row_id: str) -> str:
     return f"{found.status}: {found.detail}"
 
 
-def load_gate_failures(env: dict[str, str], tmp_path: Path) -> set[str]:
-    """Run `sync-ci gate load` as a user would against the sandbox `env` names; return failed ids."""
+def load_gate_failures(env: dict[str, str], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Run `sync-ci gate load` as a user would against the sandbox `env` names; return failed rows."""
     out = tmp_path / "load.json"
     full_env = {**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
     done = subprocess.run(
@@ -66,7 +72,7 @@ def load_gate_failures(env: dict[str, str], tmp_path: Path) -> set[str]:
     )
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads(out.read_text())
-    return {r["id"] for r in document["results"] if r["status"] == "fail"}
+    return {r["id"]: r for r in document["results"] if r["status"] == "fail"}
 
 
 @pytest.mark.slow
