@@ -227,7 +227,7 @@ def add_parser(sub: Any) -> None:
         type=Path,
         default=DEFAULT_ALERTS_DIR,
         metavar="DIR",
-        help="where alert files go (default %(default)s)",
+        help="where alert files and the pass history go (default %(default)s)",
     )
     parser.add_argument(
         "--budget",

@@ -605,7 +605,7 @@ def add_parser(sub: Any) -> None:
         type=Path,
         default=DEFAULT_ALERTS_DIR,
         metavar="DIR",
-        help="where ci-loop writes its alert files (default %(default)s)",
+        help="where ci-loop writes its alert files and pass history (default %(default)s)",
     )
     parser.add_argument(
         "--html",
