@@ -218,3 +218,16 @@ def test_quiet_on_a_terminal_shows_nothing(sandbox_env: dict[str, str], tmp_path
     assert code == 0, stdout
     assert screen == ""
     assert stdout == ""
+
+
+@pytest.mark.slow
+def test_a_ci_loop_run_by_hand_shows_its_phases(
+    sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The scheduled pass, run at a terminal: the read-only phases on stderr; from cron, none."""
+    argv = ["ci-loop", "--alerts-dir", str(tmp_path / "alerts")]
+    code, stdout, screen = _smoke_on_a_terminal(argv, _env(sandbox_env), tmp_path)
+    assert code == 0, stdout
+    for name in READ_ONLY_PHASES:
+        assert f"  {name} ..." in screen, name
+    assert stdout.startswith("ci-loop: ok")
