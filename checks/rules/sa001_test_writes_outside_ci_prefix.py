@@ -402,7 +402,8 @@ BAD = (
                 "    s3 = boto3.client('s3')\n"
                 "    s3.put_object(Bucket='b', Key=f'{ci_prefix}x', Body=b'')\n"
             )
-        }
+        },
+        at=[("tests/test_raw.py", 4)],
     ),
     example(
         {
@@ -411,7 +412,8 @@ BAD = (
                 "def test_seed(ci_store):\n"
                 "    ci_store.put(f'{ROOT}catalog.json', b'{}')\n"
             )
-        }
+        },
+        at=[("tests/test_root.py", 3)],
     ),
     example(
         {
@@ -422,7 +424,8 @@ BAD = (
                 "    obj = s3r.Object('bucket', 'snappy-os/' + 'objects/abc')\n"
                 "    obj.put(Body=b'x')\n"
             )
-        }
+        },
+        at=[("tests/test_resource.py", 5)],
     ),
     example(
         {
@@ -432,7 +435,8 @@ BAD = (
                 "    client = boto3.session.Session().client('s3')\n"
                 "    client.upload_file(str(tmp_path / 'f'), 'bucket', settings.live_root + 'f')\n"
             )
-        }
+        },
+        at=[("tests/test_upload.py", 4)],
     ),
     example(
         {

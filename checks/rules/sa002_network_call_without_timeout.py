@@ -179,7 +179,10 @@ GOOD = (
     ),
 )
 BAD = (
-    example({"sync_ci/a.py": "import requests\ndef f(u):\n    return requests.post(u, json={})\n"}),
+    example(
+        {"sync_ci/a.py": "import requests\ndef f(u):\n    return requests.post(u, json={})\n"},
+        at=[("sync_ci/a.py", 3)],
+    ),
     example(
         {
             "sync_ci/b.py": (
@@ -190,11 +193,20 @@ BAD = (
                 "    def go(self, u):\n"
                 "        return self.http.get(u)\n"
             )
-        }
+        },
+        at=[("sync_ci/b.py", 6)],
     ),
-    example({"sync_ci/c.py": "from urllib.request import urlopen\nurlopen('http://x')\n"}),
-    example({"sync_ci/d.py": "import aiohttp\ns = aiohttp.ClientSession()\n"}),
-    example({"sync_ci/e.py": "from botocore.config import Config\nc = Config(retries={})\n"}),
+    example(
+        {"sync_ci/c.py": "from urllib.request import urlopen\nurlopen('http://x')\n"},
+        at=[("sync_ci/c.py", 2)],
+    ),
+    example(
+        {"sync_ci/d.py": "import aiohttp\ns = aiohttp.ClientSession()\n"}, at=[("sync_ci/d.py", 2)]
+    ),
+    example(
+        {"sync_ci/e.py": "from botocore.config import Config\nc = Config(retries={})\n"},
+        at=[("sync_ci/e.py", 2)],
+    ),
     example(
         {
             "sync_ci/f.py": (

@@ -216,28 +216,44 @@ GOOD = (
     example({"sync_ci/other.py": "LIMIT = 1\n"}),
 )
 BAD = (
-    example({THRESHOLDS: _GOOD_TABLE.replace("limit=2000", "limit=2500")}),
     example(
-        {THRESHOLDS: _GOOD_TABLE.replace("kind='below', limit=500,", "kind='at_most', limit=500,")}
+        {THRESHOLDS: _GOOD_TABLE.replace("limit=2000", "limit=2500")},
+        at=[("sync_ci/gates/thresholds.py", 2)],
+    ),
+    example(
+        {THRESHOLDS: _GOOD_TABLE.replace("kind='below', limit=500,", "kind='at_most', limit=500,")},
+        at=[("sync_ci/gates/thresholds.py", 5)],
     ),
     example(
         {
             THRESHOLDS: _GOOD_TABLE.replace(
                 "'load.5xx', kind='at_most', limit=0", "'load.5xx', kind='at_most', limit=3"
             )
-        }
+        },
+        at=[("sync_ci/gates/thresholds.py", 4)],
     ),
-    example({THRESHOLDS: _GOOD_TABLE.replace("limit=6", "limit=4")}),
-    example({THRESHOLDS: _GOOD_TABLE.replace("'pushes': 100", "'pushes': 10")}),
     example(
-        {THRESHOLDS: "\n".join(line for line in _GOOD_TABLE.splitlines() if "p99" not in line)}
+        {THRESHOLDS: _GOOD_TABLE.replace("limit=6", "limit=4")},
+        at=[("sync_ci/gates/thresholds.py", 7)],
+    ),
+    example(
+        {THRESHOLDS: _GOOD_TABLE.replace("'pushes': 100", "'pushes': 10")},
+        at=[("sync_ci/gates/thresholds.py", 9)],
+    ),
+    example(
+        {THRESHOLDS: "\n".join(line for line in _GOOD_TABLE.splitlines() if "p99" not in line)},
+        at=[("sync_ci/gates/thresholds.py", 1)],
     ),
     example(
         {
             SCENARIO: "class LoadScenario:\n    installs: int = 1000\n    pushes: int = 100\n"
             "    body_bytes: int = 1024\n",
             THRESHOLDS: _GOOD_TABLE,
-        }
+        },
+        at=[("sync_ci/gates/scenario.py", 4)],
     ),
-    example({PLATFORMS: "PLATFORMS = ('ubuntu', 'macos')\n"}),
+    example(
+        {PLATFORMS: "PLATFORMS = ('ubuntu', 'macos')\n"},
+        at=[("sync_ci/gates/platforms.py", 1), ("sync_ci/gates/thresholds.py", 0)],
+    ),
 )

@@ -209,22 +209,45 @@ GOOD = (
     example({CRONTAB: f"MAILTO=''\n{_TENANT}\n5 4 * * * /usr/bin/backup\n"}, scope="field"),
 )
 BAD = (
-    example({CRONTAB: _TENANT.replace(" --silent", "")}, scope="field"),
-    example({CRONTAB: _MAINT.replace("&& ", "&& /usr/bin/flock -n /tmp/ci.lock ")}, scope="field"),
+    example({CRONTAB: _TENANT.replace(" --silent", "")}, scope="field", at=[("<crontab>", 1)]),
+    example(
+        {CRONTAB: _MAINT.replace("&& ", "&& /usr/bin/flock -n /tmp/ci.lock ")},
+        scope="field",
+        at=[("<crontab>", 1)],
+    ),
     example(
         {CRONTAB: _TENANT.replace("* * /", "* * /usr/bin/flock -n -E 0 /tmp/d.lock /")},
         scope="field",
+        at=[("<crontab>", 1)],
     ),
-    example({CRONTAB: _MAINT.replace("--target live", "--target ci")}, scope="field"),
-    example({CRONTAB: _MAINT.replace("0 */6 * * *", "* * * * *")}, scope="field"),
-    example({"ops/maintainer.cron": _TENANT.replace("30 */6", "0 */6")}),
-    example({CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")}),
-    example({CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")}),
-    example({CRON_MODULE: _MODULE.replace("f'{exe} ci-loop", "f'flock -n {lock} {exe} ci-loop")}),
-    example({"sync_ci/ci_loop.py": "def command():\n    run()\n"}),
-    example({"sync_ci/doctor.py": _LOCKED.format(job="ci-loop")}),
+    example(
+        {CRONTAB: _MAINT.replace("--target live", "--target ci")},
+        scope="field",
+        at=[("<crontab>", 1)],
+    ),
+    example(
+        {CRONTAB: _MAINT.replace("0 */6 * * *", "* * * * *")}, scope="field", at=[("<crontab>", 1)]
+    ),
+    example(
+        {"ops/maintainer.cron": _TENANT.replace("30 */6", "0 */6")}, at=[("ops/maintainer.cron", 1)]
+    ),
+    example(
+        {CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")},
+        at=[("sync_ci/cron.py", 1)],
+    ),
+    example(
+        {CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")},
+        at=[("sync_ci/cron.py", 5)],
+    ),
+    example(
+        {CRON_MODULE: _MODULE.replace("f'{exe} ci-loop", "f'flock -n {lock} {exe} ci-loop")},
+        at=[("sync_ci/cron.py", 4)],
+    ),
+    example({"sync_ci/ci_loop.py": "def command():\n    run()\n"}, at=[("sync_ci/ci_loop.py", 1)]),
+    example({"sync_ci/doctor.py": _LOCKED.format(job="ci-loop")}, at=[("sync_ci/doctor.py", 1)]),
     example(
         {CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")},
         scope="field",
+        at=[("<crontab>", 1)],
     ),
 )

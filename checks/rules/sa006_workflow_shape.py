@@ -63,9 +63,11 @@ def _jobs(doc: Mapping[Any, Any]) -> Mapping[str, Any]:
 
 def _hardening(path: str, text: str, doc: Mapping[Any, Any]) -> Iterator[Finding]:
     if doc.get("permissions", "missing") != {}:
+        # The top-level key starts its line; a job's `permissions:` is indented.
+        top = (n for n, x in enumerate(text.splitlines(), 1) if x.startswith("permissions:"))
         yield Finding(
             path=path,
-            line=_line_of(text, "permissions:"),
+            line=next(top, 1),
             message="top-level permissions must be `permissions: {}` (grant per job)",
         )
     if not isinstance(doc.get("concurrency"), Mapping | str):
@@ -250,27 +252,58 @@ GOOD = (
     example({"sync_ci/x.py": ""}),
 )
 BAD = (
-    example({MAIN_WORKFLOW: _WORKFLOW.replace(f"@{_SHA}", "@v4")}),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace("permissions: {}\nconcurrency", "concurrency")}),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace("      contents: read", "      contents: write")}),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace("    timeout-minutes: 10\n", "")}),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace("nox -s check lint_sync", "nox -s check")}),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace(f"@{_SHA}", "@v4")},
+        at=[(".github/workflows/sync-ci.yml", 20)],
+    ),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace("permissions: {}\nconcurrency", "concurrency")},
+        at=[(".github/workflows/sync-ci.yml", 1)],
+    ),
+    example(
+        {
+            MAIN_WORKFLOW: _WORKFLOW.replace(
+                "permissions: {}\nconcurrency", "permissions: write-all\nconcurrency"
+            )
+        },
+        at=[(".github/workflows/sync-ci.yml", 10)],
+    ),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace("      contents: read", "      contents: write")},
+        at=[(".github/workflows/sync-ci.yml", 14)],
+    ),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace("    timeout-minutes: 10\n", "")},
+        at=[(".github/workflows/sync-ci.yml", 27)],
+    ),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace("nox -s check lint_sync", "nox -s check")},
+        at=[(".github/workflows/sync-ci.yml", 1)],
+    ),
     example(
         {
             MAIN_WORKFLOW: _WORKFLOW.replace(
                 "      - run: nox -s check lint_sync",
-                "      - run: aws s3 ls --secret ${{ secrets.KEY }}",
+                "      - run: nox -s check lint_sync\n      - run: aws s3 ls --secret ${{ secrets.KEY }}",
             )
-        }
+        },
+        at=[(".github/workflows/sync-ci.yml", 24)],
     ),
     example(
         {
             MAIN_WORKFLOW: _WORKFLOW.replace(
                 "          persist-credentials: false\n", "          fetch-depth: 1\n"
             )
-        }
+        },
+        at=[(".github/workflows/sync-ci.yml", 20)],
     ),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace("[opened, synchronize, reopened]", "[opened]")}),
-    example({MAIN_WORKFLOW: _WORKFLOW.replace('  schedule:\n    - cron: "17 3 * * *"\n', "")}),
-    example({"noxfile.py": ""}),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace("[opened, synchronize, reopened]", "[opened]")},
+        at=[(".github/workflows/sync-ci.yml", 4)],
+    ),
+    example(
+        {MAIN_WORKFLOW: _WORKFLOW.replace('  schedule:\n    - cron: "17 3 * * *"\n', "")},
+        at=[(".github/workflows/sync-ci.yml", 1)],
+    ),
+    example({"noxfile.py": ""}, at=[(".github/workflows/sync-ci.yml", 0)]),
 )

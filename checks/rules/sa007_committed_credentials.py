@@ -138,10 +138,25 @@ GOOD = (
     ),
 )
 BAD = (
-    example({"sync_ci/settings.py": f"ACCESS_KEY_ID = '{_KEY_ID}'\n"}),
-    example({"deploy/env.sh": f"export SPACES_KEY={_SPACES}\nexport SPACES_SECRET={_SECRET}\n"}),
-    example({".ci/deploy_key": _PEM}),
-    example({"tests/conftest.py": "ADMIN_TOKEN = 'q8Zr2Lx7Vn4Kp1T" + "m6Wb3Hc9Jd5Fs0Ga'\n"}),
-    example({CRONTAB: f"SYNC_CI_SECRET_ACCESS_KEY={_SECRET}\n"}, scope="field"),
-    example({}, scope="field", secret_files={"/home/u/.config/sync-ci/secrets": 0o644}),
+    example(
+        {"sync_ci/settings.py": f"ACCESS_KEY_ID = '{_KEY_ID}'\n"}, at=[("sync_ci/settings.py", 1)]
+    ),
+    example(
+        {"deploy/env.sh": f"export SPACES_KEY={_SPACES}\nexport SPACES_SECRET={_SECRET}\n"},
+        at=[("deploy/env.sh", 1), ("deploy/env.sh", 2)],
+    ),
+    example({".ci/deploy_key": _PEM}, at=[(".ci/deploy_key", 1)]),
+    example(
+        {"tests/conftest.py": "ADMIN_TOKEN = 'q8Zr2Lx7Vn4Kp1T" + "m6Wb3Hc9Jd5Fs0Ga'\n"},
+        at=[("tests/conftest.py", 1)],
+    ),
+    example(
+        {CRONTAB: f"SYNC_CI_SECRET_ACCESS_KEY={_SECRET}\n"}, scope="field", at=[("<crontab>", 1)]
+    ),
+    example(
+        {},
+        scope="field",
+        secret_files={"/home/u/.config/sync-ci/secrets": 0o644},
+        at=[("/home/u/.config/sync-ci/secrets", 0)],
+    ),
 )

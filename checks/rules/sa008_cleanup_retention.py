@@ -84,11 +84,27 @@ def _python(path: str, tree: ast.Module, require: bool) -> Iterator[Finding]:
         )
 
 
+def key_lines(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
+    """Yield (path of keys and list indexes, 1-based line) for every entry of a composed YAML node."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            where = (*path, str(key.value))
+            yield where, key.start_mark.line + 1
+            yield from key_lines(value, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            yield (*path, str(index)), value.start_mark.line + 1
+            yield from key_lines(value, (*path, str(index)))
+
+
 def _workflow(path: str, text: str) -> Iterator[Finding]:
     import yaml
 
     try:
         doc = yaml.safe_load(text)
+        lines = dict(key_lines(yaml.compose(text, Loader=yaml.SafeLoader)))
     except yaml.YAMLError:
         return  # SA006 reports invalid YAML
     if not isinstance(doc, Mapping):
@@ -99,15 +115,13 @@ def _workflow(path: str, text: str) -> Iterator[Finding]:
     for name, job in jobs.items():
         if not isinstance(job, Mapping):
             continue
-        for step in job.get("steps") or []:
+        for index, step in enumerate(job.get("steps") or []):
             run = str(step.get("run", "")) if isinstance(step, Mapping) else ""
             if not re.search(r"(sync-ci|sync_ci|invoke|inv|nox)\b[^\n]*\bcleanup\b", run):
                 continue
             runs += 1
-            line = next(
-                (i for i, x in enumerate(text.splitlines(), 1) if "cleanup" in x and "older" in x),
-                1,
-            )
+            at = ("jobs", str(name), "steps", str(index))
+            line = lines.get((*at, "run"), 1)
             values = OLDER_THAN.findall(run)
             if not values:
                 yield Finding(
@@ -124,20 +138,20 @@ def _workflow(path: str, text: str) -> Iterator[Finding]:
                 yield Finding(
                     path=path, line=line, message=f"job {name} runs cleanup with --dry-run"
                 )
-            for where, item in (("job", job), ("step", step)):
+            for where, item, keys in (("job", job, at[:2]), ("step", step, at)):
                 if item.get("if") is False or str(item.get("if", "")).strip() in (
                     "false",
                     "${{ false }}",
                 ):
                     yield Finding(
                         path=path,
-                        line=line,
+                        line=lines.get((*keys, "if"), line),
                         message=f"cleanup {where} in job {name} is disabled (if: false)",
                     )
                 if item.get("continue-on-error") is True:
                     yield Finding(
                         path=path,
-                        line=line,
+                        line=lines.get((*keys, "continue-on-error"), line),
                         message=f"cleanup {where} in job {name} has continue-on-error",
                     )
     if not runs:
@@ -176,18 +190,27 @@ GOOD = (
     ),
 )
 BAD = (
-    example({WORKFLOW: _FLOW.replace("7d", "30d")}),
-    example({WORKFLOW: _FLOW.replace(" --older-than 7d", "")}),
-    example({WORKFLOW: _FLOW.replace("    runs-on", "    if: false\n    runs-on")}),
+    example({WORKFLOW: _FLOW.replace("7d", "30d")}, at=[(".github/workflows/sync-ci.yml", 8)]),
+    example(
+        {WORKFLOW: _FLOW.replace(" --older-than 7d", "")}, at=[(".github/workflows/sync-ci.yml", 8)]
+    ),
+    example(
+        {WORKFLOW: _FLOW.replace("    runs-on", "    if: false\n    runs-on")},
+        at=[(".github/workflows/sync-ci.yml", 6)],
+    ),
     example(
         {
             WORKFLOW: _FLOW.replace(
                 '  schedule:\n    - cron: "17 3 * * *"\n', "  workflow_dispatch:\n"
             )
-        }
+        },
+        at=[(".github/workflows/sync-ci.yml", 1)],
     ),
-    example({WORKFLOW: _FLOW.replace("--target ci", "--dry-run")}),
-    example({CLEANUP_MODULE: "DEFAULT_OLDER_THAN = '14d'\n"}),
-    example({CLEANUP_MODULE: "RETENTION_DAYS = 0\n"}),
-    example({TASKS: "def cleanup(c, older_than: str = '0d') -> None: ...\n"}),
+    example(
+        {WORKFLOW: _FLOW.replace("--target ci", "--dry-run")},
+        at=[(".github/workflows/sync-ci.yml", 8)],
+    ),
+    example({CLEANUP_MODULE: "DEFAULT_OLDER_THAN = '14d'\n"}, at=[("sync_ci/cleanup/model.py", 1)]),
+    example({CLEANUP_MODULE: "RETENTION_DAYS = 0\n"}, at=[("sync_ci/cleanup/model.py", 1)]),
+    example({TASKS: "def cleanup(c, older_than: str = '0d') -> None: ...\n"}, at=[("tasks.py", 1)]),
 )

@@ -35,9 +35,9 @@ def test_rule_examples(rule: Rule, kind: str, subject: Subject) -> None:
     assert not outcome[0].error
     if kind == "bad":
         assert outcome[0].findings, f"{rule.id}: a BAD example yielded no finding"
-        if subject.expected_at:
-            found = sorted({(f.path, f.line) for f in outcome[0].findings})
-            assert found == list(subject.expected_at), f"{rule.id}: findings landed elsewhere"
+        assert subject.expected_at, f"{rule.id}: a BAD example pins its findings: at=[(path, line)]"
+        found = sorted({(f.path, f.line) for f in outcome[0].findings})
+        assert found == list(subject.expected_at), f"{rule.id}: findings landed elsewhere"
     else:
         assert outcome[0].findings == (), f"{rule.id}: a GOOD example yielded findings"
 
