@@ -287,10 +287,16 @@ COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "status": (("status", "--html", "{tmp}/status.html"),),
     "gate-load": (
         ("gate", "load", "--target", "ci", "--timeout", "5", "--json", "{tmp}/r.json"),
-        ("gate", "load", "--target", "ci", "--timeout", "5", "--junit", "{tmp}/r.xml"),
+        (
+            *("gate", "load", "--target", "ci", "--timeout", "5", "--junit", "{tmp}/r.xml"),
+            *("--html", "{tmp}/gates.html"),
+        ),
     ),
     "gate-latency": (
-        ("gate", "latency", "--target", "ci", "--timeout", "5", "--json", "{tmp}/r.json"),
+        (
+            *("gate", "latency", "--target", "ci", "--timeout", "5", "--json", "{tmp}/r.json"),
+            *("--html", "{tmp}/gates.html"),
+        ),
     ),
     # Locust master and worker subprocesses: their command lines are searched too.
     "gate-latency-locust": (
@@ -355,11 +361,15 @@ def run_all(
             found[f"{where} stdout"], found[f"{where} stderr"] = done.stdout, done.stderr
             found[f"{where} child command lines"] = "\n".join(children)
             assert "Traceback" not in done.stdout + done.stderr, (command, done.stderr)
+            if "--html" in command:  # the page is written whatever the verdict: it is read too
+                page = command[command.index("--html") + 1].format(tmp=tmp_path)
+                assert Path(page).is_file(), (command, done.stderr)
         found.update(files_under(tmp_path, skip=("src/settings.py", "home/sync-ci.toml")))
         # What may hold failure details (alert files, spool, last-doctor.json, --json, --junit).
         for path in tmp_path.rglob("*"):
             name = str(path.relative_to(tmp_path))
-            if path.is_file() and (name.startswith("state/") or name in ("r.json", "r.xml")):
+            kept = name.startswith("state/") or name in ("r.json", "r.xml")
+            if path.is_file() and (kept or name.endswith(".html")):
                 assert path.stat().st_mode & 0o077 == 0, f"{name} is readable by others"
         return found
 
