@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci import contract
-from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.errors import SettingsError, SyncCIError, UnreachableError, UsageError
 from sync_ci.extras import require_extra
 from sync_ci.report import Report, Result, Status, make_report
 
@@ -596,8 +596,7 @@ def exercise(
     except generation_errors() as exc:
         # A replay that drew differently (Flaky), or a case that cannot be built or sent as drawn:
         # every case sent was judged already, and the inconsistency says nothing about the Worker.
-        if run.unanswered:
-            raise Unanswered(run.unanswered) from None
+        reraise_own(run, exc)
         tally.skipped = tally.skipped or f"Hypothesis stopped early ({generation_note(exc)})"
 
 
@@ -611,6 +610,18 @@ def generation_errors() -> tuple[type[BaseException], ...]:
     from schemathesis.core.errors import SerializationError
 
     return (Flaky, Unsatisfiable, SerializationError)
+
+
+def reraise_own(run: Run, exc: BaseException) -> None:
+    """Raise what a generation error wraps of our own: a Worker gone silent, a guard's refusal."""
+    if run.unanswered:
+        raise Unanswered(run.unanswered) from None
+    if isinstance(exc, BaseExceptionGroup):
+        found: BaseException | None = exc.subgroup(lambda e: isinstance(e, SyncCIError))
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        if found is not None:
+            raise found
 
 
 def generation_note(exc: BaseException) -> str:
@@ -737,8 +748,7 @@ def run_stateful(run: Run, schema: Any, *, read_only: bool) -> None:
             # Hypothesis replays a sequence and finds the link targets drawn differently (the
             # Worker's answers feed the next step). Every step sent was already judged by
             # `examine`; the replay's inconsistency says nothing about the Worker.
-            if run.unanswered:
-                raise Unanswered(run.unanswered) from None
+            reraise_own(run, exc)
             tally.skipped = tally.skipped or f"Hypothesis stopped early ({generation_note(exc)})"
 
 

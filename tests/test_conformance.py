@@ -43,7 +43,7 @@ from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableErr
 from sync_ci.report import Report, Result, exit_code, make_report
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
-from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import check_runtime
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_one, run_phases
 from sync_ci.smoke import open_run as open_smoke
@@ -278,8 +278,8 @@ def sandbox_env_secret_free(text: str, env: dict[str, str]) -> bool:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--max-examples", "0"], "--max-examples 0 must be at least 1"),
-        (["--budget", "-1"], "--budget -1 must be a positive number"),
+        (["--max-examples", "0"], "--max-examples: 0 is out of range"),
+        (["--budget", "-1"], "--budget: -1 is out of range"),
         (["--spec", "/nonexistent/contract.yaml"], "no OpenAPI document at /nonexistent"),
     ],
 )
@@ -399,9 +399,10 @@ class FlakyOperation:
     case then passes, so Hypothesis itself raises FlakyFailure (generation that depends on
     outside state, as a link target drawn from an earlier answer does)."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, error: Exception | None = None) -> None:
         self.real = real
         self.draws = 0
+        self.error = error or RuntimeError("drawn from state that has moved on")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -410,7 +411,7 @@ class FlakyOperation:
         def once(case: Any) -> Any:
             self.draws += 1
             if self.draws == 2:
-                raise RuntimeError("drawn from state that has moved on")
+                raise self.error
             return case
 
         return self.real.as_strategy(**kwargs).map(once)
@@ -441,6 +442,22 @@ def test_a_case_hypothesis_cannot_replay_is_a_note_and_the_run_goes_on(
     rows = {r.id: r for r in summarize_run(run)}
     assert rows["conformance:GET /_health"].status == "pass"
     assert "Hypothesis stopped early" in rows["conformance:GET /_health"].detail
+    # What the same Flaky wraps of our own (a guard's refusal) is never turned into a note.
+    refused = FlakyOperation(
+        by_label["GET /install"], GuardViolation("refused: not under the root")
+    )
+    with (
+        open_run(sandbox_settings, max_examples=3, budget_s=600.0, seed=5) as (run, _client),
+        pytest.raises(GuardViolation, match="not under the root"),
+    ):
+        exercise(
+            run,
+            refused,
+            mode=GenerationMode.POSITIVE,
+            base_url=run.base_url,
+            where="",
+            max_examples=3,
+        )
 
 
 def test_a_spent_budget_still_sends_the_phases_first_case(sandbox_settings: Settings) -> None:
