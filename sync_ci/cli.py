@@ -62,11 +62,12 @@ def number(
     maximum: float,
     above: bool = False,
     unit: str = "",
+    why: str = "",
 ) -> Callable[[str], float]:
     """Return an argparse `type=` that accepts a finite number of `kind` in the given range.
 
     `above` makes the lower end exclusive (a budget or a timeout must be more than 0). The message
-    names the accepted range, which argparse prefixes with the option's name.
+    names the accepted range, which argparse prefixes with the option's name, and `why` if given.
     """
     what = "a whole number" if kind is int else "a number"
     span = (
@@ -74,7 +75,7 @@ def number(
         if above
         else f"from {_plain(minimum)} to {_plain(maximum)}"
     )
-    accepted = f"{what} {span}{' ' + unit if unit else ''}"
+    accepted = f"{what} {span}{' ' + unit if unit else ''}{f' ({why})' if why else ''}"
 
     def parse(text: str) -> float:
         try:

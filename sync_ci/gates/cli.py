@@ -28,6 +28,7 @@ MAX_PROCESSES = 256
 MAX_CONCURRENCY = 1_000
 MAX_RATE = 100_000.0
 MAX_DURATION_S = 86_400.0
+NEVER_SHRUNK = "the gate's scenario may be enlarged, never shrunk"
 
 
 def _now_iso() -> str:
@@ -555,7 +556,7 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--installs",
-        type=number(int, minimum=MIN_COUNTS["installs"], maximum=MAX_BURST),
+        type=number(int, minimum=MIN_COUNTS["installs"], maximum=MAX_BURST, why=NEVER_SHRUNK),
         default=MIN_COUNTS["installs"],
         metavar="N",
         help=f"concurrent GET /install, {MIN_COUNTS['installs']} to {MAX_BURST} "
@@ -563,7 +564,7 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pushes",
-        type=number(int, minimum=MIN_COUNTS["pushes"], maximum=MAX_BURST),
+        type=number(int, minimum=MIN_COUNTS["pushes"], maximum=MAX_BURST, why=NEVER_SHRUNK),
         default=MIN_COUNTS["pushes"],
         metavar="N",
         help=f"concurrent POST /_push, {MIN_COUNTS['pushes']} to {MAX_BURST} (default %(default)s)",
@@ -596,7 +597,7 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
 def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples",
-        type=number(int, minimum=MIN_COUNTS["samples"], maximum=MAX_BURST),
+        type=number(int, minimum=MIN_COUNTS["samples"], maximum=MAX_BURST, why=NEVER_SHRUNK),
         default=MIN_COUNTS["samples"],
         metavar="N",
         help=f"cold reads per region, {MIN_COUNTS['samples']} to {MAX_BURST} (default %(default)s)",
