@@ -2,8 +2,9 @@
 
 Each round starts a fresh sandbox per runtime (store, seeded root, Worker ready), runs the write
 smoke against it and stops it; the two runtimes alternate so machine load hits both alike.
-Prints median and max per runtime and the workerd/python ratio; `--load` then runs the load
-gate's burst (`sync-ci gate load`) once against each runtime and prints its p95 and 5xx rows.
+Prints median and max per runtime and the workerd/python ratio; `--load` also runs the load
+gate's burst (`sync-ci gate load`) in every round against each runtime and prints its verdict,
+install and push p95, 5xx and errors per round, with the load average the round started under.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sync_ci.sandbox.workerd import RUNTIMES, Runtime, check_runtime
 from sync_ci.smoke import run_smoke
 
 REPO = Path(__file__).resolve().parents[1]
-LOAD_ROWS = ("p95_ms", "5xx")
+LOAD_ROWS = ("install.p95_ms", "push.p95_ms", "5xx", "errors")
 
 
 def sandbox_env(runtime: Runtime, workdir: Path, ready: Path) -> dict[str, str]:
@@ -59,7 +60,8 @@ def one_round(runtime: Runtime, workdir: Path, load: bool) -> tuple[float, float
 
 
 def load_gate(env: dict[str, str], out: Path) -> str:
-    """Run `sync-ci gate load` against the attached sandbox; return its p95 and 5xx rows."""
+    """Run `sync-ci gate load` against the attached sandbox; return its verdict and main rows."""
+    load_average = os.getloadavg()[0]
     full_env = {**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "sync_ci", "gate", "load", "-q", "--json", str(out)],
@@ -72,12 +74,13 @@ def load_gate(env: dict[str, str], out: Path) -> str:
     if not out.exists():
         return f"exit {done.returncode}: {done.stderr.strip()[:200]}"
     rows = {r["id"]: r for r in json.loads(out.read_text())["results"]}
+    out.unlink()
     shown = [
-        f"{rid} {row['status']}: {row.get('detail', '')}"
+        f"{rid.removeprefix('load.burst.')} {row['status']}: {row.get('detail', '')}"
         for rid, row in rows.items()
-        if any(part in rid for part in LOAD_ROWS) or row["status"] != "pass"
+        if rid.removeprefix("load.burst.") in LOAD_ROWS or row["status"] != "pass"
     ]
-    return f"exit {done.returncode}; " + "; ".join(shown)
+    return f"load average {load_average:.1f}, exit {done.returncode}; " + "; ".join(shown)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-workerd-") as tmp:
         for index in range(args.rounds):
             for runtime in RUNTIMES if index % 2 == 0 else tuple(reversed(RUNTIMES)):
-                samples[runtime].append(one_round(runtime, Path(tmp), args.load and index == 0))
+                samples[runtime].append(one_round(runtime, Path(tmp), args.load))
     print(
         f"{'runtime':<8} {'start med':>10} {'start max':>10} {'smoke med':>10} "
         f"{'smoke max':>10} {'smokes ok':>10}"
@@ -112,8 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     py, wd = medians["python"], medians["workerd"]
     print(f"workerd/python: start {wd[0] / py[0]:.1f}x, write smoke {wd[1] / py[1]:.1f}x")
     for name, rows in samples.items():
-        if rows[0][3]:
-            print(f"load gate on {name}: {rows[0][3]}")
+        for index, row in enumerate(rows):
+            if row[3]:
+                print(f"load gate on {name}, round {index + 1}: {row[3]}")
     return 0 if all(r[2] for rows in samples.values() for r in rows) else 1
 
 

@@ -60,10 +60,11 @@ const JITTER_CAP_MS = 5;
 const GET = "GET,HEAD";
 const POST = "POST";
 
-// Concurrent cold misses of one key in this isolate share one load, as the Python Worker's KV
-// does: a burst on an expired catalog sends the bucket one GET, not one per request. A waiter
-// gives up on a load older than this and loads for itself, so a leader whose request was
-// cancelled (its I/O with it) never strands the others.
+// Concurrent reads of one key in this isolate that find no fresh copy share one KV read and, on
+// a miss, one load, as the Python Worker's KV does: a burst on an expired catalog sends KV one
+// read and the bucket one GET, not one per request. A waiter gives up on a read older than this
+// and reads for itself, so a leader whose request was cancelled (its I/O with it) never strands
+// the others.
 const SHARED_LOAD_MAX_MS = 10_000;
 const sharedLoads = new Map();
 // This isolate's copy of each KV entry it last read or wrote, with the time it was stored (the
@@ -202,68 +203,64 @@ class Call {
     const bucketBefore = this.timing.bucketMs;
     const slot = `${this.colo}\u0000${key}`;
     const fresh = (storedAt) => Date.now() - storedAt < freshForS * 1000;
-    let value = null;
-    let hit = false;
     const copy = hotCopy(slot);
-    if (copy && fresh(copy.storedAt)) {
-      value = copy.bytes.slice();
-      hit = true;
-    } else {
-      const found = await this.env.CACHE.getWithMetadata(key, "arrayBuffer");
-      const storedAt = found.metadata?.t ?? 0;
-      if (found.value !== null && fresh(storedAt)) {
-        value = new Uint8Array(found.value);
-        hit = true;
-        remember(slot, value, storedAt, ttlS);
-      } else {
-        value = await this.sharedLoad(slot, () => this.coldLoad(slot, key, load, ttlS));
-      }
-    }
+    const read =
+      copy && fresh(copy.storedAt)
+        ? { bytes: copy.bytes.slice(), hit: true }
+        : await this.sharedRead(slot, () => this.readThrough(slot, key, load, ttlS, fresh));
     const spent = Date.now() - started - (this.timing.bucketMs - bucketBefore);
     this.timing.kvMs = Math.max(0, spent);
-    this.cache = hit ? "hit" : "miss";
-    return { value, hit, kvMs: Math.max(0, Date.now() - started) };
+    this.cache = read.hit ? "hit" : "miss";
+    return { value: read.bytes, hit: read.hit, kvMs: Math.max(0, Date.now() - started) };
   }
 
-  /** A cold miss: the region's miss latency, `load()`, and the KV write of what it cached. */
-  async coldLoad(slot, key, load, ttlS) {
+  /** KV, then on a miss the region's miss latency, `load()` and the KV write of what it keeps. */
+  async readThrough(slot, key, load, ttlS, fresh) {
+    const found = await this.env.CACHE.getWithMetadata(key, "arrayBuffer");
+    const storedAt = found.metadata?.t ?? 0;
+    if (found.value !== null && fresh(storedAt)) {
+      const bytes = new Uint8Array(found.value);
+      remember(slot, bytes, storedAt, ttlS);
+      return { bytes, hit: true, stored: null };
+    }
     const missMs = this.missMs();
     if (missMs > 0) {
       await sleep(missMs + Math.random() * Math.min(JITTER_CAP_MS, missMs * JITTER_FRACTION));
     }
     const loaded = await load();
-    if (loaded === null) return { bytes: null, stored: null };
-    if (!loaded.cache) return { bytes: loaded.bytes, stored: null };
-    const storedAt = Date.now();
-    remember(slot, loaded.bytes, storedAt, ttlS);
+    if (loaded === null) return { bytes: null, hit: false, stored: null };
+    if (!loaded.cache) return { bytes: loaded.bytes, hit: false, stored: null };
+    const now = Date.now();
+    remember(slot, loaded.bytes, now, ttlS);
     const stored = this.env.CACHE.put(key, loaded.bytes, {
       expirationTtl: Math.max(KV_MIN_TTL_S, Math.ceil(ttlS)),
-      metadata: { t: storedAt },
+      metadata: { t: now },
     });
-    return { bytes: loaded.bytes, stored };
+    return { bytes: loaded.bytes, hit: false, stored };
   }
 
   /**
-   * Run `coldLoad` once for concurrent misses of one slot. Waiters get their own copy of the
-   * bytes as soon as they are loaded; the request that loaded them answers once KV has them.
+   * Run `readThrough` once for concurrent reads of one slot that found no fresh copy. Waiters get
+   * their own copy of the bytes as soon as they are read; the request that read them from the
+   * bucket answers once KV has them.
    */
-  async sharedLoad(slot, coldLoad) {
+  async sharedRead(slot, readThrough) {
     const running = sharedLoads.get(slot);
     if (running && Date.now() - running.at < SHARED_LOAD_MAX_MS) {
       const givenUp = sleep(SHARED_LOAD_MAX_MS).then(() => ({ givenUp: true }));
       const first = await Promise.race([running.promise, givenUp]);
-      if (!first.givenUp) return first.bytes === null ? null : first.bytes.slice();
+      if (!first.givenUp) return { bytes: first.bytes?.slice() ?? null, hit: first.hit };
     }
-    const shared = { at: Date.now(), promise: coldLoad() };
+    const shared = { at: Date.now(), promise: readThrough() };
     sharedLoads.set(slot, shared);
-    let loaded;
+    let read;
     try {
-      loaded = await shared.promise;
+      read = await shared.promise;
     } finally {
       if (sharedLoads.get(slot) === shared) sharedLoads.delete(slot);
     }
-    await loaded.stored;
-    return loaded.bytes;
+    await read.stored;
+    return read;
   }
 }
 
