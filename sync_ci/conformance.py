@@ -823,6 +823,26 @@ def open_run(
         yield run, client
 
 
+@contextmanager
+def _private_hypothesis_home() -> Iterator[None]:
+    """Point Hypothesis's storage (its example database, its constants cache) at a temp dir.
+
+    Left alone it writes `.hypothesis/` into the working directory of whoever runs the smoke.
+    """
+    import shutil
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    home = tempfile.mkdtemp(prefix="sync-ci-hypothesis-")
+    set_hypothesis_home_dir(home)
+    try:
+        yield
+    finally:
+        set_hypothesis_home_dir(None)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def run_conformance(
     settings: Settings,
     *,
@@ -837,7 +857,30 @@ def run_conformance(
 
     `every_region=False` sends to the main URL only (the smoke asks every region in its own
     install and catalog phases); `floor_cases` cases are sent even after the budget is spent.
+    Nothing is written to the working directory.
     """
+    with _private_hypothesis_home():
+        return _run_conformance(
+            settings,
+            max_examples=max_examples,
+            budget_s=budget_s,
+            seed=seed,
+            spec=spec,
+            every_region=every_region,
+            floor_cases=floor_cases,
+        )
+
+
+def _run_conformance(
+    settings: Settings,
+    *,
+    max_examples: int,
+    budget_s: float,
+    seed: int | None,
+    spec: Path,
+    every_region: bool,
+    floor_cases: int,
+) -> Report:
     from sync_ci.smoke import regions_to_ask
 
     if max_examples < 1:

@@ -265,6 +265,8 @@ def test_the_command_prints_its_seed_and_writes_the_result_document(
     assert document["suite"] == "conformance" and document["ok"] is True
     assert document["extra"]["seed"] == 42
     assert sandbox_env_secret_free(done.stdout + done.stderr + out.read_text(), sandbox_env)
+    # Hypothesis keeps its database and constants cache under ./.hypothesis unless told not to.
+    assert not (Path(sandbox_env["HOME"]) / ".hypothesis").exists()
 
 
 def sandbox_env_secret_free(text: str, env: dict[str, str]) -> bool:
