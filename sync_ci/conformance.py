@@ -1012,7 +1012,7 @@ def run_smoke_phase(settings: Settings, *, budget_s: float = SMOKE_BUDGET_S) -> 
     if importlib.util.find_spec("schemathesis") is None:
         return PhaseVerdict(
             status="skip",
-            detail="schemathesis is not installed here (the `conformance` dependency group): "
+            detail="schemathesis is not installed here (pip install 'sync-ci[conformance]'): "
             "no generated requests sent",
         )
     report = run_conformance(
