@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sync_ci import __version__
+from sync_ci.clock import utc_stamp
 from sync_ci.config import Region, Settings, load_settings
 from sync_ci.conformance import SMOKE_BUDGET_S
 from sync_ci.contract import (
@@ -615,7 +616,7 @@ def alert_body(run: SmokeRun, key: str) -> dict[str, str]:
         "message": f"sync-ci smoke alert round trip for {run.settings.sha[:12]}",
         "host": socket.gethostname(),
         "version": __version__,
-        "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ts": utc_stamp(datetime.now(UTC)),
         "idempotency_key": key,
     }
 
@@ -1021,9 +1022,9 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "smoke",
         help="run the phase-mirror smoke (write mode under snappy-os-ci/<sha>/, or --read-only)",
-        description="Phase-mirror smoke. Write mode (sandbox, ci): preflight, seed, install, push, pull, "
-        "parity, alert, status, all under snappy-os-ci/<sha>/. Read-only mode (live, ci-loop): preflight, "
-        "install, pull-dry, parity, status; GET and HEAD only.",
+        description=f"Phase-mirror smoke. Write mode (sandbox, ci): {', '.join(WRITE_PHASES)}; "
+        "every write under snappy-os-ci/<sha>/. Read-only mode (live, ci-loop): "
+        f"{', '.join(READ_ONLY_PHASES)}; GET and HEAD only.",
     )
     add_common(parser)
     parser.add_argument(
