@@ -1,40 +1,34 @@
-"""The load gate: one burst of installs and pushes, an optional open-model phase, exact latencies."""
+"""The built-in engine of the load gate: one burst, an optional open-model phase, exact latencies.
+
+Over 400 lines because the burst, the open-model schedule, the first-push check and the spread
+over client processes share one session, one tally and one descriptor budget.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
 from sync_ci.gates import histogram
 from sync_ci.gates.http import GuardedSession, HttpPolicy, new_session, read_only_policy
+from sync_ci.gates.outcome import BURST, OPEN, PhaseOutcome, Tally, merge_phase
 from sync_ci.gates.scenario import (
-    FULL_CHECK_EVERY,
     OPERATIONS,
-    PUSH,
     LoadScenario,
     PlannedRequest,
     answer_problem,
-    install_request,
-    open_model_operations,
+    open_schedule,
     plan_burst,
     push_request,
     split,
 )
-from sync_ci.gates.thresholds import Threshold
-from sync_ci.report import Result
 
-if TYPE_CHECKING:
-    from hdrh.histogram import HdrHistogram
-
-BURST = "burst"
-OPEN = "open"
 # Descriptors a process keeps beyond one socket per in-flight request (stdio, loop, pipes, imports).
 DESCRIPTOR_MARGIN = 64
 DEFAULT_TIMEOUT_S = 60.0
@@ -45,289 +39,6 @@ class HostLimitError(SyncCIError):
     """This host cannot run the scenario as planned (too few file descriptors): nothing measured."""
 
     exit_code = ExitCode.UNMEASURED
-
-
-# --- data ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OpStats:
-    """One operation's outcome in one phase; sums and merges exactly."""
-
-    planned: int = 0
-    ok: int = 0
-    status_5xx: int = 0
-    status_4xx: int = 0
-    network: int = 0
-    other: int = 0
-    invalid: int = 0
-    histogram: str = ""
-    first_error: str = ""
-
-    @property
-    def errors(self) -> int:
-        """Failures that are not 5xx: 4xx, network errors, wrong answers, unexpected 1xx/3xx."""
-        return self.status_4xx + self.network + self.other + self.invalid
-
-    @property
-    def missing(self) -> int:
-        """Planned requests with no successful sample."""
-        return max(self.planned - self.ok, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        """Render for the result document's `extra`."""
-        return {
-            "planned": self.planned,
-            "ok": self.ok,
-            "status_5xx": self.status_5xx,
-            "status_4xx": self.status_4xx,
-            "network": self.network,
-            "other": self.other,
-            "invalid": self.invalid,
-            "histogram": self.histogram,
-            "first_error": self.first_error,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> OpStats:
-        """Parse what `to_json` wrote."""
-        try:
-            return cls(
-                planned=int(data["planned"]),
-                ok=int(data["ok"]),
-                status_5xx=int(data["status_5xx"]),
-                status_4xx=int(data["status_4xx"]),
-                network=int(data["network"]),
-                other=int(data["other"]),
-                invalid=int(data.get("invalid", 0)),
-                histogram=str(data["histogram"]),
-                first_error=str(data.get("first_error", "")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"load result has a malformed operation record ({exc})") from None
-
-
-def merge_ops(parts: Iterable[OpStats]) -> OpStats:
-    """Sum counts and merge histograms."""
-    parts = list(parts)
-    encoded = [p.histogram for p in parts if p.histogram]
-    return OpStats(
-        planned=sum(p.planned for p in parts),
-        ok=sum(p.ok for p in parts),
-        status_5xx=sum(p.status_5xx for p in parts),
-        status_4xx=sum(p.status_4xx for p in parts),
-        network=sum(p.network for p in parts),
-        other=sum(p.other for p in parts),
-        invalid=sum(p.invalid for p in parts),
-        histogram=histogram.merge_encoded(encoded)
-        if encoded
-        else histogram.encode(histogram.new()),
-        first_error=next((p.first_error for p in parts if p.first_error), ""),
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PhaseOutcome:
-    """One phase (burst or open model) as measured by one or more client processes."""
-
-    phase: str
-    ops: Mapping[str, OpStats]
-    start_first_ns: int = 0
-    start_last_ns: int = 0
-    # Spread already combined across machines, whose clocks cannot be compared.
-    spread_floor_ms: float = 0.0
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-    processes: int = 1
-    rate: float = 0.0
-    duration_s: float = 0.0
-    max_lag_ms: float = 0.0
-    raw: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def start_spread_ms(self) -> float:
-        """Time between the first and the last request leaving the client(s)."""
-        return max((self.start_last_ns - self.start_first_ns) / 1e6, self.spread_floor_ms)
-
-    def to_json(self) -> dict[str, Any]:
-        """Render for the result document's `extra`."""
-        return {
-            "phase": self.phase,
-            "ops": {name: op.to_json() for name, op in self.ops.items()},
-            "start_first_ns": self.start_first_ns,
-            "start_last_ns": self.start_last_ns,
-            "start_spread_ms": round(self.start_spread_ms, 3),
-            "wall_s": round(self.wall_s, 6),
-            "cpu_s": round(self.cpu_s, 6),
-            "processes": self.processes,
-            "rate": self.rate,
-            "duration_s": self.duration_s,
-            "max_lag_ms": round(self.max_lag_ms, 3),
-            "raw": dict(self.raw),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PhaseOutcome:
-        """Parse what `to_json` wrote."""
-        try:
-            return cls(
-                phase=str(data["phase"]),
-                ops={str(k): OpStats.from_json(v) for k, v in dict(data["ops"]).items()},
-                start_first_ns=int(data["start_first_ns"]),
-                start_last_ns=int(data["start_last_ns"]),
-                spread_floor_ms=float(data.get("start_spread_ms", 0.0)),
-                wall_s=float(data.get("wall_s", 0.0)),
-                cpu_s=float(data.get("cpu_s", 0.0)),
-                processes=int(data.get("processes", 1)),
-                rate=float(data.get("rate", 0.0)),
-                duration_s=float(data.get("duration_s", 0.0)),
-                max_lag_ms=float(data.get("max_lag_ms", 0.0)),
-                raw={str(k): str(v) for k, v in dict(data.get("raw", {})).items()},
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UsageError(f"load result has a malformed phase record ({exc})") from None
-
-
-def merge_phase(parts: Sequence[PhaseOutcome], *, same_clock: bool) -> PhaseOutcome:
-    """Combine one phase measured by several processes (same clock) or machines (not)."""
-    if not parts:
-        raise UsageError("nothing to merge")
-    names = sorted({name for p in parts for name in p.ops})
-    ops = {name: merge_ops(p.ops[name] for p in parts if name in p.ops) for name in names}
-    raw_names = sorted({name for p in parts for name in p.raw})
-    raw = {n: histogram.merge_encoded(p.raw[n] for p in parts if n in p.raw) for n in raw_names}
-    if same_clock:
-        first = min(p.start_first_ns for p in parts)
-        last = max(p.start_last_ns for p in parts)
-        floor = max(p.spread_floor_ms for p in parts)
-    else:
-        first = last = 0
-        floor = max(p.start_spread_ms for p in parts)
-    return PhaseOutcome(
-        phase=parts[0].phase,
-        ops=ops,
-        start_first_ns=first,
-        start_last_ns=last,
-        spread_floor_ms=floor,
-        wall_s=max(p.wall_s for p in parts),
-        cpu_s=sum(p.cpu_s for p in parts),
-        processes=sum(p.processes for p in parts),
-        rate=sum(p.rate for p in parts),
-        duration_s=max(p.duration_s for p in parts),
-        max_lag_ms=max(p.max_lag_ms for p in parts),
-        raw=raw,
-    )
-
-
-# --- pure evaluation ----------------------------------------------------------------------------
-
-
-def evaluate_phase(
-    outcome: PhaseOutcome,
-    thresholds: Mapping[str, Threshold],
-    required: Mapping[str, int] | None = None,
-) -> list[Result]:
-    """Judge one phase against the thresholds; `required` raises the planned counts (merges)."""
-    prefix = f"load.{outcome.phase}"
-    label = "burst" if outcome.phase == BURST else "open model"
-    rows: list[Result] = []
-    for name in OPERATIONS:
-        op = outcome.ops.get(name, OpStats())
-        summary = (
-            histogram.summarize(histogram.decode(op.histogram))
-            if op.histogram
-            else (histogram.summarize(histogram.new()))
-        )
-        limit = thresholds[f"load.{name}.p95_ms"]
-        observed = {
-            **summary.to_json(),
-            **{k: v for k, v in op.to_json().items() if k != "histogram"},
-        }
-        detail = (
-            f"p95 {summary.p95_ms:.1f} ms over {summary.count} answers"
-            if summary.count
-            else "no answers measured"
-        )
-        if outcome.phase == OPEN and summary.count:
-            # Coordinated omission: the verdict uses latency from the intended send time.
-            raw = (
-                histogram.summarize(histogram.decode(outcome.raw[name]))
-                if name in outcome.raw
-                else None
-            )
-            observed["raw_p95_ms"] = raw.p95_ms if raw else None
-            detail += " from intended send time" + (
-                f" (raw p95 {raw.p95_ms:.1f} ms)" if raw else ""
-            )
-        rows.append(
-            limit.check(
-                # No answers is no data: infinity fails every latency limit (fail closed).
-                summary.p95_ms if summary.count else math.inf,
-                result_id=f"{prefix}.{name}.p95_ms",
-                title=f"{label}: {name} p95 {limit.describe()}",
-                detail=detail,
-                observed=observed,
-            )
-        )
-    ops = [outcome.ops.get(name, OpStats()) for name in OPERATIONS]
-    planned = {name: outcome.ops.get(name, OpStats()).planned for name in OPERATIONS}
-    for name, floor in (required or {}).items():
-        planned[name] = max(planned.get(name, 0), floor)
-    missing = sum(
-        max(planned[name] - outcome.ops.get(name, OpStats()).ok, 0) for name in OPERATIONS
-    )
-    counts = (
-        ("load.5xx", sum(op.status_5xx for op in ops), "5xx answers"),
-        (
-            "load.errors",
-            sum(op.errors for op in ops),
-            "4xx, network, wrong-answer and other errors",
-        ),
-        ("load.missing", missing, "planned requests without a successful sample"),
-    )
-    for threshold_id, value, what in counts:
-        limit = thresholds[threshold_id]
-        example = next((op.first_error for op in ops if op.first_error), "")
-        detail = f"{value} {what}" + (f" (first: {example})" if value and example else "")
-        per_op = {
-            name: {
-                "planned": planned[name],
-                "ok": op.ok,
-                "5xx": op.status_5xx,
-                "4xx": op.status_4xx,
-                "network": op.network,
-                "other": op.other,
-                "invalid": op.invalid,
-            }
-            for name, op in zip(OPERATIONS, ops, strict=True)
-        }
-        rows.append(
-            limit.check(
-                value,
-                result_id=f"{prefix}.{threshold_id.removeprefix('load.')}",
-                title=f"{label}: {what} {limit.describe()}",
-                detail=detail,
-                observed={"value": value, "by_operation": per_op},
-            )
-        )
-    if outcome.phase == BURST:
-        limit = thresholds["load.start_spread_ms"]
-        spread = outcome.start_spread_ms
-        rows.append(
-            limit.check(
-                spread,
-                result_id=f"{prefix}.start_spread_ms",
-                title=f"burst: start spread {limit.describe()}",
-                detail=f"all requests left within {spread:.1f} ms (client CPU {outcome.cpu_s:.2f} s)",
-                observed={
-                    "start_spread_ms": round(spread, 3),
-                    "cpu_s": round(outcome.cpu_s, 4),
-                    "wall_s": round(outcome.wall_s, 4),
-                    "processes": outcome.processes,
-                },
-            )
-        )
-    return rows
 
 
 # --- the engine (edge) ---------------------------------------------------------------------------
@@ -361,71 +72,6 @@ def check_plan_allowed(plan: Iterable[PlannedRequest], base_url: str, policy: Ht
         policy.apply(method, f"{base_url}{path}", {})
 
 
-class _Tally:
-    """Mutable per-operation counters and histograms for one process."""
-
-    def __init__(self, planned: Mapping[str, int], root: str = "") -> None:
-        self.planned = dict(planned)
-        self.root = root
-        self.hist: dict[str, HdrHistogram] = {name: histogram.new() for name in planned}
-        self.raw: dict[str, HdrHistogram] = {}
-        self.counts: dict[str, dict[str, int]] = {
-            name: dict.fromkeys(
-                ("ok", "status_5xx", "status_4xx", "network", "other", "invalid"), 0
-            )
-            for name in planned
-        }
-        self.first_error: dict[str, str] = {}
-        self.done = 0
-        self.judged = 0
-
-    def judge(self, request: PlannedRequest, status: int, body: bytes) -> str:
-        """Return why a 2xx answer is wrong ('' if right): every one by shape, a sample in full."""
-        if not 200 <= status < 300:
-            return ""
-        self.judged += 1
-        full = self.judged % FULL_CHECK_EVERY == 1
-        return answer_problem(request, status, body, root=self.root, full=full)
-
-    def record(
-        self, operation: str, status: int, latency_ns: int, error: str = "", problem: str = ""
-    ) -> None:
-        counts = self.counts[operation]
-        self.done += 1
-        if status == 0:
-            counts["network"] += 1
-            self.first_error.setdefault(operation, error)
-            return
-        histogram.record_us(self.hist[operation], latency_ns // 1000)
-        if 200 <= status < 300:
-            if problem:
-                counts["invalid"] += 1
-                self.first_error.setdefault(operation, f"{operation} {problem}{error}")
-            else:
-                counts["ok"] += 1
-            return
-        kind = "status_5xx" if status >= 500 else "status_4xx" if status >= 400 else "other"
-        counts[kind] += 1
-        self.first_error.setdefault(operation, f"{operation} answered {status}{error}")
-
-    def record_raw(self, operation: str, latency_ns: int) -> None:
-        # Not setdefault: its default argument would build a histogram (~1.3 ms) on every call.
-        if operation not in self.raw:
-            self.raw[operation] = histogram.new()
-        histogram.record_us(self.raw[operation], latency_ns // 1000)
-
-    def ops(self) -> dict[str, OpStats]:
-        return {
-            name: OpStats(
-                planned=self.planned[name],
-                histogram=histogram.encode(self.hist[name]),
-                first_error=self.first_error.get(name, ""),
-                **self.counts[name],
-            )
-            for name in self.planned
-        }
-
-
 def _cpu_s() -> float:
     return time.process_time()
 
@@ -452,7 +98,7 @@ async def _send(
         return 0, f"{request.operation}: {type(exc).__name__}: {str(exc)[:120]}", b""
 
 
-async def _progress_ticker(tally: _Tally, total: int, label: str, progress: ProgressFn) -> None:
+async def _progress_ticker(tally: Tally, total: int, label: str, progress: ProgressFn) -> None:
     while True:
         await asyncio.sleep(0.25)
         progress(f"{label}: {tally.done}/{total} answered")
@@ -468,7 +114,7 @@ class _Spent:
 
 @contextlib.asynccontextmanager
 async def _measured(
-    tally: _Tally, total: int, label: str, progress: ProgressFn | None
+    tally: Tally, total: int, label: str, progress: ProgressFn | None
 ) -> AsyncIterator[_Spent]:
     """Time a phase's sending (CPU and wall) and report its progress while it runs."""
     spent = _Spent()
@@ -499,7 +145,7 @@ async def fire_burst(
     """
     policy = policy or read_only_policy()
     planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
-    tally = _Tally(planned, policy.write_root)
+    tally = Tally(planned, policy.write_root)
     starts: list[int] = []
     gate = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -549,20 +195,9 @@ async def run_open_model(
 
     Without a `policy` the session is read-only: a scheduled push is refused before it is sent.
     """
-    import secrets
-
     policy = policy or read_only_policy()
-
-    if rate <= 0 or duration_s <= 0:
-        raise UsageError("--rate and --duration must both be positive")
-    total = round(rate * duration_s)
-    interval_ns = 1e9 / rate
-    schedule = open_model_operations(scenario)
-    operations = [next(schedule) for _ in range(total)]
-    planned = {name: operations.count(name) for name in OPERATIONS}
-    tally = _Tally(planned, policy.write_root)
-    tenants = scenario.tenant_ids()
-    run = secrets.token_hex(4)
+    schedule = open_schedule(scenario, tenant_secret, rate=rate, duration_s=duration_s)
+    tally = Tally(schedule.planned(), policy.write_root)
     lags: list[int] = []
 
     async def one(request: PlannedRequest, intended: int) -> None:
@@ -578,23 +213,14 @@ async def run_open_model(
     tasks: list[asyncio.Task[None]] = []
     async with (
         new_session(policy, timeout_s) as session,
-        _measured(tally, total, "open model", progress) as spent,
+        _measured(tally, len(schedule.operations), "open model", progress) as spent,
     ):
         begin = time.perf_counter_ns() + 5_000_000
-        pushes = 0
-        for i, operation in enumerate(operations):
-            intended = begin + int(i * interval_ns)
+        for offset, request in schedule.requests():
+            intended = begin + offset
             delay = intended - time.perf_counter_ns()
             if delay > 0:
                 await asyncio.sleep(delay / 1e9)
-            if operation == PUSH:
-                tenant = tenants[pushes % len(tenants)]
-                request = push_request(
-                    tenant, tenant_secret, scenario.body_bytes, f"{run}-o{pushes}"
-                )
-                pushes += 1
-            else:
-                request = install_request()
             tasks.append(asyncio.create_task(one(request, intended)))
         await asyncio.gather(*tasks)
     return PhaseOutcome(

@@ -1,22 +1,19 @@
-"""The Locust side of the gate engine: User classes made from the scenario, exact tallies, coordination.
+"""The Locust worker: User classes made from the scenario, exact tallies, its side of the protocol.
 
 Only the `python -m sync_ci.gates.locust_engine master|worker` subprocesses import this module,
 after locust has monkey-patched them with gevent. Every sample is recorded from Locust's request
-events into our own HdrHistograms; Locust's own (rounded) statistics are never read.
+events into our own HdrHistograms; Locust's own (rounded) statistics are never read. Over 400
+lines because `WorkerState` is one worker's whole side of the protocol: plan, users, listener.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 import gevent
@@ -27,54 +24,43 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.rpc.protocol import Message
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WorkerRunner
 
 from sync_ci.contract import colo_from_ray
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
-from sync_ci.files import write_private
 from sync_ci.gates import histogram
 from sync_ci.gates.http import HttpPolicy, read_only_policy
-from sync_ci.gates.latency import NO_COLO, RegionOutcome, _slug
 from sync_ci.gates.load import (
-    BURST,
     DESCRIPTOR_MARGIN,
-    OPEN,
     LoadJob,
-    PhaseOutcome,
-    _Tally,
     check_plan_allowed,
     ensure_descriptors,
 )
-from sync_ci.gates.locust_engine import (
+from sync_ci.gates.locust_plan import (
+    ABORT,
     ARM_BOUND_S,
+    ARMED,
+    FAILED,
+    GO,
+    HELLO,
+    JOB,
+    READY,
+    RESULT,
     EngineJob,
-    assign_regions,
-    burst_users_per_worker,
+    WorkerShare,
     latency_scenario,
     load_scenario,
-    region_samples,
 )
+from sync_ci.gates.outcome import BURST, NO_COLO, OPEN, PhaseOutcome, RegionTally, Tally
 from sync_ci.gates.scenario import (
     OPERATIONS,
-    PUSH,
     PUSH_PATH,
     PlannedRequest,
-    install_request,
-    open_model_operations,
+    open_schedule,
     probe_nonces,
     probe_path,
-    push_request,
 )
 
-# Custom messages between master and workers (Locust's register_message / send_message).
-HELLO, JOB, READY, ARMED, GO = (
-    "sync_ci_hello",
-    "sync_ci_job",
-    "sync_ci_ready",
-    "sync_ci_armed",
-    "sync_ci_go",
-)
-RESULT, FAILED, ABORT = "sync_ci_result", "sync_ci_failed", "sync_ci_abort"
 USER_CLASS_NAMES = {"load": "LoadGateUser", "latency": "LatencyGateUser"}
 # Keys of the request context that tell our listener what a request was.
 OPERATION, PHASE, INTENDED, REGION, PLANNED = (
@@ -90,7 +76,8 @@ HEALTH_TIMEOUT_S = 5.0
 log = logging.getLogger("sync_ci.locust")
 
 
-def _setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool) -> None:
+    """Log to stderr: everything with --debug, else only what is fatal."""
     logging.basicConfig(
         level=logging.INFO if debug else logging.CRITICAL,
         stream=sys.stderr,
@@ -110,51 +97,6 @@ def _network_error(exception: BaseException | None, prefix: str) -> str:
     if exception is None:
         return f"{prefix}no answer"
     return f"{prefix}{type(exception).__name__}: {str(exception)[:120]}"
-
-
-class RegionTally:
-    """One region's probes on this worker, classified exactly as the built-in probe does."""
-
-    def __init__(self, name: str, colo: str, planned: int) -> None:
-        self.name, self.colo, self.planned = name, colo.upper(), planned
-        self.hist = histogram.new()
-        self.counts = dict.fromkeys(("ok", "status_5xx", "status_4xx", "network", "warm"), 0)
-        self.others: dict[str, int] = {}
-        self.first_error = ""
-        self.unreachable = ""
-
-    def _error(self, text: str) -> None:
-        self.first_error = self.first_error or text
-
-    def record(self, status: int, latency_ns: int, colo: str, cache: str, error: str) -> None:
-        """Count one answered (or failed) probe."""
-        if status == 0:
-            self.counts["network"] += 1
-            self._error(error)
-        elif status >= 300:
-            self.counts["status_5xx" if status >= 500 else "status_4xx"] += 1
-            self._error(f"probe answered {status}")
-        elif colo != self.colo:
-            self.others[colo] = self.others.get(colo, 0) + 1
-        elif cache == "hit":
-            self.counts["warm"] += 1
-            self._error("a never-used key was answered from a warm cache")
-        else:
-            self.counts["ok"] += 1
-            histogram.record_us(self.hist, latency_ns // 1000)
-
-    def outcome(self) -> RegionOutcome:
-        """Return the region's outcome on this worker (merges exactly with the others)."""
-        return RegionOutcome(
-            name=self.name,
-            colo=self.colo,
-            planned=self.planned,
-            other_colos=dict(self.others),
-            histogram=histogram.encode(self.hist),
-            first_error=self.first_error,
-            unreachable=self.unreachable,
-            **self.counts,
-        )
 
 
 class GuardedSession(FastHttpSession):
@@ -234,7 +176,7 @@ class WorkerState:
         self.probe_items: deque[tuple[str, str]] = deque()
         self.urls: dict[str, str] = {}
         self.limits: dict[str, BoundedSemaphore] = {}
-        self.tallies: dict[str, _Tally] = {}
+        self.tallies: dict[str, Tally] = {}
         self.regions: dict[str, RegionTally] = {}
         self.phases: list[PhaseOutcome] = []
         self.go = Event()
@@ -267,7 +209,9 @@ class WorkerState:
     def on_job(self, environment: Environment, msg: Message, **_kw: Any) -> None:
         """Plan this worker's share; answer READY, or FAILED with the reason and exit code."""
         try:
-            planned = self.prepare(EngineJob.from_json(msg.data["job"]), msg.data)
+            planned = self.prepare(
+                EngineJob.from_json(msg.data["job"]), WorkerShare.from_json(msg.data)
+            )
         except SyncCIError as exc:
             self.refused = (str(exc), int(exc.exit_code))
             self.send(FAILED, {"error": str(exc), "exit": int(exc.exit_code)})
@@ -290,9 +234,9 @@ class WorkerState:
 
     # planning
 
-    def prepare(self, job: EngineJob, data: dict[str, Any]) -> int:
+    def prepare(self, job: EngineJob, part: WorkerShare) -> int:
         """Build this worker's requests from the scenario; return how many answers it owes."""
-        self.job, self.parts = job, int(data["parts"])
+        self.job, self.parts = job, part.parts
         assert self.users is not None
         self.users.network_timeout = job.timeout_s
         self.users.connection_timeout = job.timeout_s
@@ -309,24 +253,23 @@ class WorkerState:
                     timeout_s=job.timeout_s,
                     scenario=scenario,
                     tenant_secret=self.tenant_secret,
-                    part=int(data["part"]),
+                    part=part.part,
                     parts=self.parts,
                 ).plan()
                 if job.burst
                 else []
             )
             check_plan_allowed(plan, job.base_url, self.policy)
-            ensure_descriptors(max(len(plan), int(data["users"])) + DESCRIPTOR_MARGIN)
+            ensure_descriptors(max(len(plan), part.users) + DESCRIPTOR_MARGIN)
             self.burst_items = deque(plan)
-            self.tallies[BURST] = _Tally(
+            self.tallies[BURST] = Tally(
                 {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS},
                 self.policy.write_root,
             )
             self.expected = len(plan)
             return self.expected
         probe = latency_scenario(job.scenario)
-        counts: dict[str, int] = {str(k): int(v) for k, v in dict(data["samples"]).items()}
-        limits: dict[str, int] = {str(k): int(v) for k, v in dict(data["limits"]).items()}
+        counts, limits = part.samples, part.limits
         regions = {r["name"]: r for r in job.regions}
         queues: list[list[tuple[str, str]]] = []
         for name, count in counts.items():
@@ -336,7 +279,7 @@ class WorkerState:
             self.limits[name] = BoundedSemaphore(limits.get(name, probe.concurrency))
             tally.unreachable = self.health(region["url"])
             if not tally.unreachable:
-                queues.append([(name, nonce) for nonce in probe_nonces(_slug(name), count)])
+                queues.append([(name, nonce) for nonce in probe_nonces(name, count)])
         # Interleave the regions so every one of them starts at once.
         longest = max((len(q) for q in queues), default=0)
         self.probe_items = deque(q[i] for i in range(longest) for q in queues if i < len(q))
@@ -473,14 +416,12 @@ class WorkerState:
         """Send this worker's share of the open-model phase on a fixed schedule (wrk2-style)."""
         assert self.job is not None and self.environment is not None
         job = self.job
-        scenario = load_scenario(job.scenario)
         rate = job.rate / self.parts
-        total = round(rate * job.duration_s)
-        schedule = open_model_operations(scenario)
-        operations = [next(schedule) for _ in range(total)]
-        self.tallies[OPEN] = _Tally(
-            {name: operations.count(name) for name in OPERATIONS}, self.policy.write_root
+        schedule = open_schedule(
+            load_scenario(job.scenario), self.tenant_secret, rate=rate, duration_s=job.duration_s
         )
+        total = len(schedule.operations)
+        self.tallies[OPEN] = Tally(schedule.planned(), self.policy.write_root)
         pool = max(10, min(total, 4000))
         ensure_descriptors(pool + DESCRIPTOR_MARGIN)
         session = GuardedSession(
@@ -493,25 +434,15 @@ class WorkerState:
             concurrency=pool,
             headers={"user-agent": USER_AGENT},
         )
-        tenants, run, pushes = scenario.tenant_ids(), secrets.token_hex(4), 0
-        interval_ns = 1e9 / rate
         lags: list[int] = []
         sent: list[gevent.Greenlet] = []
         cpu0, wall0 = time.process_time(), time.perf_counter()
         begin = time.perf_counter_ns() + 5_000_000
-        for i, operation in enumerate(operations):
-            intended = begin + int(i * interval_ns)
+        for offset, request in schedule.requests():
+            intended = begin + offset
             delay = intended - time.perf_counter_ns()
             if delay > 0:
                 gevent.sleep(delay / 1e9)
-            if operation == PUSH:
-                tenant = tenants[pushes % len(tenants)]
-                request = push_request(
-                    tenant, self.tenant_secret, scenario.body_bytes, f"{run}-o{pushes}"
-                )
-                pushes += 1
-            else:
-                request = install_request()
             lags.append(time.perf_counter_ns() - intended)
             sent.append(gevent.spawn(self._send_open, session, request, intended))
         gevent.joinall(sent, timeout=job.timeout_s + 5)
@@ -568,7 +499,7 @@ def worker_main(
     quiet: bool = False,
 ) -> int:
     """Connect to the master, run what it sends, and stay until it quits this worker."""
-    _setup_logging(debug)
+    setup_logging(debug)
     state = WorkerState(gate=gate, region=region, tenant_secret=tenant_secret, policy=policy)
     state.users = user_class(gate, state)
     environment = Environment(user_classes=[state.users])
@@ -598,215 +529,3 @@ def worker_main(
     if not quiet:
         print(f"sync-ci: locust worker sent {state.samples} samples to {where}", file=sys.stderr)
     return 0
-
-
-# --- master ---------------------------------------------------------------------------------------
-
-
-class GateMaster(MasterRunner):
-    """Locust's master, closed to workers that arrive once the run has been planned."""
-
-    closed = False
-
-    def handle_message(self, client_id: str, msg: Message) -> None:
-        """Turn away late workers instead of rebalancing users mid-burst."""
-        if self.closed and msg.type == "client_ready" and client_id not in self.clients:
-            self.server.send_to_client(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
-            return
-        super().handle_message(client_id, msg)
-
-
-class Refusal(SyncCIError):
-    """The master cannot run the gate as planned; carries the exit code."""
-
-    def __init__(self, message: str, exit_code: int = ExitCode.UNMEASURED) -> None:
-        super().__init__(message)
-        self.code = int(exit_code)
-
-
-class Coordinator:
-    """The master's side of the protocol: gather workers, deal the scenario, start, collect."""
-
-    def __init__(self, job: EngineJob, runner: GateMaster, expect_workers: int) -> None:
-        self.job, self.runner, self.expect = job, runner, expect_workers
-        self.hellos: dict[str, dict[str, Any]] = {}
-        self.ready: dict[str, int] = {}
-        self.armed: set[str] = set()
-        self.results: dict[str, dict[str, Any]] = {}
-        self.failures: list[tuple[str, dict[str, Any]]] = []
-        for kind, handler in (
-            (HELLO, self._hello),
-            (READY, self._ready),
-            (ARMED, self._armed),
-            (RESULT, self._result),
-            (FAILED, self._failed),
-        ):
-            runner.register_message(kind, handler)
-        self.workers: list[str] = []
-
-    def _hello(self, environment: Environment, msg: Message, **_kw: Any) -> None:
-        self.hellos[msg.node_id] = dict(msg.data or {})
-
-    def _ready(self, environment: Environment, msg: Message, **_kw: Any) -> None:
-        self.ready[msg.node_id] = int((msg.data or {}).get("planned", 0))
-
-    def _armed(self, environment: Environment, msg: Message, **_kw: Any) -> None:
-        self.armed.add(msg.node_id)
-
-    def _result(self, environment: Environment, msg: Message, **_kw: Any) -> None:
-        self.results[msg.node_id] = dict(msg.data or {})
-
-    def _failed(self, environment: Environment, msg: Message, **_kw: Any) -> None:
-        self.failures.append((msg.node_id, dict(msg.data or {})))
-
-    def _label(self, worker: str) -> str:
-        hello = self.hellos.get(worker, {})
-        return f"{hello.get('host', '?')} pid {hello.get('pid', '?')}"
-
-    def _wait(self, done: Callable[[], bool], bound_s: float, what: str) -> None:
-        deadline = time.monotonic() + bound_s
-        while not done():
-            if self.failures:
-                worker, data = self.failures[0]
-                raise Refusal(
-                    f"Locust worker {self._label(worker)}: {data.get('error', 'failed')}",
-                    int(data.get("exit", ExitCode.UNMEASURED)),
-                )
-            lost = [w for w in self.workers if w not in self.runner.clients]
-            if lost:
-                raise Refusal(f"Locust worker {self._label(lost[0])} was lost {what}")
-            if time.monotonic() > deadline:
-                raise Refusal(f"Locust workers did not finish {what} within {bound_s:g} s")
-            gevent.sleep(0.02)
-
-    def gather(self, wait_s: float) -> None:
-        """Wait for the expected workers; refuse to run short-handed."""
-        deadline = time.monotonic() + wait_s
-
-        def present() -> list[str]:
-            return sorted(w for w in self.hellos if w in self.runner.clients)
-
-        while len(present()) < self.expect:
-            if time.monotonic() > deadline:
-                raise Refusal(
-                    f"expected {self.expect} Locust workers but {len(present())} connected within "
-                    f"{wait_s:g} s; refusing to run the {self.job.gate} gate short-handed"
-                )
-            gevent.sleep(0.05)
-        self.runner.closed = True
-        self.workers = present()
-        wrong = [w for w in self.workers if self.hellos[w].get("gate") != self.job.gate]
-        if wrong:
-            raise Refusal(
-                f"Locust worker {self._label(wrong[0])} runs the "
-                f"{self.hellos[wrong[0]].get('gate')} gate, this master the {self.job.gate} gate",
-                ExitCode.USAGE,
-            )
-
-    def run(self, wait_s: float) -> dict[str, Any]:
-        """Run the whole protocol and return the master's output document."""
-        self.gather(wait_s)
-        job, parts = self.job, len(self.workers)
-        samples: dict[str, dict[str, int]] = {w: {} for w in self.workers}
-        limits: dict[str, dict[str, int]] = {w: {} for w in self.workers}
-        uncovered: dict[str, str] = {}
-        if job.gate == "latency":
-            tags = {w: str(self.hellos[w].get("region", "")) for w in self.workers}
-            try:
-                assignment, missing = assign_regions([r["name"] for r in job.regions], tags)
-            except UsageError as exc:
-                raise Refusal(str(exc), ExitCode.USAGE) from None
-            probe = latency_scenario(job.scenario)
-            samples = region_samples(probe.samples, assignment)
-            # The scenario's bound on probes in flight holds per region, however many workers share it.
-            limits = region_samples(probe.concurrency, assignment, floor=1)
-            uncovered = {
-                name: f"no Locust worker tagged with region {name} (and no untagged worker) connected"
-                for name in missing
-            }
-            users = probe.concurrency * max((len(r) for r in assignment.values()), default=1)
-        else:
-            total = sum(int(v) for k, v in job.scenario.items() if k in ("installs", "pushes"))
-            users = burst_users_per_worker(total, parts) if job.burst else 1
-        users = max(users, 1)
-        for index, worker in enumerate(self.workers):
-            self.runner.send_message(
-                JOB,
-                {
-                    "job": job.to_json(),
-                    "part": index,
-                    "parts": parts,
-                    "users": users,
-                    "samples": samples[worker],
-                    "limits": limits[worker],
-                },
-                client_id=worker,
-            )
-        self._wait(lambda: all(w in self.ready for w in self.workers), ARM_BOUND_S, "planning")
-        gevent.spawn(self.runner.start, users * parts, users * parts)
-        self._wait(lambda: all(w in self.armed for w in self.workers), ARM_BOUND_S, "spawning")
-        for worker in self.workers:
-            self.runner.send_message(GO, {}, client_id=worker)
-        self._wait(
-            lambda: all(w in self.results for w in self.workers), job.run_bound_s(), "the run"
-        )
-        here = socket.gethostname()
-        return {
-            "ok": True,
-            "gate": job.gate,
-            "same_clock": all(self.hellos[w].get("host") == here for w in self.workers),
-            "uncovered": uncovered,
-            "workers": [
-                {
-                    "id": worker,
-                    "host": self.hellos[worker].get("host", ""),
-                    "region": self.hellos[worker].get("region", ""),
-                    "samples": int(self.results[worker].get("samples", 0)),
-                    "result": self.results[worker].get("result", {}),
-                }
-                for worker in self.workers
-            ],
-        }
-
-    def abort(self, why: str) -> None:
-        """Tell every connected worker why the run stopped."""
-        for worker in list(self.runner.clients):
-            self.runner.send_message(ABORT, {"error": why}, client_id=worker)
-
-
-def _write_private(path: Path, document: dict[str, Any]) -> None:
-    write_private(path, json.dumps(document))
-
-
-def master_main(
-    job: EngineJob,
-    *,
-    out: Path,
-    ready: Path,
-    expect_workers: int,
-    wait_s: float,
-    bind_host: str,
-    bind_port: int,
-    debug: bool = False,
-) -> int:
-    """Run the Locust master for one gate; write the measured outcome (or the refusal) to `out`."""
-    _setup_logging(debug)
-    environment = Environment(user_classes=[user_class(job.gate, None)], host=job.base_url)
-    try:
-        runner = GateMaster(environment, bind_host, bind_port)
-    except Exception as exc:  # zmq bind errors: the port is taken or the host is not ours
-        _write_private(out, {"ok": False, "exit": 3, "error": f"Locust master: {exc}"})
-        return int(ExitCode.UNMEASURED)
-    environment.runner = runner
-    coordinator = Coordinator(job, runner, expect_workers)
-    _write_private(ready, {"port": runner.server.port, "pid": os.getpid()})
-    try:
-        document = coordinator.run(wait_s)
-        code = 0
-    except Refusal as exc:
-        coordinator.abort(str(exc))
-        document, code = {"ok": False, "exit": exc.code, "error": str(exc)}, exc.code
-    finally:
-        runner.quit()
-    _write_private(out, document)
-    return code

@@ -150,6 +150,54 @@ def open_model_operations(scenario: LoadScenario) -> Iterator[str]:
         i += 1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenSchedule:
+    """The open-model phase's plan: each request's intended send time (a fixed, wrk2-style rate)."""
+
+    scenario: LoadScenario
+    tenant_secret: str
+    rate: float
+    duration_s: float
+    operations: tuple[str, ...]
+    run: str
+
+    def planned(self) -> dict[str, int]:
+        """Return the planned count per operation."""
+        return {name: self.operations.count(name) for name in OPERATIONS}
+
+    def requests(self) -> Iterator[tuple[int, PlannedRequest]]:
+        """Yield (ns after the phase starts, request) in order; each push is built as it comes."""
+        interval_ns = 1e9 / self.rate
+        tenants = self.scenario.tenant_ids()
+        pushes = 0
+        for i, operation in enumerate(self.operations):
+            if operation == PUSH:
+                tenant = tenants[pushes % len(tenants)]
+                nonce = f"{self.run}-o{pushes}"
+                request = push_request(tenant, self.tenant_secret, self.scenario.body_bytes, nonce)
+                pushes += 1
+            else:
+                request = install_request()
+            yield int(i * interval_ns), request
+
+
+def open_schedule(
+    scenario: LoadScenario, tenant_secret: str, *, rate: float, duration_s: float
+) -> OpenSchedule:
+    """Plan `rate` requests a second for `duration_s` in the scenario's install:push ratio."""
+    if rate <= 0 or duration_s <= 0:
+        raise UsageError("--rate and --duration must both be positive")
+    operations = open_model_operations(scenario)
+    return OpenSchedule(
+        scenario=scenario,
+        tenant_secret=tenant_secret,
+        rate=rate,
+        duration_s=duration_s,
+        operations=tuple(next(operations) for _ in range(round(rate * duration_s))),
+        run=secrets.token_hex(4),
+    )
+
+
 def split(plan: Sequence[PlannedRequest], parts: int) -> list[list[PlannedRequest]]:
     """Deal a plan into `parts` slices (round robin, so each slice keeps the operation mix)."""
     if parts < 1:
@@ -162,10 +210,15 @@ def probe_path(nonce: str) -> str:
     return f"{PROBE_PATH}{nonce}"
 
 
+def region_slug(name: str) -> str:
+    """Return a region name as it may stand in a probe key (lowercase alphanumerics and `-`)."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower())[:24] or "region"
+
+
 def probe_nonces(region: str, count: int) -> list[str]:
     """Return `count` unique, never-reused probe keys for a region (random per run)."""
     run = secrets.token_hex(8)
-    return [f"sync-ci-{region}-{run}-{i:05d}" for i in range(count)]
+    return [f"sync-ci-{region_slug(region)}-{run}-{i:05d}" for i in range(count)]
 
 
 def _document(body: bytes) -> Any:

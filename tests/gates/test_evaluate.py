@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sync_ci.gates import histogram
-from sync_ci.gates.latency import RegionOutcome, evaluate_latency, merge_regions
-from sync_ci.gates.load import OpStats, PhaseOutcome, evaluate_phase, merge_phase
+from sync_ci.gates.outcome import OpStats, PhaseOutcome, RegionOutcome, merge_phase, merge_regions
 from sync_ci.gates.thresholds import resolve
+from sync_ci.gates.verdict import evaluate_latency, evaluate_phase
 
 
 def encoded(values_ms: Sequence[float]) -> str:

@@ -18,10 +18,9 @@ from sync_ci import charts
 from sync_ci.cli import main
 from sync_ci.gates import histogram, html_report
 from sync_ci.gates import thresholds as threshold_table
-from sync_ci.gates.cli import latency_report, load_report
-from sync_ci.gates.latency import RegionOutcome
-from sync_ci.gates.load import OpStats, PhaseOutcome
+from sync_ci.gates.outcome import OpStats, PhaseOutcome, RegionOutcome
 from sync_ci.gates.scenario import LatencyScenario, LoadScenario
+from sync_ci.gates.verdict import latency_report, load_report
 from tests.browser import (
     Element,
     console_lines,
@@ -188,7 +187,7 @@ def test_the_check_fails_on_a_missing_threshold_line_or_failing_mark() -> None:
 
 
 def test_gate_all_draws_the_load_and_the_latency_sections() -> None:
-    from sync_ci.gates.cli import combine
+    from sync_ci.gates.verdict import combine
     from sync_ci.report import report_from_json
 
     parts = [report_from_json(load_document()), report_from_json(latency_document())]

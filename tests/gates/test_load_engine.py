@@ -15,7 +15,7 @@ import time
 import pytest
 
 from sync_ci.errors import GuardViolation
-from sync_ci.gates import histogram, load
+from sync_ci.gates import histogram, load, outcome, verdict
 from sync_ci.gates.http import push_policy, read_only_policy
 from sync_ci.gates.scenario import LoadScenario, install_request, plan_burst
 from sync_ci.gates.thresholds import resolve
@@ -45,7 +45,7 @@ def test_full_burst_is_measured_exactly(tiny_worker: TinyWorker) -> None:
     assert phase.start_spread_ms > 0
     assert histogram.summarize(histogram.decode(install.histogram)).p50_ms >= 20
     # Every row present and clean; a latency row may fail only where its own p95 says so.
-    rows = load.evaluate_phase(phase, resolve())
+    rows = verdict.evaluate_phase(phase, resolve())
     assert {r.id for r in rows} == {
         f"load.burst.{name}"
         for name in ("install.p95_ms", "push.p95_ms", "5xx", "errors", "missing", "start_spread_ms")
@@ -60,7 +60,7 @@ def test_5xx_are_counted_apart(tiny_worker: TinyWorker) -> None:
     total_5xx = sum(op.status_5xx for op in phase.ops.values())
     assert total_5xx == 11  # every 100th of 1,100 requests
     assert sum(op.errors for op in phase.ops.values()) == 0
-    failed = {r.id for r in load.evaluate_phase(phase, resolve()) if r.status == "fail"}
+    failed = {r.id for r in verdict.evaluate_phase(phase, resolve()) if r.status == "fail"}
     assert "load.burst.5xx" in failed
 
 
@@ -95,7 +95,7 @@ def test_processes_merge_to_the_planned_counts(tiny_worker: TinyWorker) -> None:
 def test_open_model_measures_from_the_intended_send_time(tiny_worker: TinyWorker) -> None:
     url = str(tiny_worker()["url"])
 
-    async def run() -> load.PhaseOutcome:
+    async def run() -> outcome.PhaseOutcome:
         # Stall the client's own loop for 300 ms: requests due meanwhile leave late, and that
         # wait must show in their latency (coordinated omission corrected), not vanish.
         asyncio.get_running_loop().call_later(0.05, time.sleep, 0.3)
@@ -176,7 +176,7 @@ def test_a_wrong_answer_body_is_an_error_not_a_success(
     op = phase.ops[operation]
     assert (op.ok, op.invalid) == (0, op.planned)
     assert why in op.first_error
-    failed = {r.id for r in load.evaluate_phase(phase, resolve()) if r.status == "fail"}
+    failed = {r.id for r in verdict.evaluate_phase(phase, resolve()) if r.status == "fail"}
     assert {"load.burst.errors", "load.burst.missing"} <= failed
 
 
@@ -184,5 +184,5 @@ def test_conforming_answers_are_all_valid(tiny_worker: TinyWorker) -> None:
     url = str(tiny_worker()["url"])
     (phase,) = load.run_load(load.plan_job(SMALL, url, TINY_SECRET, policy=PUSHES))
     assert [(op.ok, op.invalid) for op in phase.ops.values()] == [(40, 0), (10, 0)]
-    errors = {r.id: r.status for r in load.evaluate_phase(phase, resolve())}
+    errors = {r.id: r.status for r in verdict.evaluate_phase(phase, resolve())}
     assert errors["load.burst.errors"] == "pass"

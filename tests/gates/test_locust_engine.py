@@ -8,22 +8,26 @@ import pytest
 
 from sync_ci.errors import UsageError
 from sync_ci.gates import histogram, load
-from sync_ci.gates.latency import RegionOutcome, probe_regions
+from sync_ci.gates.latency import probe_regions
 from sync_ci.gates.locust_engine import (
-    EngineJob,
     EngineOutcome,
     WorkerReport,
-    assign_regions,
-    burst_users_per_worker,
-    check_engine_options,
     combine_latency,
     combine_load,
-    region_samples,
     run_locust,
+)
+from sync_ci.gates.locust_plan import (
+    EngineJob,
+    assign_regions,
+    burst_users_per_worker,
+    region_samples,
     share,
 )
+from sync_ci.gates.options import check_engine_options
+from sync_ci.gates.outcome import PhaseOutcome, RegionOutcome
 from sync_ci.gates.scenario import LatencyScenario, LoadScenario
 from sync_ci.gates.thresholds import resolve
+from sync_ci.gates.verdict import evaluate_phase
 from tests.gates.conftest import TINY_SECRET, TinyWorker
 from tests.gates.test_load_engine import PUSHES
 from tests.gates.verdicts import assert_speed_rows_honest, behaviour_verdicts
@@ -107,7 +111,7 @@ def test_unnamed_regions_are_unreachable_after_the_merge() -> None:
 
 def small_burst(
     url: str, scenario: LoadScenario, secret: str
-) -> tuple[list[load.PhaseOutcome], EngineOutcome]:
+) -> tuple[list[PhaseOutcome], EngineOutcome]:
     job = EngineJob(
         gate="load", base_url=url, timeout_s=REQUEST_TIMEOUT_S, scenario=scenario.to_json()
     )
@@ -147,8 +151,8 @@ def test_counts_match_the_builtin_engine_exactly(tiny_worker: TinyWorker) -> Non
         assert mine.planned == theirs.planned
         assert mine.ok + mine.status_5xx + mine.errors == mine.planned
         assert theirs.ok + theirs.status_5xx + theirs.errors == theirs.planned
-    mine_rows = load.evaluate_phase(phase, resolve())
-    theirs_rows = load.evaluate_phase(builtin, resolve())
+    mine_rows = evaluate_phase(phase, resolve())
+    theirs_rows = evaluate_phase(builtin, resolve())
     verdict = behaviour_verdicts(mine_rows)
     assert verdict == behaviour_verdicts(theirs_rows)
     assert verdict["load.burst.5xx"] == "fail" and verdict["load.burst.errors"] == "fail"

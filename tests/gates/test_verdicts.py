@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from sync_ci.gates.latency import evaluate_latency
-from sync_ci.gates.load import evaluate_phase
 from sync_ci.gates.thresholds import resolve
+from sync_ci.gates.verdict import evaluate_latency, evaluate_phase
 from sync_ci.report import make_report
 from tests.gates.test_evaluate import FIVE, burst, op, region
 from tests.gates.verdicts import assert_honest, behaviour_verdicts, judge
