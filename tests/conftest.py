@@ -31,6 +31,9 @@ from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.store_server import StoreKind, StoreProcess, start_store
 from sync_ci.store import Store, StoreEndpoint, open_store
 
+# The loopback-only rule: this autouse fixture fails a test that opens a socket off this machine.
+from tests.loopback_guard import loopback_only  # noqa: F401
+
 OPT_OUT = "unguarded_store"
 CI_ROOT = "snappy-os-ci/"
 PRODUCTION_ROOT = "snappy-os/"
