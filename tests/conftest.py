@@ -27,8 +27,8 @@ from sync_ci import guards
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import GuardViolation
 from sync_ci.sandbox.attach import attach
-from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
-from sync_ci.sandbox.store_server import StoreKind, StoreProcess, start_store
+from sync_ci.sandbox.launcher import Sandbox, start_sandbox, start_store, write_ready_file
+from sync_ci.sandbox.store_server import StoreKind, StoreProcess
 from sync_ci.store import Store, StoreEndpoint, open_store
 
 # The loopback-only rule: this autouse fixture fails a test that opens a socket off this machine.

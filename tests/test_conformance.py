@@ -43,7 +43,7 @@ from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableErr
 from sync_ci.report import Report, Result, exit_code, make_report
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
-from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import check_runtime
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_one, run_phases
 from sync_ci.smoke import open_run as open_smoke

@@ -24,7 +24,7 @@ from sync_ci.config import Settings, load_settings
 from sync_ci.report import Report
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
-from sync_ci.sandbox.worker_app import MUTANTS
+from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import Runtime
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_smoke
 from tests.conftest import STORE_KIND, sandbox_env_for

@@ -48,7 +48,7 @@ def field_settings(settings: Settings) -> Settings:
     if settings.target != "sandbox" or not settings.sandbox_file:
         return settings
     from sync_ci.sandbox.attach import settings_for
-    from sync_ci.sandbox.launcher import read_ready_file
+    from sync_ci.sandbox.ready_file import read_ready_file
 
     info = read_ready_file(Path(settings.sandbox_file))
     filled = settings_for(settings, info, f"sandbox {settings.sandbox_file}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sync_ci import contract
 from sync_ci.config import Region, Secrets, Settings, register_settings_secrets
 from sync_ci.errors import SettingsError, UnreachableError, UsageError, WorkerError
-from sync_ci.sandbox.launcher import STORE_REGION, SandboxInfo, read_ready_file
+from sync_ci.sandbox.ready_file import STORE_REGION, SandboxInfo, read_ready_file
 
 if TYPE_CHECKING:
     from sync_ci.worker import WorkerClient
@@ -138,8 +138,12 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
 
     from sync_ci.extras import require_extra
     from sync_ci.guards import is_full_ci_prefix
-    from sync_ci.sandbox.launcher import WORKER_COMMAND, WORKERD_READY_TIMEOUT_S, wait_for_worker
     from sync_ci.sandbox.processes import spawn, stop_process_group
+    from sync_ci.sandbox.worker_process import (
+        WORKER_COMMAND,
+        WORKERD_READY_TIMEOUT_S,
+        wait_for_worker,
+    )
     from sync_ci.sandbox.workerd import workerd_command, write_project_file
 
     prefix = settings.ci_prefix

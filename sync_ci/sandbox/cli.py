@@ -13,9 +13,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sync_ci.cli import parse_assignments
 from sync_ci.errors import ExitCode, UnreachableError, UsageError
-from sync_ci.sandbox.launcher import SandboxInfo
+from sync_ci.options import parse_assignments
+from sync_ci.sandbox.ready_file import SandboxInfo
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind
 from sync_ci.sandbox.workerd import RUNTIMES, Runtime, check_runtime
 
@@ -78,7 +78,7 @@ def refuse_running(ready_file: Path) -> None:
     """Refuse to overwrite the ready file of a sandbox that is still answering."""
     from sync_ci.errors import SyncCIError
     from sync_ci.sandbox.attach import check_alive
-    from sync_ci.sandbox.launcher import read_ready_file
+    from sync_ci.sandbox.ready_file import read_ready_file
 
     if not ready_file.exists():
         return
@@ -109,8 +109,8 @@ def run_sandbox(
         validate_faults,
         validate_kv_miss_ms,
         validate_mutant,
-        write_ready_file,
     )
+    from sync_ci.sandbox.ready_file import write_ready_file
 
     validate_faults(faults)
     validate_kv_miss_ms(kv_miss_ms)

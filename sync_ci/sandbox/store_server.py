@@ -1,4 +1,8 @@
-"""Start an S3-compatible store as a subprocess bound to 127.0.0.1 and read its port back."""
+"""A running object store (the process type every store kind returns) and moto, the default one.
+
+Both kinds listen on 127.0.0.1 and report their port; `seaweed` builds the strict store on
+`StoreProcess`, and `launcher.start_store` picks a kind.
+"""
 
 from __future__ import annotations
 
@@ -113,14 +117,3 @@ def _drain(process: subprocess.Popen[bytes]) -> threading.Thread:
     thread = threading.Thread(target=pump, daemon=True, name="store-stderr")
     thread.start()
     return thread
-
-
-def start_store(kind: StoreKind = "moto", *, data_dir: Path | None = None) -> StoreProcess:
-    """Start the named store kind on 127.0.0.1."""
-    if kind == "moto":
-        return start_moto()
-    if kind == "seaweedfs":
-        from sync_ci.sandbox.seaweed import start_seaweedfs
-
-        return start_seaweedfs(data_dir=data_dir)
-    raise SettingsError(f"unknown store {kind!r}; use one of: {', '.join(STORE_KINDS)}")

@@ -24,12 +24,19 @@ from sync_ci.config import validate_root
 from sync_ci.errors import ExitCode, SettingsError, SyncCIError, UsageError
 from sync_ci.files import write_private
 from sync_ci.guards import validate_key
+from sync_ci.sandbox.faults import parse_fault_assignments
+from sync_ci.sandbox.mutants import check_mutant
+from sync_ci.sandbox.worker_config import (
+    CATALOG_TTL_S,
+    DEFAULT_COLOS,
+    MAX_CATALOG_TTL_S,
+    RegionSpec,
+    WorkerConfig,
+)
 
 if TYPE_CHECKING:
-    from sync_ci.sandbox.worker_app import RegionSpec, WorkerConfig
     from sync_ci.store import Store, StoreEndpoint
 
-DEFAULT_REGIONS = ("SJC", "IAD", "FRA", "SIN", "GRU")
 DEFAULT_MISS_MS: Mapping[str, float] = {"SJC": 30, "IAD": 40, "FRA": 60, "SIN": 90, "GRU": 120}
 FALLBACK_MISS_MS = 50.0
 MAX_MISS_MS = 60_000.0
@@ -81,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--regions",
-        default=",".join(DEFAULT_REGIONS),
+        default=",".join(DEFAULT_COLOS),
         help="comma-separated colo codes, one listener each",
     )
     parser.add_argument(
@@ -135,12 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_mutant(name: str, loopback: bool) -> str:
     """Validate a --mutant name against the catalogue; refuse it off loopback."""
-    from sync_ci.sandbox.worker_app import MUTANTS
-
-    if not name:
+    if not check_mutant(name):
         return ""
-    if name not in MUTANTS:
-        raise UsageError(f"--mutant {name!r} is not one of: {', '.join(sorted(MUTANTS))}")
     if not loopback:
         raise UsageError("--mutant runs only on a loopback listener")
     return name
@@ -148,8 +151,6 @@ def parse_mutant(name: str, loopback: bool) -> str:
 
 def parse_catalog_ttl(value: float | None) -> float:
     """Validate --catalog-ttl-s (0..60, the contract's freshness bound)."""
-    from sync_ci.sandbox.worker_app import CATALOG_TTL_S, MAX_CATALOG_TTL_S
-
     if value is None:
         return CATALOG_TTL_S
     if not 0.0 <= value <= MAX_CATALOG_TTL_S:
@@ -201,8 +202,6 @@ def _check_prefix(flag: str, value: str) -> str:
 
 def parse_options(argv: Sequence[str] | None) -> WorkerOptions:
     """Parse and validate the command line."""
-    from sync_ci.sandbox.worker_app import parse_fault_assignments
-
     args = build_parser().parse_args(argv)
     host = str(args.host)
     try:
@@ -284,8 +283,6 @@ def check_bucket(store: Store, root: str) -> None:
 
 def build_config(options: WorkerOptions, tenant_secret: str, admin_token: str) -> WorkerConfig:
     """Turn options and secrets into the app's configuration."""
-    from sync_ci.sandbox.worker_app import RegionSpec, WorkerConfig
-
     regions: tuple[RegionSpec, ...] = tuple(
         RegionSpec(colo=colo, miss_ms=options.miss_ms[colo]) for colo in options.colos
     )
@@ -313,7 +310,8 @@ async def serve(
     from aiohttp import web
 
     from sync_ci.guards import WritePolicy
-    from sync_ci.sandbox.worker_app import WorkerState, build_region_app
+    from sync_ci.sandbox.worker_app import build_region_app
+    from sync_ci.sandbox.worker_http import WorkerState
     from sync_ci.store import open_store
 
     loop = asyncio.get_running_loop()

@@ -21,15 +21,11 @@ from sync_ci import contract, guards
 from sync_ci.cli import main
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
-from sync_ci.sandbox import launcher, processes
+from sync_ci.sandbox import launcher, processes, worker_process
 from sync_ci.sandbox.attach import attach, clear_faults, get_faults, set_faults
-from sync_ci.sandbox.launcher import (
-    Sandbox,
-    SandboxInfo,
-    read_ready_file,
-    start_sandbox,
-    write_ready_file,
-)
+from sync_ci.sandbox.launcher import Sandbox, start_sandbox
+from sync_ci.sandbox.mutants import MUTANTS
+from sync_ci.sandbox.ready_file import SandboxInfo, read_ready_file, write_ready_file
 from sync_ci.sandbox.seed import UNICODE_NAME, seed_files
 from sync_ci.store import StoreEndpoint, open_store
 from sync_ci.worker import WorkerClient, WorkerTarget
@@ -361,7 +357,7 @@ def test_a_worker_that_dies_at_start_reports_its_last_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     script = "import sys; print('starting', flush=True); sys.stderr.write('boom: no bucket\\n'); sys.exit(4)"
-    monkeypatch.setattr(launcher, "WORKER_COMMAND", (sys.executable, "-c", script))
+    monkeypatch.setattr(worker_process, "WORKER_COMMAND", (sys.executable, "-c", script))
     before = _children(os.getpid())
     with pytest.raises(UnreachableError, match=r"exited with code 4 .*: boom: no bucket$"):
         start_sandbox(workdir=tmp_path / "work")
@@ -382,6 +378,55 @@ def test_bad_fault_syntax_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[s
         lines = captured.err.splitlines()
         assert len(lines) == 1, (argv, lines)
         assert lines[0].startswith("sync-ci: error: "), (argv, lines)
+
+
+_CHECK_WITHOUT_AIOHTTP = """
+import sys
+from sync_ci.errors import UsageError
+from sync_ci.sandbox import launcher, worker_main
+launcher.validate_faults({"5xx_rate": "0.5", "kv_miss_ms.SJC": "10"})
+launcher.validate_mutant("no-413")
+worker_main.parse_options(["--ready-file", "r.json", "--fault", "latency_ms=5", "--mutant", "no-413"])
+for bad in ({"bogus": "1"}, {"5xx_rate": "2"}):
+    try:
+        launcher.validate_faults(bad)
+    except UsageError:
+        continue
+    raise SystemExit(f"{bad} was accepted")
+print(sorted(name for name in sys.modules if name.partition(".")[0] == "aiohttp"))
+"""
+
+
+def test_faults_and_mutants_are_checked_without_importing_aiohttp(tmp_path: Path) -> None:
+    """The launcher, the Worker's options and `sync-ci sandbox` refuse bad input before aiohttp."""
+    checked = subprocess.run(
+        [sys.executable, "-c", _CHECK_WITHOUT_AIOHTTP],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "[]"
+    # The command as a user runs it: the fault is parsed, the mutant refused, exit 2, no aiohttp.
+    argv = ["sandbox", "--ready-file", str(tmp_path / "r.json"), "--fault", "5xx_rate=0.1"]
+    command = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sync_ci", *argv, "--mutant", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        check=False,
+    )
+    errors = [line for line in command.stderr.splitlines() if not line.startswith("import time:")]
+    assert command.returncode == 2, command.stderr
+    assert errors == [
+        f"sync-ci: error: --mutant 'nope' is not one of: {', '.join(sorted(MUTANTS))}"
+    ]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in command.stderr.splitlines()]
+    assert "sync_ci.sandbox.faults" in imported
+    assert not [name for name in imported if name.partition(".")[0] == "aiohttp"]
 
 
 def test_sandbox_refuses_the_ready_file_of_a_running_sandbox(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sync_ci.errors import UnreachableError
-from sync_ci.sandbox import launcher
+from sync_ci.sandbox import launcher, worker_process
 from sync_ci.sandbox.processes import spawn, start_ticks, stop_process_group
 from sync_ci.worker import WorkerClient, WorkerTarget
 from tests.sandbox.test_launcher import _children
@@ -43,7 +43,7 @@ def test_an_early_worker_that_dies_reports_its_exit_code_and_last_line(
         "import sys; sys.stdin.readline(); print('importing', flush=True); "
         "sys.stderr.write('boom: the store refused\\n'); sys.exit(4)"
     )
-    monkeypatch.setattr(launcher, "PRELOADED_WORKER_COMMAND", (sys.executable, "-c", script))
+    monkeypatch.setattr(worker_process, "PRELOADED_WORKER_COMMAND", (sys.executable, "-c", script))
     before = _children(os.getpid())
     with pytest.raises(UnreachableError, match=r"exited with code 4 .*: boom: the store refused$"):
         launcher.start_sandbox(workdir=tmp_path / "work")
@@ -72,7 +72,7 @@ def test_waiting_on_the_notify_pipe_returns_once_the_ready_file_is_written(tmp_p
     os.close(told)
     log.close()
     try:
-        found = launcher.wait_for_worker(child, ready, log_path, HANG_S, notify=notify)
+        found = worker_process.wait_for_worker(child, ready, log_path, HANG_S, notify=notify)
         assert found == document
         assert child.poll() is None
     finally:
@@ -94,7 +94,7 @@ def test_waiting_on_the_notify_pipe_sees_a_death_at_once(tmp_path: Path) -> None
     try:
         # The EOF ends the wait: a timeout would say "not ready within", not the exit code.
         with pytest.raises(UnreachableError, match=r"exited with code 5 .*: bye: no store$"):
-            launcher.wait_for_worker(
+            worker_process.wait_for_worker(
                 child, tmp_path / "never.json", tmp_path / "log", HANG_S, notify=notify
             )
     finally:

@@ -14,9 +14,11 @@ import requests
 
 from sync_ci import contract
 from sync_ci.errors import UsageError
-from sync_ci.sandbox.launcher import validate_mutant, worker_arguments
-from sync_ci.sandbox.worker_app import CATALOG_TTL_S, MUTANTS
+from sync_ci.sandbox.launcher import validate_mutant
+from sync_ci.sandbox.mutants import MUTANTS
+from sync_ci.sandbox.worker_config import CATALOG_TTL_S
 from sync_ci.sandbox.worker_main import parse_options
+from sync_ci.sandbox.worker_process import worker_arguments
 from sync_ci.store import Store
 from tests.sandbox.conftest import RefWorker
 from tests.sandbox.test_worker_http import TIMEOUT, alert_body, get, post

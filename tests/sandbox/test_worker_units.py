@@ -11,25 +11,19 @@ import pytest
 
 from sync_ci.errors import ContractError, UsageError
 from sync_ci.sandbox import kv as kv_module
+from sync_ci.sandbox.faults import apply_fault_update, parse_fault_assignments, parse_fault_value
 from sync_ci.sandbox.kv import KVRead, RegionKV, miss_delay_ms
-from sync_ci.sandbox.worker_app import (
+from sync_ci.sandbox.status_book import (
     SILENT_AFTER_S,
-    ApiError,
     CheckStats,
-    RegionSpec,
-    Timing,
     TokenBucket,
-    WorkerConfig,
-    apply_fault_update,
     iso_time,
     parse_alert_rows,
-    parse_fault_assignments,
-    parse_fault_value,
     render_status_html,
-    select_root,
-    server_timing,
     summarize_status,
 )
+from sync_ci.sandbox.worker_config import RegionSpec, WorkerConfig
+from sync_ci.sandbox.worker_http import ApiError, Timing, select_root, server_timing
 from sync_ci.sandbox.worker_main import parse_colos, parse_miss_ms, parse_options, write_ready_file
 
 COLOS = ("SJC", "IAD")

@@ -27,9 +27,9 @@ from sync_ci import contract
 from sync_ci.errors import SettingsError
 from sync_ci.sandbox import workerd
 from sync_ci.sandbox.launcher import StoreInfo, start_worker
+from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.processes import stop_process_group
 from sync_ci.sandbox.store_server import StoreProcess
-from sync_ci.sandbox.worker_app import MUTANTS
 from sync_ci.store import Store, StoreEndpoint
 from tests.conftest import STORE_KIND, sandbox_env_for
 from tests.sandbox.conftest import RefWorker

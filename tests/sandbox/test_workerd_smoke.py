@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sync_ci.ci_loop import run_pass
-from sync_ci.sandbox.worker_app import MUTANTS, SLOW_ROUTE_S
+from sync_ci.sandbox.mutants import MUTANTS, SLOW_ROUTE_S
 from sync_ci.smoke import WRITE_PHASES, run_smoke
 from tests.conftest import sandbox_env_for
 from tests.sandbox.test_workerd import _workerd_missing

@@ -1,6 +1,6 @@
 // The names of the contract mutants this Worker can commit (sandbox only, loopback only).
 // The catalogue, and the suite row that catches each, is docs/mutants.md; a test keeps this list
-// equal to the Python reference Worker's (sync_ci/sandbox/worker_app.py MUTANTS).
+// equal to the Python reference Worker's (sync_ci/sandbox/mutants.py MUTANTS).
 
 export const MUTANTS = [
   "alert-controls",
