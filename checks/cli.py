@@ -188,11 +188,10 @@ def _write_files(report: reports.Report, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `python -m checks` arguments and run the lint."""
-    from sync_ci.cli import run_handler
+    from sync_ci.options import Parser
+    from sync_ci.running import run_handler
 
-    parser = argparse.ArgumentParser(
-        prog="python -m checks", description="Run the section-A lint catalogue."
-    )
+    parser = Parser(prog="python -m checks", description="Run the section-A lint catalogue.")
     configure(parser)
     args = parser.parse_args(argv)
     return run_handler(command, args)

@@ -406,11 +406,10 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the static checks."""
-    from sync_ci.cli import run_handler
+    from sync_ci.options import Parser
+    from sync_ci.running import run_handler
 
-    parser = argparse.ArgumentParser(
-        prog="python -m checks.static", description=__doc__.splitlines()[0]
-    )
+    parser = Parser(prog="python -m checks.static", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="repository root (default: .)")
     parser.add_argument(
         "--select", default="", help=f"comma-separated subset of: {', '.join(CHECK_IDS)}"

@@ -211,7 +211,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci ci-loop`."""
-    from sync_ci.cli import add_common, number
+    from sync_ci.options import add_common, number
 
     parser = sub.add_parser(
         "ci-loop",

@@ -1060,7 +1060,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci conformance`."""
-    from sync_ci.cli import add_common, number
+    from sync_ci.options import add_common, number
 
     parser = sub.add_parser(
         "conformance",

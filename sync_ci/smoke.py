@@ -983,7 +983,7 @@ def command(
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
     from sync_ci import progress
-    from sync_ci.cli import parse_assignments
+    from sync_ci.options import parse_assignments
     from sync_ci.report import emit
     from sync_ci.sandbox.attach import attach
 
@@ -1017,7 +1017,7 @@ def _result_args(doc: dict[str, Any]) -> dict[str, Any]:
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci smoke`."""
-    from sync_ci.cli import add_common, number
+    from sync_ci.options import add_common, number
 
     parser = sub.add_parser(
         "smoke",

@@ -383,7 +383,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `verify`."""
-    from sync_ci.cli import add_common
+    from sync_ci.options import add_common
 
     parser = sub.add_parser(
         "verify",

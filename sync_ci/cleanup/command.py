@@ -120,7 +120,7 @@ def command(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci cleanup`."""
-    from sync_ci.cli import add_common
+    from sync_ci.options import add_common
 
     parser = sub.add_parser(
         "cleanup",

@@ -1,0 +1,103 @@
+"""What every subcommand's arguments share: the parser class, number ranges, the common options.
+
+The subcommand modules build their parsers from these; `sync_ci.cli` (the top floor) only
+gathers them, so no module below it imports `sync_ci.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from sync_ci.errors import ExitCode
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit 2, like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `sync-ci: error: ...` naming the command and how to get its help, then exit 2."""
+        from sync_ci.redaction import clean
+
+        text = clean(message, keep_newlines=False)
+        self.exit(int(ExitCode.USAGE), f"sync-ci: error: {text} (see `{self.prog} --help`)\n")
+
+
+def number(
+    kind: type[int] | type[float],
+    *,
+    minimum: float,
+    maximum: float,
+    above: bool = False,
+    unit: str = "",
+    why: str = "",
+) -> Callable[[str], float]:
+    """Return an argparse `type=` that accepts a finite number of `kind` in the given range.
+
+    `above` makes the lower end exclusive (a budget or a timeout must be more than 0). The message
+    names the accepted range, which argparse prefixes with the option's name, and `why` if given.
+    """
+    what = "a whole number" if kind is int else "a number"
+    span = (
+        f"more than {_plain(minimum)} and at most {_plain(maximum)}"
+        if above
+        else f"from {_plain(minimum)} to {_plain(maximum)}"
+    )
+    accepted = f"{what} {span}{' ' + unit if unit else ''}{f' ({why})' if why else ''}"
+
+    def parse(text: str) -> float:
+        try:
+            value: float = kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
+        too_low = value <= minimum if above else value < minimum
+        if not math.isfinite(value) or too_low or value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: want {accepted}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some of its own messages
+    return parse
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+TARGETS = ("sandbox", "ci", "live")
+
+
+def add_common(parser: argparse.ArgumentParser, *, targets: Sequence[str] = TARGETS) -> None:
+    """Add the options every suite shares; `targets` are the ones this suite can run against."""
+    parser.add_argument(
+        "--target",
+        choices=tuple(targets),
+        help="what to run against (default: settings, else sandbox)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings file (default: SYNC_CI_CONFIG, ./sync-ci.toml, user config dir)",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", dest="json_path", help="also write the result document as JSON"
+    )
+    parser.add_argument(
+        "--junit", metavar="PATH", dest="junit_path", help="also write a JUnit XML report"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
+    """Parse repeated `KEY=VALUE` options; a bad one is a usage error naming the flag."""
+    from sync_ci.errors import UsageError
+
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} 5xx_rate=0.1)")
+        parsed[key.strip()] = value.strip()
+    return parsed
