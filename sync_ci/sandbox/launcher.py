@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sync_ci.clock import utc_stamp
 from sync_ci.errors import SettingsError, UsageError
 from sync_ci.extras import require_extra
 from sync_ci.sandbox import worker_process
@@ -137,10 +138,6 @@ class Sandbox:
                     release_workdir(self.workdir)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def start_sandbox(
     *,
     store: StoreKind = "moto",
@@ -251,7 +248,7 @@ def start_sandbox(
             tenant_id=TENANT_ID,
             tenant_secret=tenant_secret,
             admin_token=admin_token,
-            started_at=_now_iso(),
+            started_at=utc_stamp(datetime.now(UTC)),
             owner_pid=os.getpid(),
             owner_started=start_ticks(os.getpid()),
         )

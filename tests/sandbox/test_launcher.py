@@ -13,12 +13,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from sync_ci import contract, guards
 from sync_ci.cli import main
+from sync_ci.clock import parse_utc_stamp
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
 from sync_ci.sandbox import launcher, processes, worker_process
@@ -200,6 +202,7 @@ def test_ready_file_is_private_complete_and_round_trips(sandbox: Sandbox, tmp_pa
     assert len({r["url"] for r in worker["regions"]}) == 5
     assert (document["live_root"], document["ci_root"]) == ("snappy-os/", "snappy-os-ci/")
     assert document["tenant_id"] == "sandbox-tenant"
+    assert parse_utc_stamp(document["started_at"]) <= datetime.now(UTC)
     assert len(document["admin_token"]) == 64
     assert len(document["tenant_secret"]) == 64
     assert document["owner"] == {
