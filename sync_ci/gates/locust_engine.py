@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sync_ci.config import Settings
     from sync_ci.gates.http import HttpPolicy
     from sync_ci.gates.load import LoadJob, ProgressFn
-    from sync_ci.gates.options import LocustMode
+    from sync_ci.gates.options import LocustMode, WorkerOptions
     from sync_ci.gates.outcome import PhaseOutcome, RegionOutcome
     from sync_ci.gates.scenario import LatencyScenario
 
@@ -374,15 +374,15 @@ class LocustEngine:
         return combine_latency(outcome, regions, scenario.samples), engine_facts(outcome)
 
 
-def worker_secret(args: argparse.Namespace, gate: str) -> tuple[str, HttpPolicy]:
+def worker_secret(worker: WorkerOptions) -> tuple[str, HttpPolicy]:
     """Return this machine's tenant secret and target policy for a worker (never the master's)."""
     from sync_ci.config import load_settings
     from sync_ci.gates.http import policy_for, read_only_policy
     from sync_ci.sandbox.attach import attach
 
-    if gate != "load":
+    if worker.gate != "load":
         return "", read_only_policy()
-    settings = load_settings(config=args.config, target=args.target)
+    settings = load_settings(config=worker.config, target=worker.target)
     secret = settings.secrets.tenant_secret
     if settings.target == "sandbox" and settings.sandbox_file:
         with attach(settings) as attached:
@@ -400,31 +400,24 @@ def worker_secret(args: argparse.Namespace, gate: str) -> tuple[str, HttpPolicy]
 WORKER_MAX_RUN_S = 1800.0
 
 
-def worker_command(args: argparse.Namespace, gate: str) -> int:
+def worker_command(worker: WorkerOptions) -> int:
     """`sync-ci gate load|latency --engine locust --worker`: run one worker until the master quits."""
-    secret, policy = worker_secret(args, gate)
+    secret, policy = worker_secret(worker)
     command = _module_command(
         "worker",
-        *(
-            "--gate",
-            gate,
-            "--master-host",
-            args.master_host,
-            "--master-port",
-            str(args.master_port),
-        ),
-        *("--region", args.region, "--connect-wait", str(args.expect_workers_max_wait)),
-        *("--max-run", str(WORKER_MAX_RUN_S)),
+        *("--gate", worker.gate, "--master-host", worker.master_host),
+        *("--master-port", str(worker.master_port), "--region", worker.region),
+        *("--connect-wait", str(worker.connect_wait_s), "--max-run", str(WORKER_MAX_RUN_S)),
         *_policy_options(policy),
-        *(["--debug"] if args.debug else []),
-        *(["--quiet"] if args.quiet else []),
+        *(["--debug"] if worker.debug else []),
+        *(["--quiet"] if worker.quiet else []),
     )
     try:
         done = subprocess.run(
             command,
             stdin=subprocess.DEVNULL,
             env=_child_env(secret),
-            timeout=args.expect_workers_max_wait + WORKER_MAX_RUN_S + 30,
+            timeout=worker.connect_wait_s + WORKER_MAX_RUN_S + 30,
             check=False,
         )
     except subprocess.TimeoutExpired:

@@ -50,6 +50,21 @@ class LocustMode:
     expect_wait_s: float = DEFAULT_EXPECT_WAIT_S
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """One Locust worker: the gate it runs, its own settings, and where its master is."""
+
+    gate: str
+    config: str | None
+    target: str | None
+    master_host: str
+    master_port: int = DEFAULT_MASTER_PORT
+    region: str = ""
+    connect_wait_s: float = DEFAULT_EXPECT_WAIT_S
+    debug: bool = False
+    quiet: bool = False
+
+
 def check_timeout(timeout_s: float) -> float:
     """Refuse a per-request bound outside (0, 600] seconds."""
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
@@ -143,9 +158,24 @@ def locust_mode(args: argparse.Namespace) -> LocustMode:
     )
 
 
+def worker_options(args: argparse.Namespace, gate: str) -> WorkerOptions:
+    """Return the worker the `--engine locust --worker` flags describe."""
+    return WorkerOptions(
+        gate=gate,
+        config=args.config,
+        target=args.target,
+        master_host=args.master_host,
+        master_port=args.master_port,
+        region=args.region,
+        connect_wait_s=args.expect_workers_max_wait,
+        debug=bool(args.debug),
+        quiet=bool(getattr(args, "quiet", False)),
+    )
+
+
 def add_engine_options(parser: argparse.ArgumentParser, *, processes: bool = False) -> None:
     """Add --engine and the Locust master/worker flags (and --processes, if asked) to a parser."""
-    from sync_ci.options import number
+    from sync_ci.cli import number
 
     group = parser.add_argument_group("engine (Locust: master and workers run the same scenario)")
     if processes:
