@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from sync_ci.alerts.delivery import field_settings, send_alert
+from sync_ci.alerts.model import check_name
 from sync_ci.alerts.spool import Spool
 from sync_ci.errors import ExitCode, SyncCIError
 
@@ -17,6 +18,7 @@ def command(
     """Send one alert; 0 when it reached the Worker, 1 when it waits in the spool."""
     from sync_ci.config import load_settings
 
+    check = check_name(check)  # a name no Worker could take is a usage error, before anything
     settings = field_settings(load_settings(config=config, check_remote=False))
     result = send_alert(settings, check, message)
     spool_dir = Spool(settings.state_dir).dir
@@ -51,7 +53,8 @@ def add_parser(sub: Any) -> None:
         help="POST an alert to the Worker (spooled if it cannot go now)",
         description="POST /_alert for a failing check, as this tenant. An alert that cannot go "
         "now waits in the spool and is sent by the next alert or doctor run; a repeat of the "
-        "same alert is stored once. Exit 0 delivered, 1 not delivered (spooled).",
+        "same alert is stored once. Exit 0 delivered, 1 not delivered (spooled), 2 a check name "
+        "no Worker would take (nothing is spooled).",
     )
     parser.add_argument("check", help="name of the failing check, e.g. doctor-failed")
     parser.add_argument("--message", default="", help="one line saying what failed")

@@ -71,6 +71,16 @@ def make_key(tenant: str, check: str, now: datetime, nonce: str) -> str:
     return f"{tenant or 'tenant'}.{slug}.{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.{nonce}"[:128]
 
 
+def check_name(check: str) -> str:
+    """Return an alert's check name as sent, or raise UsageError naming what is wrong with it."""
+    if not check.strip() or len(check) > 100 or first_control(check) is not None:
+        raise UsageError(
+            f"alert check name \"{escape_controls(check)}\" must be 1-100 characters with no "
+            "control characters (e.g. doctor-failed)"
+        )
+    return check.strip()
+
+
 def new_alert(
     check: str,
     message: str,
@@ -83,14 +93,9 @@ def new_alert(
     rows: Sequence[Mapping[str, Any]] = (),
 ) -> Alert:
     """Build an alert; the key is fixed here, once, so every retry and re-delivery reuses it."""
-    if not check.strip() or len(check) > 100 or first_control(check) is not None:
-        raise UsageError(
-            f"alert check name {escape_controls(check)!r} must be 1-100 characters with no "
-            "control characters (e.g. doctor-failed)"
-        )
     return fit_alert(
         Alert(
-            check=check.strip(),
+            check=check_name(check),
             message=_one_line(message) or f"{check} failed",
             host=_one_line(host)[:100] or "unknown-host",
             version=version,

@@ -9,7 +9,8 @@
 # Each step can be replaced through the environment (e.g. to install from a wheel file).
 set -u
 platform="${SYNC_CI_PLATFORM:-unknown}"
-install_cmd="${SYNC_CI_INSTALL_CMD:-python3 -m pip install --quiet ${SYNC_CI_INSTALL_SPEC:-.}}"
+# The read-only smoke defaults to the embedded sandbox, which needs the `sandbox` extra.
+install_cmd="${SYNC_CI_INSTALL_CMD:-python3 -m pip install --quiet ${SYNC_CI_INSTALL_SPEC:-'.[sandbox]'}}"
 doctor_cmd="${SYNC_CI_DOCTOR_CMD:-sync-ci doctor}"
 smoke_cmd="${SYNC_CI_SMOKE_CMD:-sync-ci smoke --read-only}"
 rc=0

@@ -237,6 +237,19 @@ def test_cli_alert_exit_codes_and_no_traceback(field_env: dict[str, str], tmp_pa
     assert "2 sent" in again.stdout
 
 
+def test_cli_alert_refuses_a_check_name_no_worker_would_take(
+    field_env: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_cli(field_env, "alert", "bad\x1b[31mred")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        'sync-ci: error: alert check name "bad\\x1b[31mred" must be 1-100 characters with no '
+        "control characters (e.g. doctor-failed)"
+    ]
+    spool = Path(field_env["SYNC_CI_STATE_DIR"]) / "spool"
+    assert not spool.exists() or not any(spool.glob("*.json"))
+
+
 def test_cli_alert_with_unwritable_state_dir_still_delivers(
     field_env: dict[str, str], tmp_path: Path
 ) -> None:
