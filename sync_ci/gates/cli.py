@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sync_ci.cli import number, parse_assignments
 from sync_ci.config import Settings
 from sync_ci.errors import UnreachableError
 from sync_ci.gates import thresholds as threshold_table
@@ -32,6 +31,7 @@ from sync_ci.gates.options import (
     worker_options,
 )
 from sync_ci.gates.thresholds import MIN_COUNTS
+from sync_ci.options import number, parse_assignments
 from sync_ci.report import Report
 
 GATES = ("load", "latency", "platforms")
@@ -301,8 +301,8 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci gate load|latency|platforms|all|record-cast`."""
-    from sync_ci.cli import add_common
     from sync_ci.gates.options import add_engine_options
+    from sync_ci.options import add_common
 
     gate = sub.add_parser(
         "gate",

@@ -175,7 +175,7 @@ def worker_options(args: argparse.Namespace, gate: str) -> WorkerOptions:
 
 def add_engine_options(parser: argparse.ArgumentParser, *, processes: bool = False) -> None:
     """Add --engine and the Locust master/worker flags (and --processes, if asked) to a parser."""
-    from sync_ci.cli import number
+    from sync_ci.options import number
 
     group = parser.add_argument_group("engine (Locust: master and workers run the same scenario)")
     if processes:
