@@ -20,16 +20,9 @@ from locust.runners import MasterRunner
 
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
 from sync_ci.gates.locust_plan import (
-    ABORT,
     ARM_BOUND_S,
-    ARMED,
-    FAILED,
-    GO,
-    HELLO,
-    JOB,
-    READY,
-    RESULT,
     EngineJob,
+    Msg,
     deal,
     write_document,
 )
@@ -68,11 +61,11 @@ class Coordinator:
         self.results: dict[str, dict[str, Any]] = {}
         self.failures: list[tuple[str, dict[str, Any]]] = []
         for kind, handler in (
-            (HELLO, self._hello),
-            (READY, self._ready),
-            (ARMED, self._armed),
-            (RESULT, self._result),
-            (FAILED, self._failed),
+            (Msg.HELLO, self._hello),
+            (Msg.READY, self._ready),
+            (Msg.ARMED, self._armed),
+            (Msg.RESULT, self._result),
+            (Msg.FAILED, self._failed),
         ):
             runner.register_message(kind, handler)
         self.workers: list[str] = []
@@ -148,13 +141,13 @@ class Coordinator:
         users = shares[self.workers[0]].users
         for worker in self.workers:
             self.runner.send_message(
-                JOB, {"job": job.to_json(), **shares[worker].to_json()}, client_id=worker
+                Msg.JOB, {"job": job.to_json(), **shares[worker].to_json()}, client_id=worker
             )
         self._wait(lambda: all(w in self.ready for w in self.workers), ARM_BOUND_S, "planning")
         gevent.spawn(self.runner.start, users * parts, users * parts)
         self._wait(lambda: all(w in self.armed for w in self.workers), ARM_BOUND_S, "spawning")
         for worker in self.workers:
-            self.runner.send_message(GO, {}, client_id=worker)
+            self.runner.send_message(Msg.GO, {}, client_id=worker)
         self._wait(
             lambda: all(w in self.results for w in self.workers), job.run_bound_s(), "the run"
         )
@@ -179,7 +172,7 @@ class Coordinator:
     def abort(self, why: str) -> None:
         """Tell every connected worker why the run stopped."""
         for worker in list(self.runner.clients):
-            self.runner.send_message(ABORT, {"error": why}, client_id=worker)
+            self.runner.send_message(Msg.ABORT, {"error": why}, client_id=worker)
 
 
 def master_main(

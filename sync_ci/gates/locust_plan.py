@@ -20,15 +20,21 @@ from sync_ci.gates.scenario import LatencyScenario, LoadScenario
 GATES = ("load", "latency")
 DEFAULT_MASTER_PORT = 5557
 DEFAULT_EXPECT_WAIT_S = 60.0
-# Custom messages between master and workers (Locust's register_message / send_message).
-HELLO, JOB, READY, ARMED, GO = (
-    "sync_ci_hello",
-    "sync_ci_job",
-    "sync_ci_ready",
-    "sync_ci_armed",
-    "sync_ci_go",
-)
-RESULT, FAILED, ABORT = "sync_ci_result", "sync_ci_failed", "sync_ci_abort"
+
+
+class Msg:
+    """Custom messages between master and workers (Locust's register_message / send_message)."""
+
+    HELLO = "sync_ci_hello"
+    JOB = "sync_ci_job"
+    READY = "sync_ci_ready"
+    ARMED = "sync_ci_armed"
+    GO = "sync_ci_go"
+    RESULT = "sync_ci_result"
+    FAILED = "sync_ci_failed"
+    ABORT = "sync_ci_abort"
+
+
 # After the workers are connected: bound for every worker to plan, spawn its users and arm them.
 ARM_BOUND_S = 60.0
 # After the last answer is due: bound for the results to reach the master.

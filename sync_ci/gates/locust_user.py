@@ -37,16 +37,9 @@ from sync_ci.gates.load import (
     ensure_descriptors,
 )
 from sync_ci.gates.locust_plan import (
-    ABORT,
     ARM_BOUND_S,
-    ARMED,
-    FAILED,
-    GO,
-    HELLO,
-    JOB,
-    READY,
-    RESULT,
     EngineJob,
+    Msg,
     WorkerShare,
     latency_scenario,
     load_scenario,
@@ -194,9 +187,9 @@ class WorkerState:
     def attach(self, environment: Environment, runner: WorkerRunner) -> None:
         """Register our messages and the request listener."""
         self.environment, self.runner = environment, runner
-        runner.register_message(JOB, self.on_job, concurrent=True)
-        runner.register_message(GO, self.on_go)
-        runner.register_message(ABORT, self.on_abort)
+        runner.register_message(Msg.JOB, self.on_job, concurrent=True)
+        runner.register_message(Msg.GO, self.on_go)
+        runner.register_message(Msg.ABORT, self.on_abort)
         environment.events.request.add_listener(self.on_request)  # type: ignore[no-untyped-call]
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
@@ -214,12 +207,12 @@ class WorkerState:
             )
         except SyncCIError as exc:
             self.refused = (str(exc), int(exc.exit_code))
-            self.send(FAILED, {"error": str(exc), "exit": int(exc.exit_code)})
+            self.send(Msg.FAILED, {"error": str(exc), "exit": int(exc.exit_code)})
             return
         except Exception as exc:  # reported to the master, which turns it into one error line
-            self.send(FAILED, {"error": f"{type(exc).__name__}: {exc}", "exit": 3})
+            self.send(Msg.FAILED, {"error": f"{type(exc).__name__}: {exc}", "exit": 3})
             return
-        self.send(READY, {"planned": planned})
+        self.send(Msg.READY, {"planned": planned})
 
     def on_go(self, environment: Environment, msg: Message, **_kw: Any) -> None:
         """Open the gate: every armed user fires its first request now."""
@@ -312,7 +305,7 @@ class WorkerState:
         target = self.runner.target_user_count
         if not self.armed_sent and target and self.armed >= target:
             self.armed_sent = True
-            self.send(ARMED, {"users": self.armed})
+            self.send(Msg.ARMED, {"users": self.armed})
 
     def serve(self, user: FastHttpUser) -> None:
         """One user's life: wait at the gate, then take requests from the worker's share until none remain."""
@@ -482,7 +475,7 @@ class WorkerState:
         if self.result_sent:
             return
         self.result_sent = True
-        self.send(RESULT, {"samples": self.samples, "result": result})
+        self.send(Msg.RESULT, {"samples": self.samples, "result": result})
 
 
 def worker_main(
@@ -515,7 +508,7 @@ def worker_main(
         return int(ExitCode.UNMEASURED)
     state.attach(environment, runner)
     runner.send_message(
-        HELLO,
+        Msg.HELLO,
         {"gate": gate, "region": region, "host": socket.gethostname(), "pid": os.getpid()},
     )
     runner.greenlet.join(timeout=max_run_s)
