@@ -33,7 +33,6 @@ SPEC_PATH = Path(__file__).resolve().parents[1] / "docs" / "contract.openapi.yam
 DEFAULT_MAX_EXAMPLES = 25
 DEFAULT_BUDGET_S = 300.0
 CONFORMANCE_TENANT = "conformance"
-TENANT_HEADER = "x-sync-tenant"
 # The Schemathesis checks that judge one answer against the document (named as Schemathesis does).
 SCHEMA_CHECKS = (
     "not_a_server_error",
@@ -183,8 +182,7 @@ def request_headers(
         if root:
             headers[contract.ROOT_HEADER] = root
     if secured == "tenant" and credentials.tenant_token:
-        headers[TENANT_HEADER] = credentials.tenant_id
-        headers["authorization"] = f"Bearer {credentials.tenant_token}"
+        headers.update(contract.tenant_headers(credentials.tenant_id, credentials.tenant_token))
     elif secured == "admin" and credentials.admin_token:
         headers["authorization"] = f"Bearer {credentials.admin_token}"
     return headers
@@ -213,7 +211,7 @@ def wrong_credentials(secured: str, credentials: Credentials) -> list[tuple[str,
             ("no credentials", {}),
             (
                 "a wrong token for a valid tenant",
-                {TENANT_HEADER: credentials.tenant_id, "authorization": f"Bearer {wrong}"},
+                contract.tenant_headers(credentials.tenant_id, wrong),
             ),
         ]
     return [("no credentials", {}), ("a wrong admin token", {"authorization": f"Bearer {wrong}"})]
@@ -407,7 +405,7 @@ def probe_auth(run: Run, case: Any, response: Any, base_url: str, secured: str, 
         headers = {
             k: v
             for k, v in (case.headers or {}).items()
-            if k.lower() not in ("authorization", TENANT_HEADER)
+            if k.lower() not in ("authorization", contract.TENANT_HEADER)
         }
         probe = case.derive(headers={**headers, **credentials})
         expect_refusal(

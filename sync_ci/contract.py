@@ -21,6 +21,7 @@ TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 CF_RAY_RE = re.compile(r"^[0-9a-f]{16}-([A-Z]{3})$")
 ALERT_FIELDS = ("check", "message", "host", "version", "ts", "idempotency_key")
 ROOT_HEADER = "x-sync-ci-root"
+TENANT_HEADER = "x-sync-tenant"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +57,11 @@ def sha256_hex(data: bytes) -> str:
 def tenant_token(tenant_secret: str, tenant_id: str) -> str:
     """Return hex(HMAC-SHA256(tenant_secret, tenant_id))."""
     return hmac.new(tenant_secret.encode(), tenant_id.encode(), hashlib.sha256).hexdigest()
+
+
+def tenant_headers(tenant_id: str, token: str) -> dict[str, str]:
+    """Return the headers that prove a tenant: its id and its bearer token."""
+    return {TENANT_HEADER: tenant_id, "authorization": f"Bearer {token}"}
 
 
 def token_matches(tenant_secret: str, tenant_id: str, token: str) -> bool:

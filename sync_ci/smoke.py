@@ -20,6 +20,7 @@ from sync_ci.config import Region, Settings, load_settings
 from sync_ci.conformance import SMOKE_BUDGET_S
 from sync_ci.contract import (
     PUSH_LIMIT_BYTES,
+    TENANT_HEADER,
     Catalog,
     build_catalog,
     catalog_key,
@@ -32,6 +33,7 @@ from sync_ci.contract import (
     tenant_state_key,
     tenant_token,
 )
+from sync_ci.contract import tenant_headers as contract_tenant_headers
 from sync_ci.errors import (
     ContractError,
     GuardViolation,
@@ -446,7 +448,7 @@ def phase_reject_cross_tenant(run: SmokeRun) -> str:
     fixture = json.dumps({"tenant": peer, "sha": run.settings.sha, "owner": "peer"}).encode()
     run.store.put(tenant_state_key(run.root, peer), fixture, "application/json")
     body = json.dumps({"tenant": peer, "probe": "cross-tenant"}).encode()
-    as_peer = {**tenant_headers(run), "x-sync-tenant": peer}
+    as_peer = {**tenant_headers(run), TENANT_HEADER: peer}
     first = refused(
         run.worker.post("/_push", data=body, headers=as_peer, retry=False),
         401,
@@ -661,7 +663,7 @@ def tenant_headers(run: SmokeRun) -> dict[str, str]:
         raise Skipped(
             "no tenant secret or token (SYNC_CI_TENANT_SECRET): push and alert not checked"
         )
-    return {"x-sync-tenant": run.tenant_id, "authorization": f"Bearer {run.tenant_token}"}
+    return contract_tenant_headers(run.tenant_id, run.tenant_token)
 
 
 def fetch_object(run: SmokeRun, digest: str) -> bytes:

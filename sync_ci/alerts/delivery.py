@@ -58,7 +58,7 @@ def field_settings(settings: Settings) -> Settings:
 
 def tenant_headers(settings: Settings) -> dict[str, str]:
     """Return the tenant auth headers, or raise when the credentials are missing."""
-    from sync_ci.contract import tenant_token
+    from sync_ci.contract import tenant_headers, tenant_token
 
     if not settings.tenant_id:
         raise UsageError("no tenant id: set [tenant] id in sync-ci.toml or SYNC_CI_TENANT_ID")
@@ -71,7 +71,7 @@ def tenant_headers(settings: Settings) -> dict[str, str]:
         raise UsageError(
             "no tenant token: set SYNC_CI_TENANT_TOKEN in the environment or SYNC_CI_SECRETS_FILE"
         )
-    return {"x-sync-tenant": settings.tenant_id, "authorization": f"Bearer {token}"}
+    return tenant_headers(settings.tenant_id, token)
 
 
 def tenant_poster(settings: Settings, path: str = "/_alert") -> Callable[[Any, float], Answer]:

@@ -12,7 +12,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync_ci.contract import parse_catalog, tenant_state_key, tenant_token
+from sync_ci.contract import (
+    TENANT_HEADER,
+    parse_catalog,
+    tenant_headers,
+    tenant_state_key,
+    tenant_token,
+)
 from sync_ci.errors import ContractError, UsageError
 
 INSTALL = "install"
@@ -21,7 +27,6 @@ OPERATIONS = (INSTALL, PUSH)
 INSTALL_PATH = "/install"
 PUSH_PATH = "/_push"
 PROBE_PATH = "/_probe/kv/"
-TENANT_HEADER = "x-sync-tenant"
 EXPECTED_STATUS = {INSTALL: 200, PUSH: 201}
 # One answer in this many is checked in full (every catalog entry); the rest by shape only.
 FULL_CHECK_EVERY = 100
@@ -103,8 +108,7 @@ def push_request(tenant_id: str, tenant_secret: str, size: int, nonce: str) -> P
         method="POST",
         path=PUSH_PATH,
         headers={
-            TENANT_HEADER: tenant_id,
-            "authorization": f"Bearer {tenant_token(tenant_secret, tenant_id)}",
+            **tenant_headers(tenant_id, tenant_token(tenant_secret, tenant_id)),
             "content-type": "application/json",
         },
         body=push_body(tenant_id, size, nonce),

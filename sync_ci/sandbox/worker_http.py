@@ -32,7 +32,7 @@ from sync_ci.store import Store
 
 T = TypeVar("T")
 
-TENANT_HEADER = "x-sync-tenant"
+TENANT_HEADER = contract.TENANT_HEADER
 
 
 # --- data ------------------------------------------------------------------------------------
