@@ -14,7 +14,16 @@ from sync_ci.options import Parser
 from sync_ci.running import BROKEN_PIPE_EXIT, Handler, as_process, call, run_handler
 
 # The top floor: front ends (the invoke tasks, tests) take these from here; no module below does.
-__all__ = ["BROKEN_PIPE_EXIT", "COMMANDS", "Parser", "build_parser", "call", "main", "run_handler"]
+__all__ = [
+    "BROKEN_PIPE_EXIT",
+    "COMMANDS",
+    "Handler",
+    "Parser",
+    "build_parser",
+    "call",
+    "main",
+    "run_handler",
+]
 
 # Which module registers each subcommand, so a run imports only the one it needs: every module
 # costs its imports (the launcher, boto3, the Locust engine, the lint catalogue), and the field

@@ -75,7 +75,7 @@ def check_name(check: str) -> str:
     """Return an alert's check name as sent, or raise UsageError naming what is wrong with it."""
     if not check.strip() or len(check) > 100 or first_control(check) is not None:
         raise UsageError(
-            f"alert check name \"{escape_controls(check)}\" must be 1-100 characters with no "
+            f'alert check name "{escape_controls(check)}" must be 1-100 characters with no '
             "control characters (e.g. doctor-failed)"
         )
     return check.strip()
