@@ -517,16 +517,39 @@ GATE_HELP = {
     "junit": JUNIT,
     "html": GATE_HTML,
     "quiet": QUIET,
+    "processes": "client processes, 1 to 256 (with --engine locust: local workers; default 1)",
+    "engine": "builtin (aiohttp in this process, the default) or locust (master and workers)",
+    "merge": "comma-separated result files from several machines: judge them, measure nothing",
+}
+LOAD_HELP = {
+    **GATE_HELP,
+    "installs": "concurrent GET /install, 1000 to 100000 (default 1000)",
+    "pushes": "concurrent POST /_push, 100 to 100000 (default 100)",
+    "rate": "open-model phase after the burst: requests per second (with --duration)",
+    "duration": "open-model phase: seconds (with --rate)",
 }
 
 
-@task(help=GATE_HELP)
+def _merged(merge: str) -> list[str]:
+    """`--merge a.json,b.json` as the command takes it: one option, then each file."""
+    files = [part.strip() for part in merge.split(",") if part.strip()]
+    return ["--merge", *files] if files else []
+
+
+@task(help=LOAD_HELP)
 def load(
     c: Context,
     target: str = "",
     fault: str = "",
     threshold: str = "",
     timeout: float = 60.0,
+    installs: str = "",
+    pushes: str = "",
+    processes: str = "",
+    rate: str = "",
+    duration: str = "",
+    engine: str = "",
+    merge: str = "",
     json: str = "",
     junit: str = "",
     html: str = "",
@@ -536,10 +559,17 @@ def load(
     _run(
         "gate",
         "load",
+        *_merged(merge),
         target=target,
         fault=fault,
         threshold=threshold,
         timeout=timeout,
+        installs=installs,
+        pushes=pushes,
+        processes=processes,
+        rate=rate,
+        duration=duration,
+        engine=engine,
         json=json,
         junit=junit,
         html=html,
@@ -547,13 +577,25 @@ def load(
     )
 
 
-@task(help={**GATE_HELP, "target": "sandbox, ci or live (GETs only)"})
+@task(
+    help={
+        **GATE_HELP,
+        "target": "sandbox, ci or live (GETs only)",
+        "samples": "cold reads per region, 200 to 100000 (default 200)",
+        "concurrency": "probes in flight per region, 1 to 1000 (default 8)",
+    }
+)
 def latency(
     c: Context,
     target: str = "",
     fault: str = "",
     threshold: str = "",
     timeout: float = 60.0,
+    samples: str = "",
+    concurrency: str = "",
+    processes: str = "",
+    engine: str = "",
+    merge: str = "",
     json: str = "",
     junit: str = "",
     html: str = "",
@@ -563,10 +605,15 @@ def latency(
     _run(
         "gate",
         "latency",
+        *_merged(merge),
         target=target,
         fault=fault,
         threshold=threshold,
         timeout=timeout,
+        samples=samples,
+        concurrency=concurrency,
+        processes=processes,
+        engine=engine,
         json=json,
         junit=junit,
         html=html,

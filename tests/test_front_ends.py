@@ -320,6 +320,17 @@ INVOKE_USAGE = [
         "--threshold",
     ),
     (["gates.latency", "--timeout", "0"], ["gate", "latency", "--timeout", "0"], "--timeout"),
+    (["gates.load", "--installs", "5"], ["gate", "load", "--installs", "5"], "--installs"),
+    (
+        ["gates.load", "--engine", "wrk"],
+        ["gate", "load", "--engine", "wrk"],
+        "--engine",
+    ),
+    (
+        ["gates.latency", "--merge", "a.json,/nonexistent/b.json"],
+        ["gate", "latency", "--merge", "a.json", "/nonexistent/b.json"],
+        "a.json",
+    ),
     (["verify"], ["verify"], "--role"),
     (["install-cron"], ["cron", "install"], "--role"),
     (["install-cron", "--role", "admin"], ["cron", "install", "--role", "admin"], "admin"),
