@@ -769,7 +769,7 @@ def open_run(
     are sent however late.
     """
     from sync_ci.config import register_settings_secrets
-    from sync_ci.gates.cli import worker_base_url
+    from sync_ci.target import worker_url as worker_base_url
     from sync_ci.worker import WorkerClient, WorkerTarget, expect
 
     begun = time.monotonic() if started is None else started
@@ -879,7 +879,7 @@ def _run_conformance(
     every_region: bool,
     floor_cases: int,
 ) -> Report:
-    from sync_ci.smoke import regions_to_ask
+    from sync_ci.target import regions_to_ask
 
     if max_examples < 1:
         raise UsageError(f"--max-examples {max_examples} must be at least 1")

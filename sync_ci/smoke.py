@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from sync_ci import __version__
 from sync_ci.clock import utc_stamp
-from sync_ci.config import Region, Settings, load_settings
+from sync_ci.config import Settings, load_settings
 from sync_ci.conformance import SMOKE_BUDGET_S
 from sync_ci.contract import (
     PUSH_LIMIT_BYTES,
@@ -51,6 +51,8 @@ from sync_ci.parity import (
 )
 from sync_ci.report import Report, Result, Status, make_report
 from sync_ci.store import Store
+from sync_ci.target import colo_of, regions_to_ask
+from sync_ci.target import worker_url as main_worker_url
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget, error_text, expect
 
 Mode = Literal["write", "read-only"]
@@ -859,15 +861,7 @@ def open_run(
                 f"refusing to write: {root!r} is not a full {settings.ci_root}<sha>/ prefix"
             )
         policy = guards.prefix_policy(settings.bucket, root)
-    worker_url = (
-        settings.preview_url
-        if settings.target == "ci" and settings.preview_url
-        else settings.worker_url
-    )
-    if not worker_url:
-        raise SettingsError(
-            f"target {settings.target} needs a Worker URL: set SYNC_CI_WORKER_URL (or SYNC_CI_PREVIEW_URL for ci)"
-        )
+    worker_url = main_worker_url(settings)
     token = settings.secrets.tenant_token
     tenant = settings.tenant_id or SMOKE_TENANT
     if not token and settings.secrets.tenant_secret:
@@ -917,28 +911,6 @@ def open_run(
             deadline=time.monotonic() + budget_s,
             regions=tuple(regions),
         )
-
-
-def regions_to_ask(settings: Settings, worker_url: str) -> list[Region]:
-    """The configured regions besides the main URL that serve this run's root.
-
-    Sandbox: all of its listeners. Live: the configured [[regions]] reached directly (one reached
-    through a proxy lands on another colo when asked directly, so it is the latency gate's alone).
-    ci: none, since its preview or local Worker is not the production one the regions name.
-    """
-    if settings.target == "ci":
-        return []
-    return [
-        r for r in settings.regions if not r.proxy and r.url.rstrip("/") != worker_url.rstrip("/")
-    ]
-
-
-def colo_of(settings: Settings, url: str) -> str:
-    """The colo configured for a Worker URL reached directly ('' when none is)."""
-    for region in settings.regions:
-        if not region.proxy and region.url.rstrip("/") == url.rstrip("/"):
-            return region.colo
-    return ""
 
 
 def run_smoke(

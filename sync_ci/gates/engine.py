@@ -79,18 +79,10 @@ class BuiltinEngine:
 
 
 def worker_base_url(settings: Settings) -> str:
-    """Return the Worker the load gate drives."""
-    url = (
-        settings.preview_url
-        if settings.target == "ci" and settings.preview_url
-        else settings.worker_url
-    )
-    if not url:
-        raise SettingsError(
-            f"target {settings.target} names no Worker: set [worker] url (or preview_url) in "
-            "sync-ci.toml or SYNC_CI_WORKER_URL"
-        )
-    return url.rstrip("/")
+    """Return the Worker the gates drive (the one rule of `sync_ci.target`)."""
+    from sync_ci.target import worker_url
+
+    return worker_url(settings)
 
 
 def _progress(quiet: bool) -> ProgressFn | None:
