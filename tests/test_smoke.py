@@ -248,7 +248,7 @@ def test_a_bucket_fault_still_fails_with_a_mirror_present(faulty_sandbox: Faulty
 
 def test_regions_asked_are_the_configured_direct_ones(sandbox_settings: Settings) -> None:
     from sync_ci.config import Region
-    from sync_ci.smoke import colo_of, regions_to_ask
+    from sync_ci.target import colo_of, regions_to_ask
 
     main = sandbox_settings.worker_url
     regions = (
