@@ -147,6 +147,12 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
     from sync_ci.sandbox.workerd import workerd_command, write_project_file
 
     prefix = settings.ci_prefix
+    if not settings.endpoint_url:
+        raise SettingsError(
+            "target ci without a preview URL starts a local Worker over the bucket, and it needs "
+            "the store's endpoint: set [store] endpoint_url in sync-ci.toml or "
+            "SYNC_CI_ENDPOINT_URL (or SYNC_CI_PREVIEW_URL to test a deployed preview)"
+        )
     if not is_full_ci_prefix(prefix, settings.ci_root):
         raise SettingsError(
             f"refusing to start a Worker over {prefix!r}: not a full {settings.ci_root}<sha>/"

@@ -294,6 +294,29 @@ def test_attached_sandbox_secrets_are_masked_like_any_other(
     assert done.stdout.count("header ") == 3
 
 
+@pytest.mark.parametrize("command", [["smoke"], ["gate", "latency"], ["conformance"]])
+def test_a_local_ci_worker_without_a_store_endpoint_is_one_settings_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "sync-ci.toml").touch()
+    env = {
+        "HOME": str(tmp_path),
+        "SYNC_CI_CONFIG": str(tmp_path / "sync-ci.toml"),
+        "SYNC_CI_TARGET": "ci",
+        "SYNC_CI_SHA": "a" * 40,
+        "SYNC_CI_BUCKET": "real-bucket",
+        "SYNC_CI_ACCESS_KEY_ID": "k",
+        "SYNC_CI_SECRET_ACCESS_KEY": "s",
+    }
+    done = _run_cli(command, env, tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines() == [
+        "sync-ci: error: target ci without a preview URL starts a local Worker over the bucket, "
+        "and it needs the store's endpoint: set [store] endpoint_url in sync-ci.toml or "
+        "SYNC_CI_ENDPOINT_URL (or SYNC_CI_PREVIEW_URL to test a deployed preview)"
+    ]
+
+
 def test_attach_leaves_ci_and_live_targets_unchanged(tmp_path: Path) -> None:
     env = {
         "HOME": str(tmp_path),
