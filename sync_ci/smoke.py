@@ -967,6 +967,12 @@ def command(
     if sample < 0:
         raise UsageError(f"--sample {sample} must be 0 (all) or a positive count")
     mode: Mode = "read-only" if read_only or settings.read_only else "write"
+    if mode == "read-only" and settings.target == "ci" and not settings.preview_url:
+        raise UsageError(
+            "--read-only on ci reads the production root through a deployed Worker, and without "
+            "a preview URL ci starts a local one that serves only snappy-os-ci/<sha>/: set "
+            "SYNC_CI_PREVIEW_URL, or use --target live"
+        )
     with progress.showing(progress.for_args(args)) as shown:
         shown.note(f"preparing the {settings.target} target ...")
         with attach(

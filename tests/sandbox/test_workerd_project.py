@@ -104,6 +104,26 @@ def test_ci_target_runs_the_users_project_and_writes_only_its_prefix(
 
 
 @pytest.mark.slow
+def test_the_users_project_passes_conformance_on_ci(
+    store_endpoint: StoreEndpoint, admin_store: Store, ci_sha: str, tmp_path: Path
+) -> None:
+    """The other suite a pull request runs against its Worker; a read-only pass needs a preview."""
+    admin_store.put("snappy-os/catalog.json", b'{"schema": 1, "generation": 7, "entries": {}}')
+    before = snapshot(admin_store)
+    env = ci_env(store_endpoint, ci_sha, tmp_path, user_project(tmp_path / "project", GOOD))
+    checked = run_cli(env, "conformance", "--max-examples", "2", "--seed", "7", timeout=600)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "seed 7" in checked.stderr
+    smoked = run_cli(env, "smoke", "--read-only", timeout=600)
+    assert (smoked.returncode, smoked.stdout) == (2, ""), smoked.stderr
+    assert smoked.stderr.startswith("sync-ci: error: --read-only on ci reads the production root")
+    assert "SYNC_CI_PREVIEW_URL" in smoked.stderr and len(smoked.stderr.splitlines()) == 1
+    after = snapshot(admin_store)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith(f"snappy-os-ci/{ci_sha}/") for k in after.keys() - before.keys())
+
+
+@pytest.mark.slow
 def test_a_project_that_breaks_the_contract_fails_the_smoke(
     store_endpoint: StoreEndpoint, ci_sha: str, tmp_path: Path
 ) -> None:
