@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from sync_ci.clock import utc_stamp
 from sync_ci.errors import SyncCIError, UsageError
-from sync_ci.files import write_private
 from sync_ci.report import Report, Result, Status, make_report
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ MAX_PULL_AGE_S = 24 * 3600.0
 MIN_FREE_BYTES = 100 * 1024 * 1024
 HEALTH_TIMEOUT_S = 5.0
 LAST_PULL_STAMP = "last-pull"
-LAST_DOCTOR = "last-doctor.json"
 SUPPORTED_CONTRACTS = (1,)
 OBJECT_BASE = "/o/"
 READ_SAMPLE = 3
@@ -827,13 +825,11 @@ def doctor(
 
 def save_report(report: Report, state_dir: Path) -> None:
     """Keep the report as last-doctor.json (owner-only) so `alert` can attach the failing rows."""
-    import json
+    from sync_ci import last_doctor
 
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(state_dir / LAST_DOCTOR, json.dumps(report.to_json()))
-    except OSError:
-        pass  # a report we cannot keep must not change doctor's verdict; free-space says why
+    # A report we cannot keep must not change doctor's verdict; the free-space row says why.
+    with contextlib.suppress(OSError):
+        last_doctor.save(report.to_json(), state_dir)
 
 
 def send_heartbeat(settings: Settings) -> None:

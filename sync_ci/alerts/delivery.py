@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 import time
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sync_ci.alerts.model import Alert, Delivery, Verdict, classify, failing_rows, new_alert
 from sync_ci.alerts.spool import Spool
 from sync_ci.errors import SyncCIError, UnreachableError, UsageError
+from sync_ci.last_doctor import LAST_DOCTOR as LAST_DOCTOR
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
@@ -25,7 +25,6 @@ ATTEMPT_TIMEOUT_S = 3.0
 BACKOFF_S = (0.5, 1.0, 2.0)
 MAX_ATTEMPTS = 1 + len(BACKOFF_S)
 TENANT_POSTS = ("/_alert", "/_heartbeat")
-LAST_DOCTOR = "last-doctor.json"
 
 
 class Deadline:
@@ -177,10 +176,9 @@ def flush(
 
 def read_last_doctor(state_dir: Path) -> Any:
     """Return the saved doctor report, or None."""
-    try:
-        return json.loads((state_dir / LAST_DOCTOR).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    from sync_ci import last_doctor
+
+    return last_doctor.read(state_dir)
 
 
 def send_alert(
