@@ -769,13 +769,13 @@ def open_run(
     are sent however late.
     """
     from sync_ci.config import register_settings_secrets
-    from sync_ci.target import worker_url as main_worker_url
+    from sync_ci.target import worker_url as worker_base_url
     from sync_ci.worker import WorkerClient, WorkerTarget, expect
 
     begun = time.monotonic() if started is None else started
 
     read_only = settings.read_only
-    worker_url = main_worker_url(settings)
+    worker_url = worker_base_url(settings)
     tenant = settings.tenant_id or CONFORMANCE_TENANT
     token = settings.secrets.tenant_token
     if settings.secrets.tenant_secret:

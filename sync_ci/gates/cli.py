@@ -22,6 +22,7 @@ from sync_ci.gates.engine import (
     run_load_gate,
     run_platforms_gate,
 )
+from sync_ci.gates.engine import worker_base_url as worker_base_url
 from sync_ci.gates.options import (
     check_engine_options,
     latency_options,

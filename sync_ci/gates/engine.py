@@ -18,7 +18,6 @@ from sync_ci.errors import ContractError, SettingsError, UsageError
 from sync_ci.gates import verdict
 from sync_ci.gates.scenario import INSTALL, PUSH, LatencyScenario
 from sync_ci.report import Report
-from sync_ci.target import worker_url
 
 if TYPE_CHECKING:
     from sync_ci.gates.load import LoadJob, ProgressFn
@@ -79,6 +78,13 @@ class BuiltinEngine:
         return regions, {}
 
 
+def worker_base_url(settings: Settings) -> str:
+    """Return the Worker the gates drive (the one rule of `sync_ci.target`)."""
+    from sync_ci.target import worker_url
+
+    return worker_url(settings)
+
+
 def _progress(quiet: bool) -> ProgressFn | None:
     from sync_ci.gates.load import tty_progress
 
@@ -121,7 +127,7 @@ def run_load_gate(settings: Settings, options: LoadOptions, engine: Engine) -> R
             f"the load gate pushes, so it cannot run on target {settings.target} (read-only); "
             "use --target sandbox or ci"
         )
-    base_url = worker_url(settings)
+    base_url = worker_base_url(settings)
     job = load.plan_job(  # refuses, before anything is sent, what the policy forbids
         scenario,
         base_url,
