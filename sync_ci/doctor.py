@@ -825,7 +825,7 @@ def doctor(
 
 def save_report(report: Report, state_dir: Path) -> None:
     """Keep the report as last-doctor.json (owner-only) so `alert` can attach the failing rows."""
-    from sync_ci import last_doctor
+    from sync_ci.field import last_doctor
 
     # A report we cannot keep must not change doctor's verdict; the free-space row says why.
     with contextlib.suppress(OSError):

@@ -71,7 +71,7 @@ def verify_job(role: str, cron_user: str = "", *, live: bool = False) -> Result:
     writes to production. The maintainer's ci-loop is read-only whatever the target.
     """
     from sync_ci.cron import account_for, find_block, parse_job, read_crontab, run_job
-    from sync_ci.last_doctor import LAST_DOCTOR
+    from sync_ci.field.last_doctor import LAST_DOCTOR
     from sync_ci.locks import lock_is_held, lock_path
 
     chosen: Role = "maintainer" if role == "maintainer" else "tenant"

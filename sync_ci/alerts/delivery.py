@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sync_ci.alerts.model import Alert, Delivery, Verdict, classify, failing_rows, new_alert
 from sync_ci.alerts.spool import Spool
 from sync_ci.errors import SyncCIError, UnreachableError, UsageError
-from sync_ci.last_doctor import LAST_DOCTOR as LAST_DOCTOR
+from sync_ci.field.last_doctor import LAST_DOCTOR as LAST_DOCTOR
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
@@ -176,7 +176,7 @@ def flush(
 
 def read_last_doctor(state_dir: Path) -> Any:
     """Return the saved doctor report, or None."""
-    from sync_ci import last_doctor
+    from sync_ci.field import last_doctor
 
     return last_doctor.read(state_dir)
 
