@@ -386,7 +386,7 @@ def verify(
 )
 def alert(c: Context, check: str, message: str = "", config: str = "", quiet: bool = False) -> None:
     """POST an alert to the Worker (spooled if it cannot go now)."""
-    from sync_ci import alerts
+    from sync_ci.field import alerts
 
     _call(lambda: alerts.command(check, message=message, config=config or None, quiet=quiet))
 

@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv or []))
 
     from sync_ci import cron, doctor
-    from sync_ci.alerts import field_settings
     from sync_ci.config import load_settings
+    from sync_ci.field.alerts import field_settings
     from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
     from sync_ci.worker import WorkerClient, WorkerTarget
 

@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
     "config": "sync_ci.config_cli",
     "cleanup": "sync_ci.cleanup",
     "doctor": "sync_ci.doctor",
-    "alert": "sync_ci.alerts",
+    "alert": "sync_ci.field.alerts",
     "cron": "sync_ci.cron",
     "status": "sync_ci.status",
     "verify": "sync_ci.verify",

@@ -671,7 +671,7 @@ def check_free_space(ctx: Context) -> list[Result]:
 
 def check_spool(ctx: Context) -> list[Result]:
     """Deliver spooled alerts; fail if any remain undelivered."""
-    from sync_ci.alerts import Spool, flush_spool
+    from sync_ci.field.alerts import Spool, flush_spool
 
     settings = ctx.need_settings()
     title = "no undelivered alerts in the spool"
@@ -834,7 +834,7 @@ def save_report(report: Report, state_dir: Path) -> None:
 
 def send_heartbeat(settings: Settings) -> None:
     """POST /_heartbeat as the tenant (best effort, silent)."""
-    from sync_ci.alerts import tenant_poster
+    from sync_ci.field.alerts import tenant_poster
 
     with contextlib.suppress(SyncCIError):
         tenant_poster(settings, "/_heartbeat")({}, HEALTH_TIMEOUT_S)
@@ -876,7 +876,7 @@ def command(
     select_checks(names)
     settings: Settings | None
     try:
-        from sync_ci.alerts import field_settings
+        from sync_ci.field.alerts import field_settings
 
         settings = field_settings(load_settings(config=config, target=target, check_remote=False))
         error = ""

@@ -569,8 +569,8 @@ def command(
     now: datetime | None = None,
 ) -> int:
     """Print the status table (and write the page): 0 clear, 1 failing, 3 a source unreadable."""
-    from sync_ci.alerts import field_settings
     from sync_ci.config import load_settings
+    from sync_ci.field.alerts import field_settings
 
     now = now or datetime.now(UTC)
     settings = field_settings(load_settings(config=config, target=target, check_remote=False))

@@ -156,7 +156,7 @@ def verify_job(role: str, cron_user: str = "", *, live: bool = False) -> Result:
 
 def verify_alert(settings: Settings, *, now: datetime) -> Result:
     """A simulated doctor failure POSTs an alert that then shows in /_status (never on live)."""
-    from sync_ci.alerts import send_alert
+    from sync_ci.field.alerts import send_alert
     from sync_ci.status import fetch_status
 
     title = "simulated doctor failure appears in /_status"
@@ -363,8 +363,8 @@ def command(
     args: argparse.Namespace | None = None,
 ) -> int:
     """Verify a role, print the table, return 0 when every step passed or was skipped."""
-    from sync_ci.alerts import field_settings
     from sync_ci.config import load_settings
+    from sync_ci.field.alerts import field_settings
     from sync_ci.report import emit
 
     settings = load_settings(config=config, target=target, check_remote=False)

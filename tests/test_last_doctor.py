@@ -6,9 +6,9 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_ci.alerts import failing_rows, read_last_doctor
 from sync_ci.doctor import save_report
 from sync_ci.field import last_doctor
+from sync_ci.field.alerts import failing_rows, read_last_doctor
 from sync_ci.report import Result, make_report
 
 
@@ -19,7 +19,7 @@ def test_doctor_keeps_its_report_where_alert_reads_it(tmp_path: Path) -> None:
         target="live",
         mode="field",
         sha="",
-        started_at="2026-12-01T06:30:00Z",
+        started_at=datetime(2026, 12, 1, 6, 30, tzinfo=UTC),
         duration_s=0.5,
         results=[
             Result(id="worker-install", title="t", status="fail", detail="install broke"),

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sync_ci.alert_files import write_owner_only
-from sync_ci.alerts.model import MAX_ROWS, Alert, fit_alert
+from sync_ci.field.alerts.model import MAX_ROWS, Alert, fit_alert
 
 SPOOL_LIMIT = 100
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from sync_ci.alerts.delivery import field_settings, send_alert
-from sync_ci.alerts.model import check_name
-from sync_ci.alerts.spool import Spool
 from sync_ci.errors import ExitCode, SyncCIError
+from sync_ci.field.alerts.delivery import field_settings, send_alert
+from sync_ci.field.alerts.model import check_name
+from sync_ci.field.alerts.spool import Spool
 
 
 def command(

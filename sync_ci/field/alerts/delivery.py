@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sync_ci.alerts.model import Alert, Delivery, Verdict, classify, failing_rows, new_alert
-from sync_ci.alerts.spool import Spool
 from sync_ci.errors import SyncCIError, UnreachableError, UsageError
+from sync_ci.field.alerts.model import Alert, Delivery, Verdict, classify, failing_rows, new_alert
+from sync_ci.field.alerts.spool import Spool
 from sync_ci.field.last_doctor import LAST_DOCTOR as LAST_DOCTOR
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ The alert and its body live in `model`, the spool in `spool`, the POST and its r
 
 from __future__ import annotations
 
-from sync_ci.alerts.command import add_parser, command
-from sync_ci.alerts.delivery import (
+from sync_ci.field.alerts.command import add_parser, command
+from sync_ci.field.alerts.delivery import (
     ATTEMPT_TIMEOUT_S,
     BACKOFF_S,
     LAST_DOCTOR,
@@ -24,7 +24,7 @@ from sync_ci.alerts.delivery import (
     tenant_headers,
     tenant_poster,
 )
-from sync_ci.alerts.model import (
+from sync_ci.field.alerts.model import (
     MAX_ROW_CHARS,
     MAX_ROWS,
     RECENT_REPORT_S,
@@ -39,7 +39,7 @@ from sync_ci.alerts.model import (
     make_key,
     new_alert,
 )
-from sync_ci.alerts.spool import SPOOL_LIMIT, Spool
+from sync_ci.field.alerts.spool import SPOOL_LIMIT, Spool
 
 __all__ = [
     "ATTEMPT_TIMEOUT_S",
