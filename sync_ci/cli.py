@@ -39,7 +39,7 @@ COMMANDS: dict[str, str] = {
     "alert": "sync_ci.field.alerts",
     "cron": "sync_ci.cron",
     "status": "sync_ci.status",
-    "verify": "sync_ci.verify",
+    "verify": "sync_ci.field.verify",
     "gate": "sync_ci.gates.cli",
     "conformance": "sync_ci.conformance",
     "lint": "checks.cli",

@@ -12,8 +12,9 @@ from typing import ClassVar
 
 import pytest
 
-from sync_ci import cron, verify
+from sync_ci import cron
 from sync_ci.config import Secrets, Settings
+from sync_ci.field import verify
 from tests.field.conftest import REPO, run_cli
 
 
