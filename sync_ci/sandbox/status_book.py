@@ -86,9 +86,10 @@ class TokenBucket:
 
 
 def parse_alert_rows(raw: object) -> list[dict[str, Any]]:
-    """Validate the optional failing rows of an alert and cap their number and size."""
-    if raw is None:
-        return []
+    """Validate an alert's failing rows (`[]` when the body has none) and cap their number and size.
+
+    The contract types `rows` as an array: an explicit `null` is refused like any other non-list.
+    """
     if not isinstance(raw, list) or not all(isinstance(row, dict) for row in raw):
         raise ContractError("alert rows must be a list of objects")
     rows: list[dict[str, Any]] = []

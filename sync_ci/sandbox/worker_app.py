@@ -238,7 +238,7 @@ async def handle_alert(request: web.Request) -> web.Response:
         }
     try:
         alert = contract.validate_alert(document)
-        rows = parse_alert_rows(document.get("rows"))
+        rows = parse_alert_rows(document.get("rows", []))
     except ContractError as exc:
         raise ApiError(400, str(exc)) from None
     idem = alert["idempotency_key"]

@@ -280,6 +280,8 @@ def test_alert_refusals(ref_worker: RefWorker, worker_root: str) -> None:
     assert_error(post(ref_worker, "/_alert", headers, json={"check": "x"}), 400)
     assert_error(post(ref_worker, "/_alert", headers, json=alert_body("bad/key")), 400)
     assert_error(post(ref_worker, "/_alert", headers, json=alert_body("k", rows="nope")), 400)
+    # The contract types rows as an array: `null` is refused, not read as "no rows".
+    assert_error(post(ref_worker, "/_alert", headers, json=alert_body("k", rows=None)), 400)
     assert_error(post(ref_worker, "/_alert", headers, json=alert_body("k", tenant="mallory")), 403)
     big = alert_body("k", message="m" * contract.ALERT_LIMIT_BYTES)
     assert_error(post(ref_worker, "/_alert", headers, json=big), 413)

@@ -304,6 +304,7 @@ def run_probes(worker: RefWorker, root: str, store: Store) -> tuple[list[Any], d
     send("alert lacks", "POST", "/_alert", headers=auth, json={"check": "x"})
     send("alert bad key", "POST", "/_alert", headers=auth, json={**alert, "idempotency_key": "a/b"})
     send("alert rows", "POST", "/_alert", headers=auth, json={**alert, "rows": "no"})
+    send("alert rows null", "POST", "/_alert", headers=auth, json={**alert, "rows": None})
     send("alert oversize", "POST", "/_alert", headers=auth, data=b" " * (16 * 1024 + 1))
     send("heartbeat", "POST", "/_heartbeat", headers=auth)
     send("heartbeat oversize", "POST", "/_heartbeat", headers=auth, data=b" " * 1025)

@@ -178,9 +178,12 @@ export function stripControls(document) {
   return out;
 }
 
-/** Validate an alert's optional failing rows and cap their number and size. */
+/**
+ * Validate an alert's optional failing rows and cap their number and size. The contract types
+ * `rows` as an array: absent means none, an explicit null is refused like any other non-list.
+ */
 export function parseAlertRows(raw) {
-  if (raw === undefined || raw === null) return [];
+  if (raw === undefined) return [];
   if (!Array.isArray(raw) || !raw.every(isObject)) {
     throw new ApiError(400, "alert rows must be a list of objects");
   }
