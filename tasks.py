@@ -332,7 +332,7 @@ def status(
     """Show recent ci-loop alerts and the Worker's /_status."""
     from pathlib import Path
 
-    from sync_ci import status as view
+    from sync_ci.field import status as view
 
     _call(
         lambda: view.command(

@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "sync_ci.doctor",
     "alert": "sync_ci.field.alerts",
     "cron": "sync_ci.cron",
-    "status": "sync_ci.status",
+    "status": "sync_ci.field.status",
     "verify": "sync_ci.field.verify",
     "gate": "sync_ci.gates.cli",
     "conformance": "sync_ci.conformance",

@@ -157,7 +157,7 @@ def verify_job(role: str, cron_user: str = "", *, live: bool = False) -> Result:
 def verify_alert(settings: Settings, *, now: datetime) -> Result:
     """A simulated doctor failure POSTs an alert that then shows in /_status (never on live)."""
     from sync_ci.field.alerts import send_alert
-    from sync_ci.status import fetch_status
+    from sync_ci.field.status import fetch_status
 
     title = "simulated doctor failure appears in /_status"
     if settings.read_only:

@@ -19,7 +19,7 @@ from sync_ci import cron
 from sync_ci.config import Settings
 from sync_ci.cron import Account
 from sync_ci.field.alerts import Spool
-from sync_ci.status import fetch_status
+from sync_ci.field.status import fetch_status
 from tests.conftest import FaultySandbox
 from tests.e2e.conftest import ON_BOTH_RUNTIMES, installed_command, run_as_cron
 from tests.field.test_doctor import sandbox_control

@@ -16,7 +16,7 @@ from sync_ci.contract import ALERT_LIMIT_BYTES
 from sync_ci.errors import UnreachableError, UsageError
 from sync_ci.field import alerts
 from sync_ci.field.alerts import Alert, Deadline, Spool
-from sync_ci.status import fetch_status
+from sync_ci.field.status import fetch_status
 from sync_ci.worker import Answer
 from tests.field.conftest import run_cli
 

@@ -283,7 +283,7 @@ def test_healthy_run_imports_neither_boto3_nor_aiohttp(healthy: dict[str, str]) 
 def test_heartbeat_on_success_reaches_status(
     healthy: dict[str, str], tenant_settings: Settings
 ) -> None:
-    from sync_ci.status import fetch_status
+    from sync_ci.field.status import fetch_status
 
     done = run_cli(
         healthy,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci import alert_files, status
+from sync_ci import alert_files
 from sync_ci.alert_files import AlertFile
 from sync_ci.config import Settings
-from sync_ci.field import alerts
+from sync_ci.field import alerts, status
+from sync_ci.field.status import StatusRow
 from sync_ci.sandbox.launcher import Sandbox
-from sync_ci.status import StatusRow
 from tests.browser import CHROMIUM, CONSOLE, run_chromium
 from tests.field.conftest import run_cli
 
