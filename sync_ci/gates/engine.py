@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sync_ci.config import Settings
 from sync_ci.errors import ContractError, SettingsError, UsageError
 from sync_ci.gates import verdict
+from sync_ci.gates.burst_verdict import judge_generator
 from sync_ci.gates.scenario import INSTALL, PUSH, LatencyScenario
 from sync_ci.report import Report
 
@@ -148,7 +149,7 @@ def run_load_gate(settings: Settings, options: LoadOptions, engine: Engine) -> R
         phases, facts = engine.measure_load(job, progress)
     finally:
         _end_progress(progress)
-    return verdict.load_report(
+    report = verdict.load_report(
         phases,
         options.thresholds,
         scenario,
@@ -157,6 +158,7 @@ def run_load_gate(settings: Settings, options: LoadOptions, engine: Engine) -> R
         duration_s=time.monotonic() - started,
         engine=facts,
     )
+    return judge_generator(report, phases, options.thresholds, started)
 
 
 def run_latency_gate(settings: Settings, options: LatencyOptions, engine: Engine) -> Report:
@@ -226,7 +228,7 @@ def merge_load(paths: Sequence[str], options: LoadOptions) -> Report:
         for name, document in phases.items():
             by_phase.setdefault(name, []).append(PhaseOutcome.from_json(document))
     merged = [merge_phase(parts, same_clock=False) for _, parts in sorted(by_phase.items())]
-    return verdict.load_report(
+    report = verdict.load_report(
         merged,
         options.thresholds,
         scenario,
@@ -236,6 +238,7 @@ def merge_load(paths: Sequence[str], options: LoadOptions) -> Report:
         required={INSTALL: scenario.installs, PUSH: scenario.pushes},
         merged_from=paths,
     )
+    return judge_generator(report, merged, options.thresholds, started)
 
 
 def merge_latency(paths: Sequence[str], options: LatencyOptions) -> Report:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
+from sync_ci.extras import require_extra
 from sync_ci.gates import histogram
 from sync_ci.gates.http import GuardedSession, HttpPolicy, new_session, read_only_policy
-from sync_ci.gates.outcome import BURST, OPEN, PhaseOutcome, Tally, merge_phase
+from sync_ci.gates.outcome import OPEN, PhaseOutcome, Tally, merge_phase
 from sync_ci.gates.scenario import (
-    OPERATIONS,
     LoadScenario,
     PlannedRequest,
     answer_problem,
@@ -139,44 +139,19 @@ async def fire_burst(
     ready: Callable[[], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> PhaseOutcome:
-    """Fire every planned request at once on one session; return exact per-operation outcomes.
+    """Fire every planned request at once (`sync_ci.gates.burst`); return exact outcomes.
 
-    Without a `policy` the session is read-only: a planned push is refused before it is sent.
+    Without a `policy` the client is read-only: a planned push is refused before anything is sent.
     """
-    policy = policy or read_only_policy()
-    planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
-    tally = Tally(planned, policy.write_root)
-    starts: list[int] = []
-    gate = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    wall_offset = time.time_ns() - time.perf_counter_ns()
+    from sync_ci.gates import burst
 
-    async def one(request: PlannedRequest) -> None:
-        await gate.wait()
-        started = time.perf_counter_ns()
-        starts.append(started)
-        status, error, body = await _send(session, base_url, request)
-        ended = time.perf_counter_ns()
-        problem = tally.judge(request, status, body)
-        tally.record(request.operation, status, ended - started, error, problem)
-
-    async with new_session(policy, timeout_s) as session:
-        tasks = [asyncio.create_task(one(r)) for r in plan]
-        await asyncio.sleep(0)  # let every task reach the gate before it opens
-        if ready is not None:
-            await loop.run_in_executor(None, ready)
-        async with _measured(tally, len(plan), "burst", progress) as spent:
-            gate.set()
-            await asyncio.gather(*tasks)
-    first = min(starts) + wall_offset if starts else 0
-    last = max(starts) + wall_offset if starts else 0
-    return PhaseOutcome(
-        phase=BURST,
-        ops=tally.ops(),
-        start_first_ns=first,
-        start_last_ns=last,
-        wall_s=spent.wall_s,
-        cpu_s=spent.cpu_s,
+    return await burst.fire(
+        plan,
+        base_url,
+        policy or read_only_policy(),
+        timeout_s=timeout_s,
+        ready=ready,
+        progress=progress,
     )
 
 
@@ -199,10 +174,12 @@ async def run_open_model(
     schedule = open_schedule(scenario, tenant_secret, rate=rate, duration_s=duration_s)
     tally = Tally(schedule.planned(), policy.write_root)
     lags: list[int] = []
+    sent: list[int] = []
 
     async def one(request: PlannedRequest, intended: int) -> None:
         started = time.perf_counter_ns()
         lags.append(started - intended)
+        sent.append(started)
         status, error, body = await _send(session, base_url, request)
         ended = time.perf_counter_ns()
         problem = tally.judge(request, status, body)
@@ -223,6 +200,10 @@ async def run_open_model(
                 await asyncio.sleep(delay / 1e9)
             tasks.append(asyncio.create_task(one(request, intended)))
         await asyncio.gather(*tasks)
+    lag = histogram.new()
+    for value in lags:
+        histogram.record_us(lag, max(value, 0) // 1000)
+    window_s = (max(sent) - min(sent)) / 1e9 if len(sent) > 1 else 0.0
     return PhaseOutcome(
         phase=OPEN,
         ops=tally.ops(),
@@ -232,6 +213,9 @@ async def run_open_model(
         duration_s=duration_s,
         max_lag_ms=max(lags, default=0) / 1e6,
         raw={name: histogram.encode(h) for name, h in tally.raw.items()},
+        lag=histogram.encode(lag),
+        # What this client really offered: requests over the span their sends took.
+        sent_rate=(len(sent) - 1) / window_s if window_s > 0 else 0.0,
     )
 
 
@@ -403,6 +387,19 @@ def _await_ready(ready: Any, results: Any, children: Sequence[Any], bound_s: flo
     return ""
 
 
+def _import_before_fork(job: LoadJob) -> None:
+    """Import (once, here) everything a client process runs, so a forked child imports nothing."""
+    from sync_ci.gates import burst
+
+    del burst
+    histogram.new()
+    if job.rate > 0:
+        require_extra("aiohttp", "gates", needed_by="the open-model phase")
+        import aiohttp
+
+        del aiohttp
+
+
 def run_load(
     job: LoadJob, *, processes: int = 1, progress: ProgressFn | None = None
 ) -> list[PhaseOutcome]:
@@ -416,7 +413,10 @@ def run_load(
     import multiprocessing
     import queue
 
-    context = multiprocessing.get_context("spawn")
+    _import_before_fork(job)
+    # Forked after the imports, a child starts in milliseconds and shares the parent's pages;
+    # spawn (re-importing everything) only where fork is unsafe.
+    context: Any = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ready, go, results = context.Queue(), context.Event(), context.Queue()
     children = [
         context.Process(

@@ -119,6 +119,10 @@ class PhaseOutcome:
     duration_s: float = 0.0
     max_lag_ms: float = 0.0
     raw: Mapping[str, str] = field(default_factory=dict)
+    # The client's own send lag (actual minus intended send time, us, encoded histogram) and the
+    # rate it really sent at: what tells a saturated generator from a slow server.
+    lag: str = ""
+    sent_rate: float = 0.0
 
     @property
     def start_spread_ms(self) -> float:
@@ -140,6 +144,8 @@ class PhaseOutcome:
             "duration_s": self.duration_s,
             "max_lag_ms": round(self.max_lag_ms, 3),
             "raw": dict(self.raw),
+            "lag": self.lag,
+            "sent_rate": round(self.sent_rate, 3),
         }
 
     @classmethod
@@ -159,6 +165,8 @@ class PhaseOutcome:
                 duration_s=float(data.get("duration_s", 0.0)),
                 max_lag_ms=float(data.get("max_lag_ms", 0.0)),
                 raw={str(k): str(v) for k, v in dict(data.get("raw", {})).items()},
+                lag=str(data.get("lag", "")),
+                sent_rate=float(data.get("sent_rate", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UsageError(f"load result has a malformed phase record ({exc})") from None
@@ -192,6 +200,10 @@ def merge_phase(parts: Sequence[PhaseOutcome], *, same_clock: bool) -> PhaseOutc
         duration_s=max(p.duration_s for p in parts),
         max_lag_ms=max(p.max_lag_ms for p in parts),
         raw=raw,
+        lag=histogram.merge_encoded(p.lag for p in parts if p.lag)
+        if any(p.lag for p in parts)
+        else "",
+        sent_rate=sum(p.sent_rate for p in parts),
     )
 
 

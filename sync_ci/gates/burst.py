@@ -1,0 +1,324 @@
+"""The burst client: hand-written HTTP/1.1 on asyncio protocols, every connection open before the start.
+
+Each request's bytes are built (and checked against the target's write policy) before any
+connection opens; the connections open concurrently; at the start every request is written in one
+pass of the loop, pushes interleaved with installs, and a response is only timestamped and kept
+until the burst is over, when it is parsed and judged. One deadline covers the whole burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+from sync_ci.errors import GuardViolation, UsageError
+from sync_ci.gates import histogram
+from sync_ci.gates.http import USER_AGENT, HttpPolicy, check_timeout
+from sync_ci.gates.outcome import BURST, PhaseOutcome, Tally
+from sync_ci.gates.scenario import OPERATIONS, PlannedRequest
+
+HEADER_END = b"\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+# No body follows the headers of these answers (RFC 9112 section 6.3).
+BODYLESS = (b" 204", b" 304")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where the burst connects: scheme, resolved address, the Host header and the path prefix."""
+
+    tls: bool
+    host: str
+    port: int
+    authority: str
+    prefix: str
+
+    def url(self, path: str) -> str:
+        """Return the absolute URL of a request path (what the write policy judges)."""
+        return f"{'https' if self.tls else 'http'}://{self.authority}{self.prefix}{path}"
+
+
+def parse_origin(base_url: str) -> Origin:
+    """Split a Worker base URL into what the client needs; refuse anything but http(s)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"the load gate needs an http(s) Worker URL, not {base_url!r}")
+    tls = parts.scheme == "https"
+    return Origin(
+        tls=tls,
+        host=parts.hostname,
+        port=parts.port or (443 if tls else 80),
+        authority=parts.netloc.rpartition("@")[2],
+        prefix=parts.path.rstrip("/"),
+    )
+
+
+def _header_line(name: str, value: str) -> str:
+    if any(c in f"{name}{value}" for c in "\r\n\0") or ":" in name:
+        raise GuardViolation(f"refused header {name!r}: control characters or ':' in it")
+    return f"{name}: {value}\r\n"
+
+
+def encode_request(request: PlannedRequest, origin: Origin, policy: HttpPolicy) -> bytes:
+    """Return the request's bytes on the wire, checked by `policy` (a write names the CI root)."""
+    headers = dict(request.headers)
+    policy.apply(request.method, origin.url(request.path), headers)
+    head = [
+        f"{request.method.upper()} {origin.prefix}{request.path} HTTP/1.1\r\n",
+        _header_line("host", origin.authority),
+        _header_line("user-agent", USER_AGENT),
+        "accept: */*\r\nconnection: close\r\n",
+    ]
+    head += [_header_line(name, value) for name, value in headers.items()]
+    if request.body or request.method.upper() not in ("GET", "HEAD"):
+        head.append(f"content-length: {len(request.body)}\r\n")
+    return "".join(head).encode("latin-1") + b"\r\n" + request.body
+
+
+def send_order(plan: Sequence[PlannedRequest]) -> list[int]:
+    """Return plan indices so each operation is spread evenly over the writes (none waits behind
+    all of another)."""
+    counts = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
+    seen = dict.fromkeys(counts, 0)
+    keys: list[tuple[float, int]] = []
+    for index, request in enumerate(plan):
+        k = seen.get(request.operation, 0)
+        seen[request.operation] = k + 1
+        keys.append(((k + 0.5) / max(counts.get(request.operation, 1), 1), index))
+    return [index for _, index in sorted(keys)]
+
+
+def _framing(head: bytes) -> int:
+    """Return the body length the headers announce: >= 0 bytes, -1 chunked, -2 until close."""
+    lowered = head.lower()
+    if any(lowered[8:13].startswith(code) for code in BODYLESS):
+        return 0
+    if b"\r\ntransfer-encoding:" in lowered and b"chunked" in lowered:
+        return -1
+    at = lowered.find(b"\r\ncontent-length:")
+    if at < 0:
+        return -2
+    end = lowered.find(b"\r\n", at + 2)
+    try:
+        return int(lowered[at + 17 : end if end >= 0 else None].strip())
+    except ValueError:
+        return -2
+
+
+def dechunk(data: bytes) -> bytes:
+    """Decode a chunked body (trailers dropped)."""
+    out, at = bytearray(), 0
+    while True:
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            return bytes(out)
+        size = int(data[at:line_end].split(b";", 1)[0] or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        out += data[line_end + 2 : line_end + 2 + size]
+        at = line_end + 4 + size
+
+
+class _Exchange(asyncio.Protocol):
+    """One connection, one request: keep the answer's bytes and when its last byte came."""
+
+    __slots__ = ("body_at", "buffer", "ended_ns", "error", "framing", "on_done", "transport")
+
+    def __init__(self, on_done: Callable[[], None]) -> None:
+        self.buffer = bytearray()
+        self.body_at = -1
+        self.framing = -2
+        self.ended_ns = 0
+        self.error = ""
+        self.on_done = on_done
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended_ns:
+            return
+        self.buffer += data
+        if self.body_at < 0:
+            end = self.buffer.find(HEADER_END)
+            if end < 0:
+                return
+            self.body_at = end + 4
+            self.framing = _framing(bytes(self.buffer[:end]))
+        if self.framing >= 0:
+            complete = len(self.buffer) - self.body_at >= self.framing
+        else:
+            complete = self.framing == -1 and self.buffer.endswith(LAST_CHUNK)
+        if complete:
+            self._finish("")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ended_ns:
+            return
+        if exc is None and self.body_at >= 0 and self.framing == -2:
+            self._finish("")
+        else:
+            self._finish(f"{type(exc).__name__}: {exc}" if exc else "connection closed early")
+
+    def _finish(self, error: str) -> None:
+        self.ended_ns = time.perf_counter_ns()
+        self.error = error
+        if self.transport is not None:
+            self.transport.close()
+        self.on_done()
+
+    def answer(self) -> tuple[int, bytes, str]:
+        """Return (status, body, cf-ray) of a complete answer."""
+        head = bytes(self.buffer[: max(self.body_at - 4, 0)])
+        status = int(head[9:12]) if head[:5] == b"HTTP/" and head[9:12].isdigit() else 0
+        body = bytes(self.buffer[self.body_at :]) if self.body_at >= 0 else b""
+        if self.framing == -1:
+            body = dechunk(body)
+        elif self.framing >= 0:
+            body = body[: self.framing]
+        ray = "no cf-ray"
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"cf-ray":
+                ray = value.strip().decode("latin-1")
+        return status, body, ray
+
+
+def send(transport: asyncio.Transport, data: bytes) -> None:
+    """Hand one request's bytes to the kernel (the whole per-request cost of the start)."""
+    transport.write(data)
+
+
+def _tls_context(origin: Origin) -> ssl.SSLContext | None:
+    return ssl.create_default_context() if origin.tls else None
+
+
+async def _connect(
+    origin: Origin, address: str, tls: ssl.SSLContext | None, on_done: Callable[[], None]
+) -> _Exchange | str:
+    loop = asyncio.get_running_loop()
+    try:
+        _, exchange = await loop.create_connection(
+            lambda: _Exchange(on_done),
+            address,
+            origin.port,
+            ssl=tls,
+            server_hostname=origin.host if tls else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    return exchange
+
+
+async def _resolve(origin: Origin) -> str:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+async def fire(
+    plan: Sequence[PlannedRequest],
+    base_url: str,
+    policy: HttpPolicy,
+    *,
+    timeout_s: float,
+    ready: Callable[[], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PhaseOutcome:
+    """Open one connection per request, then send them all at once; return exact outcomes.
+
+    Every request is checked against `policy` before the first connection opens. Latency counts
+    from each request's own write to its answer's last byte; the send lag from the release.
+    """
+    deadline_s = check_timeout(timeout_s)
+    origin = parse_origin(base_url)
+    wires = [encode_request(r, origin, policy) for r in plan]
+    order = send_order(plan)
+    planned = {name: sum(1 for r in plan if r.operation == name) for name in OPERATIONS}
+    tally = Tally(planned, policy.write_root)
+    pending = [len(plan)]
+    all_done = asyncio.Event()
+
+    def one_done() -> None:
+        pending[0] -= 1
+        if pending[0] <= 0:
+            all_done.set()
+
+    tls = _tls_context(origin)
+    try:
+        address = await asyncio.wait_for(_resolve(origin), deadline_s)
+    except (OSError, TimeoutError) as exc:
+        address, unresolved = "", f"{origin.host}: {type(exc).__name__}: {exc}"
+    else:
+        unresolved = ""
+    if address:
+        opening = [_connect(origin, address, tls, one_done) for _ in plan]
+        try:
+            links = list(await asyncio.wait_for(asyncio.gather(*opening), deadline_s))
+        except TimeoutError:
+            links = [f"TimeoutError: no connection within {deadline_s:g} s"] * len(plan)
+    else:
+        links = [unresolved] * len(plan)
+    if ready is not None:
+        ready()  # nothing is in flight: blocking the loop here delays nothing
+    sent = [0] * len(plan)
+    cpu0, wall0 = time.process_time(), time.perf_counter_ns()
+    released = time.perf_counter_ns()
+    for index in order:
+        link = links[index]
+        if isinstance(link, _Exchange) and link.transport is not None and not link.ended_ns:
+            sent[index] = time.perf_counter_ns()
+            send(link.transport, wires[index])
+        else:
+            one_done()
+    ticker = asyncio.create_task(_tick(progress, pending, len(plan))) if progress else None
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_done.wait(), deadline_s)
+    wall_ns, cpu_s = time.perf_counter_ns() - wall0, time.process_time() - cpu0
+    if ticker is not None:
+        ticker.cancel()
+    lag = histogram.new()
+    for index, request in enumerate(plan):
+        link = links[index]
+        if not isinstance(link, _Exchange) or not sent[index]:
+            why = link if isinstance(link, str) else (link.error or "connection closed early")
+            tally.record(request.operation, 0, 0, f"{request.operation}: {why}")
+            continue
+        histogram.record_us(lag, (sent[index] - released) // 1000)
+        if not link.ended_ns:
+            link.error = f"TimeoutError: no answer within {deadline_s:g} s"
+            if link.transport is not None:
+                link.transport.abort()
+        if link.error:
+            tally.record(request.operation, 0, 0, f"{request.operation}: {link.error[:160]}")
+            continue
+        status, body, ray = link.answer()
+        problem = tally.judge(request, status, body)
+        error = f" ({ray})" if status >= 400 else ""
+        tally.record(request.operation, status, link.ended_ns - sent[index], error, problem)
+    offset = time.time_ns() - time.perf_counter_ns()
+    starts = [s for s in sent if s]
+    return PhaseOutcome(
+        phase=BURST,
+        ops=tally.ops(),
+        start_first_ns=min(starts) + offset if starts else 0,
+        start_last_ns=max(starts) + offset if starts else 0,
+        wall_s=wall_ns / 1e9,
+        cpu_s=cpu_s,
+        max_lag_ms=(max(starts) - released) / 1e6 if starts else 0.0,
+        lag=histogram.encode(lag),
+    )
+
+
+async def _tick(progress: Callable[[str], None] | None, pending: list[int], total: int) -> None:
+    while progress is not None:
+        await asyncio.sleep(0.25)
+        progress(f"burst: {total - pending[0]}/{total} answered")

@@ -1,0 +1,195 @@
+"""The burst client on real sockets: prepared and guarded before any connection, every answer framed.
+
+Servers here are real listeners on 127.0.0.1 (the tiny Worker, or a raw asyncio server in the
+test's own loop for the framings a Worker may answer with). Nothing asserts speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from sync_ci.errors import GuardViolation
+from sync_ci.gates import burst, histogram, load
+from sync_ci.gates.http import push_policy, read_only_policy
+from sync_ci.gates.outcome import PhaseOutcome
+from sync_ci.gates.scenario import (
+    INSTALL,
+    PUSH,
+    LoadScenario,
+    PlannedRequest,
+    install_request,
+    plan_burst,
+)
+from tests.gates.conftest import TINY_SECRET, TinyWorker
+
+CI_ROOT = "snappy-os-ci/0123abc/"
+MANIFEST = b'{"schema":1,"generation":1,"entries":{},"object_base":"/o/"}'
+Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve_raw(answer: Answer, plan: list[PlannedRequest], timeout_s: float) -> PhaseOutcome:
+    """Fire `plan` at a raw server in this loop that reads each request and runs `answer`."""
+
+    handlers: list[asyncio.Task[None]] = []
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await exchange(reader, writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        return await burst.fire(
+            plan, f"http://127.0.0.1:{port}", read_only_policy(), timeout_s=timeout_s
+        )
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+def installs(count: int) -> list[PlannedRequest]:
+    return [install_request() for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(MANIFEST) + MANIFEST,
+            id="content-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % 20
+            + MANIFEST[:20]
+            + b"\r\n"
+            + b"%x\r\n" % (len(MANIFEST) - 20)
+            + MANIFEST[20:]
+            + b"\r\n0\r\n\r\n",
+            id="chunked",
+        ),
+        pytest.param(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + MANIFEST, id="until-close"),
+    ],
+)
+def test_every_framing_a_worker_may_answer_with_is_read_whole(framing: bytes) -> None:
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        # In two writes, so a response split over several reads is reassembled.
+        writer.write(framing[:25])
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(framing[25:])
+        await writer.drain()
+
+    phase = asyncio.run(serve_raw(answer, installs(20), timeout_s=30))
+    install = phase.ops[INSTALL]
+    assert (install.ok, install.invalid, install.network) == (20, 0, 0), install.first_error
+    assert histogram.decode(install.histogram).get_total_count() == 20
+
+
+def test_a_server_that_never_answers_is_a_network_error_after_the_one_deadline() -> None:
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    phase = asyncio.run(serve_raw(answer, installs(5), timeout_s=0.5))
+    install = phase.ops[INSTALL]
+    assert (install.ok, install.network) == (0, 5)
+    assert "no answer within 0.5 s" in install.first_error
+
+
+def test_a_truncated_answer_is_a_network_error() -> None:
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{")
+        await writer.drain()
+
+    phase = asyncio.run(serve_raw(answer, installs(3), timeout_s=30))
+    assert phase.ops[INSTALL].network == 3
+    assert "connection closed early" in phase.ops[INSTALL].first_error
+
+
+def test_a_refused_request_stops_the_burst_before_any_connection_opens() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    plan = plan_burst(LoadScenario(installs=5, pushes=1, tenants=1), TINY_SECRET)
+    try:
+        with pytest.raises(GuardViolation, match="read-only"):
+            asyncio.run(burst.fire(plan, url, read_only_policy(), timeout_s=5))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected: the installs before the push never left
+    finally:
+        listener.close()
+
+
+def test_a_header_cannot_smuggle_a_second_request() -> None:
+    origin = burst.parse_origin("http://127.0.0.1:1")
+    smuggled = PlannedRequest(
+        operation=INSTALL,
+        method="GET",
+        path="/install",
+        headers={"x-a": "1\r\n\r\nPOST /_push HTTP/1.1"},
+    )
+    with pytest.raises(GuardViolation, match="control characters"):
+        burst.encode_request(smuggled, origin, read_only_policy())
+
+
+def test_a_push_on_the_wire_names_the_ci_root_and_nothing_else() -> None:
+    origin = burst.parse_origin("http://127.0.0.1:1/base")
+    (push,) = [
+        r for r in plan_burst(LoadScenario(installs=0, pushes=1), "s") if r.operation == PUSH
+    ]
+    wire = burst.encode_request(push, origin, push_policy(CI_ROOT))
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /base/_push HTTP/1.1\r\n")
+    assert f"\r\nx-sync-ci-root: {CI_ROOT}".encode() in head
+    assert f"\r\ncontent-length: {len(push.body)}".encode() in head
+    assert body == push.body
+    wrong = PlannedRequest(
+        operation=PUSH,
+        method="POST",
+        path="/_push",
+        headers={"x-sync-ci-root": "snappy-os/"},
+        body=b"{}",
+    )
+    with pytest.raises(GuardViolation, match="naming root"):
+        burst.encode_request(wrong, origin, push_policy(CI_ROOT))
+
+
+def test_installs_and_pushes_are_interleaved_in_the_send_order() -> None:
+    plan = plan_burst(LoadScenario(), "s")
+    order = burst.send_order(plan)
+    assert sorted(order) == list(range(len(plan)))
+    operations = [plan[i].operation for i in order]
+    # Every tenth-or-so write is a push: none waits behind all the installs.
+    first_push = operations.index(PUSH)
+    assert first_push < 20
+    assert operations[:110].count(PUSH) == 10
+
+
+def test_the_burst_records_its_send_lag_and_every_answer(tiny_worker: TinyWorker) -> None:
+    url = str(tiny_worker("--latency-ms", "20")["url"])
+    job = load.plan_job(LoadScenario(), url, TINY_SECRET, policy=push_policy(CI_ROOT))
+    (phase,) = load.run_load(job)
+    assert [(op.ok, op.invalid) for op in phase.ops.values()] == [(1000, 0), (100, 0)]
+    lag = histogram.decode(phase.lag)
+    assert lag.get_total_count() == 1100
+    assert phase.max_lag_ms >= histogram.summarize(lag).p50_ms >= 0
+    assert phase.cpu_s > 0 and phase.wall_s > 0
