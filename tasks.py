@@ -234,7 +234,7 @@ def install_cron(
     config: str = "",
 ) -> None:
     """Install this role's crontab entry (idempotent)."""
-    from sync_ci import cron
+    from sync_ci.field import cron
 
     _call(
         lambda: cron.command(
@@ -260,7 +260,7 @@ def install_cron(
 )
 def uninstall_cron(c: Context, role: str = "", dry_run: bool = False, cron_user: str = "") -> None:
     """Remove this role's crontab entry and nothing else."""
-    from sync_ci import cron
+    from sync_ci.field import cron
 
     _call(lambda: cron.command("uninstall", role=role, user=cron_user, dry_run=dry_run))
 
@@ -268,7 +268,7 @@ def uninstall_cron(c: Context, role: str = "", dry_run: bool = False, cron_user:
 @task(help={"cron_user": CRON_USER})
 def cron_show(c: Context, cron_user: str = "") -> None:
     """Print the installed sync-ci cron entries and check they are sane."""
-    from sync_ci import cron
+    from sync_ci.field import cron
 
     _call(lambda: cron.command("show", user=cron_user))
 

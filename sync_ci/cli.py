@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
     "cleanup": "sync_ci.cleanup",
     "doctor": "sync_ci.doctor",
     "alert": "sync_ci.field.alerts",
-    "cron": "sync_ci.cron",
+    "cron": "sync_ci.field.cron",
     "status": "sync_ci.field.status",
     "verify": "sync_ci.field.verify",
     "gate": "sync_ci.gates.cli",

@@ -449,7 +449,7 @@ class Context:
     def crontab(self) -> str:
         """Read the crontab once."""
         if self.crontab_text is None:
-            from sync_ci.cron import read_crontab
+            from sync_ci.field.cron import read_crontab
 
             self.crontab_text = read_crontab(self.cron_user)
         return self.crontab_text
@@ -617,7 +617,7 @@ def check_clock(ctx: Context) -> list[Result]:
 
 def check_cron(ctx: Context) -> list[Result]:
     """The crontab holds one sane sync-ci entry."""
-    from sync_ci.cron import evaluate_entry
+    from sync_ci.field.cron import evaluate_entry
 
     try:
         text = ctx.crontab()

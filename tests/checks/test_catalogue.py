@@ -109,7 +109,7 @@ def test_field_subject_reads_modes_and_flags_readable_secrets(tmp_path: Path) ->
 
 
 def test_field_cron_rule_accepts_the_lines_cron_py_renders() -> None:
-    from sync_ci import cron
+    from sync_ci.field import cron
 
     paths = cron.CronPaths(
         exe="/opt/venv/bin/sync-ci",

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci import cron
 from sync_ci.config import Settings, load_settings
-from sync_ci.cron import Account
 from sync_ci.errors import SettingsError
+from sync_ci.field import cron
+from sync_ci.field.cron import Account
 from sync_ci.sandbox import workerd
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci import cron
-from sync_ci.cron import Account, Role
+from sync_ci.field import cron
+from sync_ci.field.cron import Account, Role
 from sync_ci.locks import Job, hold_lock, lock_path
 from sync_ci.sandbox.launcher import STORE_REGION, Sandbox
 from tests.e2e.conftest import REPO, give, installed_command, run_as_cron, user_executable

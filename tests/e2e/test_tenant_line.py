@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci import cron
 from sync_ci.config import Settings
-from sync_ci.cron import Account
+from sync_ci.field import cron
 from sync_ci.field.alerts import Spool
+from sync_ci.field.cron import Account
 from sync_ci.field.status import fetch_status
 from tests.conftest import FaultySandbox
 from tests.e2e.conftest import ON_BOTH_RUNTIMES, installed_command, run_as_cron

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci import cron
-from sync_ci.cron import CronPaths
 from sync_ci.errors import SyncCIError, UsageError
+from sync_ci.field import cron
+from sync_ci.field.cron import CronPaths
 from tests.field.conftest import run_cli
 
 # Lines python-crontab would re-render (`0 * * * *` -> `@hourly`, tabs, odd spacing, env lines).

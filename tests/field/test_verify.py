@@ -12,9 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from sync_ci import cron
 from sync_ci.config import Secrets, Settings
-from sync_ci.field import verify
+from sync_ci.field import cron, verify
 from tests.field.conftest import REPO, run_cli
 
 
