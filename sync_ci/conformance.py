@@ -7,6 +7,7 @@ through the guarded Worker client, and its answer is checked against the OpenAPI
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -821,9 +822,21 @@ def open_run(
         yield run, client
 
 
+def hypothesis_cache_dir() -> Path:
+    """Where Hypothesis keeps its storage for us: `$XDG_CACHE_HOME/sync-ci/hypothesis`.
+
+    Only derived tables live there (the Unicode category map and the per-codec character sets,
+    which depend on the Python build alone, and the constants Hypothesis reads from our code): the
+    runs keep no example database, so a cached table changes no generated case. Computing the
+    codec table costs seconds of CPU per run, which the smoke's short phase cannot spare.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sync-ci" / "hypothesis"
+
+
 @contextmanager
 def _private_hypothesis_home() -> Iterator[None]:
-    """Point Hypothesis's storage (its example database, its constants cache) at a temp dir.
+    """Point Hypothesis's storage at our own cache dir (a temp dir if that cannot be made).
 
     Left alone it writes `.hypothesis/` into the working directory of whoever runs the smoke.
     """
@@ -832,13 +845,19 @@ def _private_hypothesis_home() -> Iterator[None]:
 
     from hypothesis.configuration import set_hypothesis_home_dir
 
-    home = tempfile.mkdtemp(prefix="sync-ci-hypothesis-")
-    set_hypothesis_home_dir(home)
+    home = hypothesis_cache_dir()
+    made = ""
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:  # a read-only or missing home: the tables are computed again, in a temp dir
+        made = tempfile.mkdtemp(prefix="sync-ci-hypothesis-")
+    set_hypothesis_home_dir(made or str(home))
     try:
         yield
     finally:
         set_hypothesis_home_dir(None)
-        shutil.rmtree(home, ignore_errors=True)
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def run_conformance(

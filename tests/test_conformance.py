@@ -267,6 +267,12 @@ def test_the_command_prints_its_seed_and_writes_the_result_document(
     assert sandbox_env_secret_free(done.stdout + done.stderr + out.read_text(), sandbox_env)
     # Hypothesis keeps its database and constants cache under ./.hypothesis unless told not to.
     assert not (Path(sandbox_env["HOME"]) / ".hypothesis").exists()
+    # Its derived Unicode tables are kept for the next run (seconds of CPU each time otherwise),
+    # in the user's cache dir; no example database is kept there, so no run replays another's.
+    base = Path(sandbox_env.get("XDG_CACHE_HOME") or Path(sandbox_env["HOME"]) / ".cache")
+    cache = base / "sync-ci" / "hypothesis"
+    assert list(cache.glob("unicode_data/*/codec-*.json.gz")), sorted(cache.rglob("*"))
+    assert not (cache / "examples").exists()
 
 
 def sandbox_env_secret_free(text: str, env: dict[str, str]) -> bool:
