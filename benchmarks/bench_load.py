@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'':22}{'install p95 ms':>24}{'push p95 ms':>24}{'start spread ms':>24}{'client CPU s':>24}"
     )
     fields = ("install_p95_ms", "push_p95_ms", "spread_ms", "cpu_s")
-    print(f"{'gate engine (aiohttp)':22}" + "".join(f"{_median(ours, f):>24}" for f in fields))
+    print(f"{'gate engine':22}" + "".join(f"{_median(ours, f):>24}" for f in fields))
     print(f"{'gate --processes 2':22}" + "".join(f"{_median(spread, f):>24}" for f in fields))
     failures = sum(r.failures for r in ours + spread)
     if not theirs:
