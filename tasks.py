@@ -299,7 +299,7 @@ def doctor(
     cron_user: str = "",
 ) -> None:
     """Run the field checks; the exit code is the failure count."""
-    from sync_ci import doctor as field
+    from sync_ci.field import doctor as field
 
     if list_checks:
         print(field.list_checks())

@@ -83,9 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(list(argv or []))
 
-    from sync_ci import doctor
     from sync_ci.config import load_settings
-    from sync_ci.field import cron
+    from sync_ci.field import cron, doctor
     from sync_ci.field.alerts import field_settings
     from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
     from sync_ci.worker import WorkerClient, WorkerTarget

@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     "sandbox-fault": "sync_ci.sandbox.cli",
     "config": "sync_ci.config_cli",
     "cleanup": "sync_ci.cleanup",
-    "doctor": "sync_ci.doctor",
+    "doctor": "sync_ci.field.doctor",
     "alert": "sync_ci.field.alerts",
     "cron": "sync_ci.field.cron",
     "status": "sync_ci.field.status",

@@ -77,7 +77,7 @@ def _modules_after(argv: list[str]) -> list[str]:
 def test_doctor_loads_only_the_doctor_module() -> None:
     loaded = _modules_after(["doctor", "--silent"])
     commands = {m for m in loaded if m in cli.COMMAND_MODULES}
-    assert commands == {"sync_ci.doctor"}
+    assert commands == {"sync_ci.field.doctor"}
     assert [m for m in loaded if m.startswith(HEAVY_PREFIXES)] == []
 
 

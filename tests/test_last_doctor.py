@@ -6,9 +6,9 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_ci.doctor import save_report
 from sync_ci.field import last_doctor
 from sync_ci.field.alerts import failing_rows, read_last_doctor
+from sync_ci.field.doctor import save_report
 from sync_ci.report import Result, make_report
 
 

@@ -12,7 +12,7 @@ Classic cron mistakes break this silently too: `* * * * *` (python-crontab's def
 minute is set), `@hourly` rewrites, a doctor that mails its output every six hours, a `%` that cron
 turns into a newline. In `repo` scope this reads `*.cron`/crontab files in the tree, the
 templates in `sync_ci/field/cron.py` (f-string placeholders are read as their expression text), and
-checks that `sync_ci/ci_loop.py` and `sync_ci/doctor.py` still take the lock. In `field` scope
+checks that `sync_ci/ci_loop.py` and `sync_ci/field/doctor.py` still take the lock. In `field` scope
 (doctor) it reads the installed user crontab's sync-ci lines.
 
 **Fix:** reinstall the entries with `sync-ci cron install --role maintainer|tenant` (or restore the
@@ -35,7 +35,7 @@ TITLE = "cron entry off the seed's schedule or target, without --silent, or doub
 SCOPE = ("repo", "field")
 
 CRON_MODULE = "sync_ci/field/cron.py"
-LOCKING_MODULES = {"sync_ci/ci_loop.py": "ci-loop", "sync_ci/doctor.py": "doctor"}
+LOCKING_MODULES = {"sync_ci/ci_loop.py": "ci-loop", "sync_ci/field/doctor.py": "doctor"}
 CRON_FILES = ("*.cron", "*crontab", "*crontab.txt", "*.crontab")
 MAINTAINER, TENANT = "0 */6 * * *", "30 */6 * * *"
 FIELD = r"[\d*/,\-]+"
@@ -203,7 +203,7 @@ GOOD = (
             "docs/example.cron": f"# sync-ci\n{_MAINT}\n{_TENANT}\n",
             CRON_MODULE: _MODULE,
             "sync_ci/ci_loop.py": _LOCKED.format(job="ci-loop"),
-            "sync_ci/doctor.py": _LOCKED.format(job="doctor"),
+            "sync_ci/field/doctor.py": _LOCKED.format(job="doctor"),
         }
     ),
     example({CRONTAB: f"MAILTO=''\n{_TENANT}\n5 4 * * * /usr/bin/backup\n"}, scope="field"),
@@ -244,7 +244,10 @@ BAD = (
         at=[("sync_ci/field/cron.py", 4)],
     ),
     example({"sync_ci/ci_loop.py": "def command():\n    run()\n"}, at=[("sync_ci/ci_loop.py", 1)]),
-    example({"sync_ci/doctor.py": _LOCKED.format(job="ci-loop")}, at=[("sync_ci/doctor.py", 1)]),
+    example(
+        {"sync_ci/field/doctor.py": _LOCKED.format(job="ci-loop")},
+        at=[("sync_ci/field/doctor.py", 1)],
+    ),
     example(
         {CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")},
         scope="field",

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from sync_ci import doctor, guards
+from sync_ci import guards
 from sync_ci.config import Settings
 from sync_ci.contract import CatalogEntry, parse_catalog, sha256_hex
-from sync_ci.field import cron
+from sync_ci.field import cron, doctor
 from sync_ci.report import Result, make_report
 from sync_ci.store import endpoint_from_settings, open_store
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget

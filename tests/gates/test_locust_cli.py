@@ -210,7 +210,7 @@ def test_cheap_paths_never_import_locust_or_gevent() -> None:
     script = (
         "import sys\n"
         "from sync_ci.cli import build_parser\n"
-        "import sync_ci.doctor, sync_ci.gates.cli, sync_ci.gates.load, sync_ci.gates.latency\n"
+        "import sync_ci.field.doctor, sync_ci.gates.cli, sync_ci.gates.load, sync_ci.gates.latency\n"
         "import sync_ci.gates.locust_engine\n"
         "build_parser().parse_args(['gate', 'load', '--engine', 'locust', '--processes', '2'])\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent')))\n"
