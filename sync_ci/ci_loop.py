@@ -162,8 +162,8 @@ def command(
 ) -> int:
     """One scheduled pass: exit 0 healthy (or lock busy), 1 degraded, 3 could not measure."""
     from sync_ci import progress
+    from sync_ci.attachment import PASS, open_target
     from sync_ci.report import render_table, write_outputs
-    from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=config, target=target)
     now = now or datetime.now(UTC)
@@ -173,7 +173,7 @@ def command(
         with (
             progress.showing(progress.for_args(args)),
             hold_lock(lock, "ci-loop"),
-            attach(settings) as attached,
+            open_target(settings, PASS) as attached,
         ):
             outcome = run_pass(attached, alerts_dir=alerts_dir, now=now, budget_s=budget_s)
     except LockBusy as exc:

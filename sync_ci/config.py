@@ -123,6 +123,8 @@ class Settings:
     regions: tuple[Region, ...] = ()
     secrets: Secrets = field(default_factory=Secrets)
     sandbox_file: str = ""
+    # SYNC_CI_SECRETS_FILE as loaded (the file the secrets above were read from), or None.
+    secrets_file: Path | None = None
     config_path: str = ""
     # The Worker a sandbox or a ci run without preview URL starts locally, and a user's project.
     worker_runtime: Runtime = "python"
@@ -651,6 +653,7 @@ def resolve_settings(
         regions=regions,
         secrets=secrets,
         sandbox_file=env.get("SYNC_CI_SANDBOX", ""),
+        secrets_file=Path(env["SYNC_CI_SECRETS_FILE"]) if env.get("SYNC_CI_SECRETS_FILE") else None,
         config_path=str(path) if path else "",
         sources=sources,
         worker_runtime=runtime,

@@ -1058,12 +1058,12 @@ def command(
     import sys
 
     from sync_ci import progress
+    from sync_ci.attachment import SUITE, open_target
     from sync_ci.config import load_settings
     from sync_ci.report import emit
-    from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=config, target=target)
-    with progress.showing(progress.for_args(args)), attach(settings, ci_worker=True) as attached:
+    with progress.showing(progress.for_args(args)), open_target(settings, SUITE) as attached:
         report = run_conformance(
             attached, max_examples=max_examples, budget_s=budget_s, seed=seed, spec=Path(spec)
         )

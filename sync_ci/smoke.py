@@ -957,9 +957,9 @@ def command(
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
     from sync_ci import progress
+    from sync_ci.attachment import SUITE, open_target
     from sync_ci.options import parse_assignments
     from sync_ci.report import emit
-    from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=config, target=target)
     if faults and settings.target != "sandbox":
@@ -975,9 +975,7 @@ def command(
         )
     with progress.showing(progress.for_args(args)) as shown:
         shown.note(f"preparing the {settings.target} target ...")
-        with attach(
-            settings, faults=parse_assignments(faults, "--fault"), ci_worker=True
-        ) as attached:
+        with open_target(settings, SUITE, faults=parse_assignments(faults, "--fault")) as attached:
             report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
     code = emit(report, args)
     parity = [Result(**_result_args(c)) for c in report.extra.get("parity", [])]

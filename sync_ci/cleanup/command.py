@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,29 +18,6 @@ from sync_ci.errors import UsageError
 from sync_ci.report import Report, Result, emit, make_report
 
 
-@contextlib.contextmanager
-def _resolved_settings(args: argparse.Namespace) -> Iterator[Any]:
-    from sync_ci.config import load_settings
-
-    settings = load_settings(
-        config=getattr(args, "config", None), target=getattr(args, "target", None)
-    )
-    if settings.target == "sandbox" and settings.endpoint_url and settings.bucket:
-        if not guards.is_loopback_url(settings.endpoint_url):
-            raise UsageError(
-                f"target sandbox must use a loopback store, not {settings.endpoint_url!r}; "
-                "use --target ci for a remote bucket"
-            )
-        yield settings
-    elif settings.target == "sandbox":
-        from sync_ci.sandbox.attach import attach
-
-        with attach(settings) as filled:
-            yield filled
-    else:
-        yield settings
-
-
 def command(args: argparse.Namespace) -> int:
     """Run `sync-ci cleanup`: settings, guarded client, plan, delete, report, exit code."""
     from sync_ci.store import count_requests, endpoint_from_settings, open_store
@@ -53,7 +29,13 @@ def command(args: argparse.Namespace) -> int:
     now = parse_now(args.now) if args.now else started_wall
     quiet = bool(getattr(args, "quiet", False))
 
-    with _resolved_settings(args) as settings:
+    from sync_ci.attachment import STORE, open_target
+    from sync_ci.config import load_settings
+
+    loaded = load_settings(
+        config=getattr(args, "config", None), target=getattr(args, "target", None)
+    )
+    with open_target(loaded, STORE) as settings:
         writes = not args.dry_run and not args.show_lifecycle
         if writes and settings.read_only:
             raise UsageError(

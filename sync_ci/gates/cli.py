@@ -49,13 +49,14 @@ NEVER_SHRUNK = "the gate's scenario may be enlarged, never shrunk"
 
 @contextlib.contextmanager
 def open_target(args: argparse.Namespace) -> Iterator[Settings]:
-    """Load settings and attach to what they target (an ephemeral sandbox by default)."""
+    """Load settings and open what they target for a gate (an ephemeral sandbox by default)."""
+    from sync_ci.attachment import SUITE
+    from sync_ci.attachment import open_target as open_resolved
     from sync_ci.config import load_settings
-    from sync_ci.sandbox.attach import attach
 
     settings = load_settings(config=args.config, target=args.target)
     faults = parse_assignments(getattr(args, "fault", []) or [], "--fault")
-    with attach(settings, faults=faults or None, ci_worker=True) as attached:
+    with open_resolved(settings, SUITE, faults=faults or None) as attached:
         yield attached
 
 

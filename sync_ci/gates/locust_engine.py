@@ -376,16 +376,16 @@ class LocustEngine:
 
 def worker_secret(worker: WorkerOptions) -> tuple[str, HttpPolicy]:
     """Return this machine's tenant secret and target policy for a worker (never the master's)."""
+    from sync_ci.attachment import ATTACHED, open_target
     from sync_ci.config import load_settings
     from sync_ci.gates.http import policy_for, read_only_policy
-    from sync_ci.sandbox.attach import attach
 
     if worker.gate != "load":
         return "", read_only_policy()
     settings = load_settings(config=worker.config, target=worker.target)
     secret = settings.secrets.tenant_secret
     if settings.target == "sandbox" and settings.sandbox_file:
-        with attach(settings) as attached:
+        with open_target(settings, ATTACHED) as attached:
             settings = attached
             secret = attached.secrets.tenant_secret
     policy = policy_for(settings)

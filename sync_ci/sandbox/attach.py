@@ -1,4 +1,7 @@
-"""Point Settings at a sandbox (SYNC_CI_SANDBOX's, or an ephemeral one); change its faults."""
+"""Fill Settings in from a sandbox, start a local Worker over a CI prefix, change faults.
+
+Which of these a command gets is decided in one place, `sync_ci.attachment.open_target`.
+"""
 
 from __future__ import annotations
 

@@ -158,9 +158,10 @@ def run_sandbox(
 
 def fault_command(*, set_items: Sequence[str], clear: bool, config: str | None) -> int:
     """Change the faults of the sandbox named by SYNC_CI_SANDBOX and print those in force."""
+    from sync_ci.attachment import ATTACHED, open_target
     from sync_ci.config import load_settings
     from sync_ci.errors import SettingsError
-    from sync_ci.sandbox.attach import attach, clear_faults, get_faults, set_faults
+    from sync_ci.sandbox.attach import clear_faults, get_faults, set_faults
 
     updates = parse_fault_updates(set_items)
     settings = load_settings(config=config, target="sandbox")
@@ -169,7 +170,7 @@ def fault_command(*, set_items: Sequence[str], clear: bool, config: str | None) 
             "sandbox-fault changes a running sandbox: set SYNC_CI_SANDBOX to its ready file "
             "(start one with `sync-ci sandbox --ready-file PATH`)"
         )
-    with attach(settings) as attached:
+    with open_target(settings, ATTACHED) as attached:
         faults: dict[str, Any] = {}
         if clear:
             faults = clear_faults(attached)

@@ -1,0 +1,211 @@
+"""The one target resolver (`sync_ci.attachment.open_target`) decides what each caller kind gets."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sync_ci import target
+from sync_ci.attachment import (
+    ATTACHED,
+    FIELD,
+    FIELD_OR_EPHEMERAL,
+    PASS,
+    STORE,
+    SUITE,
+    Need,
+    field_settings,
+    open_target,
+)
+from sync_ci.config import Settings, load_settings
+from sync_ci.errors import SettingsError, UnreachableError, UsageError
+from sync_ci.sandbox.launcher import Sandbox, write_ready_file
+from sync_ci.sandbox.ready_file import SandboxInfo
+from sync_ci.worker import WorkerClient, WorkerTarget
+from tests.conftest import sandbox_env_for
+
+LOCAL_WORKER = "local reference Worker over the CI prefix"
+
+
+def _remote_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    (tmp_path / "sync-ci.toml").touch()
+    return {
+        "HOME": str(tmp_path),
+        "SYNC_CI_CONFIG": str(tmp_path / "sync-ci.toml"),
+        "SYNC_CI_BUCKET": "real-bucket",
+        "SYNC_CI_ACCESS_KEY_ID": "k",
+        "SYNC_CI_SECRET_ACCESS_KEY": "s",
+        "SYNC_CI_SHA": "a" * 40,
+        "SYNC_CI_WORKER_URL": "https://worker.example",
+        **extra,
+    }
+
+
+def _health(url: str) -> dict[str, object]:
+    target_ = WorkerTarget(base_url=url, read_only=True, retries=0)
+    with WorkerClient(target_) as client:
+        answer = client.get("/_health", retry=False)
+    assert answer.status == 200
+    document = answer.json()
+    assert isinstance(document, dict)
+    return document
+
+
+def _dead(info: SandboxInfo) -> SandboxInfo:
+    """The same sandbox, with its Worker on a loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    regions = (replace(info.worker.regions[0], url=url),)
+    return replace(info, worker=replace(info.worker, url=url, regions=regions))
+
+
+# --- ci and live -------------------------------------------------------------------------------
+
+
+def test_ci_with_a_preview_url_talks_to_that_url_and_starts_nothing(tmp_path: Path) -> None:
+    env = _remote_env(tmp_path, SYNC_CI_PREVIEW_URL="https://pr-7.preview.example/")
+    settings = load_settings(target="ci", env=env)
+    for need in (SUITE, PASS, STORE, FIELD, ATTACHED):
+        with open_target(settings, need) as attached:
+            assert attached is settings
+            assert target.worker_url(attached) == "https://pr-7.preview.example"
+
+
+def test_live_is_read_only_and_as_loaded_for_every_caller(tmp_path: Path) -> None:
+    settings = load_settings(target="live", env=_remote_env(tmp_path))
+    for need in (SUITE, PASS, STORE, FIELD, FIELD_OR_EPHEMERAL, ATTACHED):
+        with open_target(settings, need) as attached:
+            assert attached is settings
+            assert attached.read_only
+            assert target.worker_url(attached) == "https://worker.example"
+    with (
+        pytest.raises(UsageError) as caught,
+        open_target(settings, SUITE, faults={"5xx_rate": "1"}),
+    ):
+        pass
+    assert str(caught.value) == "--fault and --kv-miss-ms apply to the sandbox only, not to live"
+
+
+def test_ci_without_a_preview_url_gets_a_local_worker_over_its_ci_prefix_only(
+    sandbox_settings: Settings,
+) -> None:
+    ci = sandbox_settings.with_values(target="ci", preview_url="")
+    with open_target(ci, SUITE) as attached:
+        local = attached.worker_url
+        assert local != sandbox_settings.worker_url
+        assert attached.sources["worker_url"] == LOCAL_WORKER
+        assert target.worker_url(attached) == local
+        # The Worker the resolver started serves this run's CI prefix, nothing above it.
+        assert _health(local)["root"] == ci.ci_prefix
+        # Its tenant credentials are the ones it was started with.
+        assert attached.secrets.tenant_token
+    # Stopped with the block.
+    with (
+        pytest.raises(UnreachableError),
+        WorkerClient(WorkerTarget(base_url=local, read_only=True, retries=0)) as client,
+    ):
+        client.get("/_health", retry=False)
+
+
+def test_ci_without_a_preview_url_starts_no_worker_for_a_read_only_pass_or_cleanup(
+    tmp_path: Path,
+) -> None:
+    # No store endpoint: a local Worker would refuse to start, so reaching the body proves none did.
+    settings = load_settings(target="ci", env=_remote_env(tmp_path))
+    for need in (PASS, STORE, FIELD, ATTACHED):
+        with open_target(settings, need) as attached:
+            assert attached is settings
+    local = pytest.raises(SettingsError, match="starts a local Worker over the bucket")
+    with local, open_target(settings, SUITE):
+        pass
+
+
+# --- sandbox -----------------------------------------------------------------------------------
+
+
+def test_sandbox_attach_through_the_ready_file_gets_its_worker_store_and_secrets(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Writer (the launcher's ready file) then reader (the resolver), for each caller kind.
+    ready = write_ready_file(sandbox.info, tmp_path / "ready.json")
+    settings = load_settings(env=sandbox_env_for(ready, tmp_path / "home"))
+    for need in (SUITE, PASS, STORE, FIELD, FIELD_OR_EPHEMERAL, ATTACHED):
+        with open_target(settings, need) as attached:
+            assert attached.worker_url == sandbox.info.worker.url
+            assert attached.endpoint_url == sandbox.info.store.endpoint_url
+            assert attached.bucket == sandbox.info.store.bucket
+            assert attached.secrets.admin_token == sandbox.info.admin_token
+            assert attached.sources["worker_url"] == f"sandbox {ready}"
+            assert _health(target.worker_url(attached))["ok"] is True
+
+
+def test_a_field_command_keeps_its_own_worker_url_and_reports_on_a_dead_sandbox(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    dead = _dead(sandbox.info)
+    ready = write_ready_file(dead, tmp_path / "dead.json")
+    env = {**sandbox_env_for(ready, tmp_path / "home"), "SYNC_CI_WORKER_URL": "http://127.0.0.1:9"}
+    settings = load_settings(env=env, check_remote=False)
+    # A suite refuses a sandbox that does not answer ...
+    with pytest.raises(UnreachableError, match="is not answering"), open_target(settings, SUITE):
+        pass
+    # ... a field command reports on it (doctor's checks say what is wrong), its own URL winning.
+    for filled in (field_settings(settings), _opened(settings, FIELD_OR_EPHEMERAL)):
+        assert filled.worker_url == "http://127.0.0.1:9"
+        assert filled.secrets.admin_token == sandbox.info.admin_token
+    # Without one, the ready file's.
+    assert field_settings(settings.with_values(worker_url="")).worker_url == dead.worker.url
+
+
+def _opened(settings: Settings, need: Need) -> Settings:
+    with open_target(settings, need) as attached:
+        return attached
+
+
+def test_without_a_ready_file_field_commands_start_nothing(tmp_path: Path) -> None:
+    env = sandbox_env_for(tmp_path / "unused.json", tmp_path / "home")
+    del env["SYNC_CI_SANDBOX"]
+    settings = load_settings(env=env, check_remote=False)
+    for need in (FIELD, ATTACHED):
+        with open_target(settings, need) as attached:
+            assert attached is settings
+            assert not attached.worker_url
+
+
+def test_cleanup_on_sandbox_uses_an_explicit_loopback_store_and_refuses_a_remote_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    env = sandbox_env_for(tmp_path / "unused.json", tmp_path / "home")
+    del env["SYNC_CI_SANDBOX"]
+    store = sandbox.info.store
+    env |= {"SYNC_CI_ENDPOINT_URL": store.endpoint_url, "SYNC_CI_BUCKET": store.bucket}
+    settings = load_settings(env=env)
+    with open_target(settings, STORE) as attached:
+        assert attached is settings
+    remote = settings.with_values(endpoint_url="https://s3.example.com")
+    with pytest.raises(UsageError) as caught, open_target(remote, STORE):
+        pass
+    assert str(caught.value) == (
+        "target sandbox must use a loopback store, not 'https://s3.example.com'; "
+        "use --target ci for a remote bucket"
+    )
+
+
+def test_faults_asked_of_the_ready_files_sandbox_hold_for_the_block_only(
+    sandbox_settings: Settings, tmp_path: Path
+) -> None:
+    from sync_ci.sandbox.attach import get_faults
+
+    ready = Path(sandbox_settings.sandbox_file)
+    settings = load_settings(env=sandbox_env_for(ready, tmp_path / "home"))
+    before = get_faults(sandbox_settings)
+    with open_target(settings, SUITE, faults={"latency_ms": "1"}) as attached:
+        assert get_faults(attached).get("latency_ms") == 1
+    assert get_faults(sandbox_settings) == before
+    fixed = pytest.raises(UsageError, match="fixed when a sandbox starts")
+    with fixed, open_target(settings, SUITE, kv_miss_ms={"SJC": 5}):
+        pass
