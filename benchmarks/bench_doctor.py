@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv or []))
 
     from sync_ci.config import load_settings
-    from sync_ci.field import cron, doctor
+    from sync_ci.field import cron, doctor, doctor_local
     from sync_ci.field.alerts import field_settings
     from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
     from sync_ci.worker import WorkerClient, WorkerTarget
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("not root: the cron-entry check is left out of the timed run")
                 names = [c.name for c in doctor.CHECKS if c.name != "cron-entry"]
                 doctor_argv += names
-            doctor.record_pull(settings.state_dir)
+            doctor_local.record_pull(settings.state_dir)
             target = WorkerTarget(base_url=settings.worker_url, read_only=True, timeout_s=5)
             with WorkerClient(target) as client:
                 for name, entry in client.get("/catalog").json()["entries"].items():

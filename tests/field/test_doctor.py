@@ -16,7 +16,7 @@ import pytest
 from sync_ci import guards
 from sync_ci.config import Settings
 from sync_ci.contract import CatalogEntry, parse_catalog, sha256_hex
-from sync_ci.field import cron, doctor
+from sync_ci.field import cron, doctor, doctor_context, doctor_host, doctor_local, doctor_worker
 from sync_ci.report import Result, make_report
 from sync_ci.store import endpoint_from_settings, open_store
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget
@@ -45,31 +45,31 @@ def test_cap_exit_never_wraps_to_zero() -> None:
 
 
 def test_evaluate_health() -> None:
-    assert doctor.evaluate_health(200, {"ok": True, "contract": 1}).status == "pass"
-    assert "contract 2" in doctor.evaluate_health(200, {"ok": True, "contract": 2}).detail
-    assert doctor.evaluate_health(200, {"ok": True}).status == "fail"
-    assert doctor.evaluate_health(503, None).status == "fail"
+    assert doctor_worker.evaluate_health(200, {"ok": True, "contract": 1}).status == "pass"
+    assert "contract 2" in doctor_worker.evaluate_health(200, {"ok": True, "contract": 2}).detail
+    assert doctor_worker.evaluate_health(200, {"ok": True}).status == "fail"
+    assert doctor_worker.evaluate_health(503, None).status == "fail"
 
 
 def test_evaluate_skew_threshold_both_ways() -> None:
-    assert doctor.evaluate_skew("Wed, 01 May 2024 12:04:00 GMT", NOW).status == "pass"
-    ahead = doctor.evaluate_skew("Wed, 01 May 2024 11:54:00 GMT", NOW)
+    assert doctor_worker.evaluate_skew("Wed, 01 May 2024 12:04:00 GMT", NOW).status == "pass"
+    ahead = doctor_worker.evaluate_skew("Wed, 01 May 2024 11:54:00 GMT", NOW)
     assert ahead.status == "fail"
     assert "360 s ahead" in ahead.detail
-    assert doctor.evaluate_skew("Wed, 01 May 2024 12:06:00 GMT", NOW).status == "fail"
-    assert doctor.evaluate_skew("", NOW).status == "fail"
+    assert doctor_worker.evaluate_skew("Wed, 01 May 2024 12:06:00 GMT", NOW).status == "fail"
+    assert doctor_worker.evaluate_skew("", NOW).status == "fail"
 
 
 def test_evaluate_pull_age_and_free_space_and_secrets(tmp_path: Path) -> None:
     now = NOW.timestamp()
-    assert doctor.evaluate_pull_age(None, now).status == "skip"
-    assert doctor.evaluate_pull_age(now - 3600, now).status == "pass"
-    assert doctor.evaluate_pull_age(now - 25 * 3600, now).status == "fail"
-    assert doctor.evaluate_free_space(10 * 2**20, tmp_path).status == "fail"
-    assert doctor.evaluate_free_space(10 * 2**30, tmp_path).status == "pass"
-    assert doctor.evaluate_secrets_file(tmp_path, 0o600, 5, 5).status == "pass"
-    assert doctor.evaluate_secrets_file(tmp_path, 0o640, 5, 5).status == "fail"
-    assert doctor.evaluate_secrets_file(tmp_path, 0o600, 6, 5).status == "fail"
+    assert doctor_local.evaluate_pull_age(None, now).status == "skip"
+    assert doctor_local.evaluate_pull_age(now - 3600, now).status == "pass"
+    assert doctor_local.evaluate_pull_age(now - 25 * 3600, now).status == "fail"
+    assert doctor_local.evaluate_free_space(10 * 2**20, tmp_path).status == "fail"
+    assert doctor_local.evaluate_free_space(10 * 2**30, tmp_path).status == "pass"
+    assert doctor_local.evaluate_secrets_file(tmp_path, 0o600, 5, 5).status == "pass"
+    assert doctor_local.evaluate_secrets_file(tmp_path, 0o640, 5, 5).status == "fail"
+    assert doctor_local.evaluate_secrets_file(tmp_path, 0o600, 6, 5).status == "fail"
 
 
 def test_summarize_parity_keeps_failing_cells() -> None:
@@ -78,7 +78,7 @@ def test_summarize_parity_keeps_failing_cells() -> None:
         Result(id="b", title="", status="fail"),
         Result(id="c", title="", status="skip"),
     ]
-    rows = doctor.summarize_parity(cells)
+    rows = doctor_host.summarize_parity(cells)
     assert [r.id for r in rows] == ["mirror-parity", "b"]
     assert [r.status for r in rows] == ["skip", "fail"]
 
@@ -108,30 +108,35 @@ def listing(generation: int = 3, **entries: str) -> dict[str, object]:
 
 def test_evaluate_install_wants_a_manifest_with_entries() -> None:
     good = json.dumps({"schema": 1, "object_base": "/o/", **listing(a=BLOB_SHA)}).encode()
-    row, manifest = doctor.evaluate_install(answer("/install", body=good))
+    row, manifest = doctor_worker.evaluate_install(answer("/install", body=good))
     assert (row.status, row.detail) == ("pass", "generation 3, 1 entries")
     assert manifest is not None and manifest.object_base == "/o/"
     faulted = answer("/install", 503, b'{"error": "injected fault: 5xx_rate", "code": 503}')
-    row, manifest = doctor.evaluate_install(faulted)
+    row, manifest = doctor_worker.evaluate_install(faulted)
     assert (row.status, manifest) == ("fail", None)
     assert "answered 503" in row.detail and "injected fault" in row.detail
     assert "0123456789abcdef-SJC" in row.detail
     empty = json.dumps({"schema": 1, "object_base": "/o/", **listing()}).encode()
-    assert "lists no entries" in doctor.evaluate_install(answer("/install", body=empty))[0].detail
+    assert (
+        "lists no entries"
+        in doctor_worker.evaluate_install(answer("/install", body=empty))[0].detail
+    )
     no_base = json.dumps({"schema": 1, **listing(a=BLOB_SHA)}).encode()
-    assert "object_base" in doctor.evaluate_install(answer("/install", body=no_base))[0].detail
+    assert (
+        "object_base" in doctor_worker.evaluate_install(answer("/install", body=no_base))[0].detail
+    )
     for body in (b"<html>", b'{"schema": 2}', b'{"error": "oops"}'):
-        assert doctor.evaluate_install(answer("/install", body=body))[0].status == "fail"
+        assert doctor_worker.evaluate_install(answer("/install", body=body))[0].status == "fail"
 
 
 def test_evaluate_catalog_must_agree_with_install() -> None:
-    manifest = doctor.Manifest(
+    manifest = doctor_worker.Manifest(
         catalog=parse_catalog({"schema": 1, **listing(a=BLOB_SHA, b=BLOB_SHA)}), object_base="/o/"
     )
 
     def judge(document: dict[str, object], with_manifest: bool = True) -> Result:
         body = json.dumps({"schema": 1, **document}).encode()
-        return doctor.evaluate_catalog(
+        return doctor_worker.evaluate_catalog(
             answer("/catalog", body=body), manifest if with_manifest else None
         )[0]
 
@@ -141,37 +146,37 @@ def test_evaluate_catalog_must_agree_with_install() -> None:
     assert "only in /catalog: c" in judge(listing(a=BLOB_SHA, b=BLOB_SHA, c=BLOB_SHA)).detail
     assert "differs for b" in judge(listing(a=BLOB_SHA, b="0" * 64)).detail
     assert "not compared" in judge(listing(4, a=BLOB_SHA), with_manifest=False).detail
-    assert doctor.evaluate_catalog(answer("/catalog", 502), manifest)[0].status == "fail"
+    assert doctor_worker.evaluate_catalog(answer("/catalog", 502), manifest)[0].status == "fail"
 
 
 def test_choose_sample_is_small_bounded_and_rotates() -> None:
     entries = [CatalogEntry(name=f"f{i}", sha256="0" * 64, size=i) for i in range(20)]
-    huge = CatalogEntry(name="huge", sha256="1" * 64, size=doctor.SAMPLE_MAX_BYTES + 1)
-    picks = {doctor.choose_sample([*entries, huge], seed=str(hour)) for hour in range(24)}
-    assert all(len(p) == doctor.READ_SAMPLE for p in picks)
+    huge = CatalogEntry(name="huge", sha256="1" * 64, size=doctor_worker.SAMPLE_MAX_BYTES + 1)
+    picks = {doctor_worker.choose_sample([*entries, huge], seed=str(hour)) for hour in range(24)}
+    assert all(len(p) == doctor_worker.READ_SAMPLE for p in picks)
     assert len(picks) > 1, "the sample should rotate with the seed"
     assert not any(huge in p for p in picks)
-    assert doctor.choose_sample([huge], seed="x") == (huge,)
-    assert doctor.choose_sample([], seed="x") == ()
+    assert doctor_worker.choose_sample([huge], seed="x") == (huge,)
+    assert doctor_worker.choose_sample([], seed="x") == ()
 
 
 def test_evaluate_objects_checks_every_sampled_digest() -> None:
     entry = CatalogEntry(name="a.txt", sha256=BLOB_SHA, size=len(BLOB))
-    good = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=BLOB), "")])
+    good = doctor_worker.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=BLOB), "")])
     assert (good.status, good.detail) == ("pass", "1 match: a.txt")
-    tampered = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=b"evil"), "")])
+    tampered = doctor_worker.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", body=b"evil"), "")])
     assert tampered.status == "fail" and "hashing to" in tampered.detail
-    gone = doctor.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", 404), "")])
+    gone = doctor_worker.evaluate_objects([(entry, answer(f"/o/{BLOB_SHA}", 404), "")])
     assert "answered 404" in gone.detail
-    down = doctor.evaluate_objects([(entry, None, "connection failed")])
+    down = doctor_worker.evaluate_objects([(entry, None, "connection failed")])
     assert down.detail == "a.txt: connection failed"
-    assert doctor.evaluate_objects([]).status == "skip"
+    assert doctor_worker.evaluate_objects([]).status == "skip"
 
 
 def test_evaluate_headers_names_each_missing_header() -> None:
     fine = [("/_health", answer("/_health", x_cache="")), ("/catalog", answer("/catalog"))]
-    assert doctor.evaluate_headers(fine).status == "pass"
-    assert "colo SJC" in doctor.evaluate_headers(fine).detail
+    assert doctor_worker.evaluate_headers(fine).status == "pass"
+    assert "colo SJC" in doctor_worker.evaluate_headers(fine).detail
     cases = {
         "GET /catalog: no cf-ray": answer("/catalog", cf_ray=""),
         "GET /catalog: cf-ray 'abc' is not": answer("/catalog", cf_ray="abc"),
@@ -183,25 +188,25 @@ def test_evaluate_headers_names_each_missing_header() -> None:
         "GET /catalog: x-cache 'stale' is not hit|miss": answer("/catalog", x_cache="stale"),
     }
     for expected, broken in cases.items():
-        row = doctor.evaluate_headers([*fine, ("/catalog", broken)])
+        row = doctor_worker.evaluate_headers([*fine, ("/catalog", broken)])
         assert row.status == "fail" and expected in row.detail, (expected, row.detail)
     # an error answer read no KV, so it owes no x-cache; it still owes cf-ray and server-timing
     assert (
-        doctor.evaluate_headers([("/catalog", answer("/catalog", 503, x_cache=""))]).status
+        doctor_worker.evaluate_headers([("/catalog", answer("/catalog", 503, x_cache=""))]).status
         == "pass"
     )
 
 
 def test_probe_writable_creates_and_removes_a_file(tmp_path: Path) -> None:
     state = tmp_path / "new" / "state"
-    assert doctor.probe_writable(state) == ""
+    assert doctor_context.probe_writable(state) == ""
     assert state.is_dir() and list(state.iterdir()) == []
     blocked = blocked_state_dir(tmp_path)
-    assert doctor.probe_writable(blocked) == "Not a directory"
-    assert doctor.probe_writable(blocked.parent) != ""
-    row = doctor.evaluate_state_dir(blocked, "Not a directory")
+    assert doctor_context.probe_writable(blocked) == "Not a directory"
+    assert doctor_context.probe_writable(blocked.parent) != ""
+    row = doctor_local.evaluate_state_dir(blocked, "Not a directory")
     assert row.status == "fail" and "SYNC_CI_STATE_DIR" in row.detail
-    assert doctor.evaluate_state_dir(state, "").status == "pass"
+    assert doctor_local.evaluate_state_dir(state, "").status == "pass"
 
 
 # --- against the sandbox -----------------------------------------------------------------------
@@ -225,7 +230,7 @@ def healthy(
     """A tenant machine in order: cron entry, recent pull, mirror in parity."""
     paths = cron.resolve_paths("tenant", exe=str(fake_exe), state_dir=tenant_settings.state_dir)
     cron.install("tenant", paths, user=cron_user)
-    doctor.record_pull(tenant_settings.state_dir)
+    doctor_local.record_pull(tenant_settings.state_dir)
     build_mirror(tenant_settings)
     return {**field_env, "SYNC_CI_TEST_CRON_USER": cron_user}
 
@@ -257,7 +262,7 @@ def test_healthy_silent_run_prints_nothing_and_exits_zero(
     }
     rows = {r["id"]: r for r in document["results"]}
     assert rows["mirror-parity"]["status"] == "pass"
-    assert rows["worker-objects"]["observed"]["sampled"] == doctor.READ_SAMPLE
+    assert rows["worker-objects"]["observed"]["sampled"] == doctor_worker.READ_SAMPLE
 
 
 def test_healthy_run_imports_neither_boto3_nor_aiohttp(healthy: dict[str, str]) -> None:
@@ -303,7 +308,7 @@ def test_exit_code_equals_the_failure_count(
 ) -> None:
     user = healthy["SYNC_CI_TEST_CRON_USER"]
     cron.uninstall(("tenant",), user=user)  # 1: cron-entry
-    stamp = tenant_settings.state_dir / doctor.LAST_PULL_STAMP
+    stamp = tenant_settings.state_dir / doctor_local.LAST_PULL_STAMP
     os.utime(stamp, (time.time() - 2 * 86400, time.time() - 2 * 86400))  # 2: last-pull
     victim = next(p for p in tenant_settings.mirror_dir.rglob("*") if p.is_file())
     victim.write_bytes(b"tampered")  # 3: one parity cell
@@ -436,7 +441,7 @@ def test_corrupt_objects_fail_the_sample_through_the_real_worker(
     code, rows = doctor_rows(on_sandbox(field_env, settings), tmp_path / "d.json", "read-path")
     assert rows["worker-install"]["status"] == rows["worker-catalog"]["status"] == "pass"
     assert rows["worker-objects"]["status"] == "fail"
-    assert rows["worker-objects"]["detail"].count("answered 502") == doctor.READ_SAMPLE
+    assert rows["worker-objects"]["detail"].count("answered 502") == doctor_worker.READ_SAMPLE
     assert code == 1
 
 
