@@ -69,11 +69,25 @@ def judge_generator(
     thresholds: Mapping[str, Threshold],
     started: float,
 ) -> Report:
-    """Return the load report, or, when the client bounded a phase, the same marked unmeasured."""
+    """Return the load report, or, when the client bounded a phase, the same with its speed rows
+    not judged: unmeasured (exit 3), unless the target failed a count row all the same (a 5xx, an
+    error or a missing answer is the target's whatever the client's speed: exit 1)."""
     causes = [why for why in (generator_limit(p, thresholds) for p in phases) if why]
     if not causes:
         return report
     why = f"{causes[0]}; fix: {FIX}"
+    rows = tuple(_not_judged(r) for r in report.results)
+    if any(r.status in ("fail", "error") for r in rows):
+        skipped = Result(
+            id=ROW_ID,
+            title="the load generator kept up (speed rows not judged: it did not)",
+            status="skip",
+            detail=f"speed not judged: {why}",
+            observed={"causes": causes, "send_lag_limit_ms": SEND_LAG_LIMIT_MS},
+        )
+        return replace(
+            report, results=(skipped, *rows), extra={**report.extra, "generator_bound": causes}
+        )
     shell = verdict.unmeasured(report.suite, report.target, report.sha, started, "load", why)
     row = Result(
         id=ROW_ID,
@@ -87,6 +101,6 @@ def judge_generator(
         shell,
         mode=report.mode,
         duration_s=max(report.duration_s, time.monotonic() - started),
-        results=(row, *(_not_judged(r) for r in report.results)),
+        results=(row, *rows),
         extra=extra,
     )

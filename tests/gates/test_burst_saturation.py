@@ -170,3 +170,19 @@ def test_a_slow_server_fails_and_is_not_blamed_on_the_client(
     assert "load.generator" not in statuses
     assert statuses["load.burst.install.p95_ms"] == "fail"
     assert statuses["load.burst.start_spread_ms"] == "pass"
+
+
+def test_a_saturated_client_still_fails_a_server_that_answers_5xx(
+    gate_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 5xx is the target's whatever the client's speed: exit 1, with only the speed rows unjudged.
+    monkeypatch.setattr(burst, "send", slowed_send(0.0015))
+    out = tmp_path / "saturated-5xx.json"
+    assert main(["gate", "load", "-q", "--fault", "5xx_rate=0.01", "--json", str(out)]) == 1
+    doc = document(out)
+    assert not doc["extra"].get("unmeasured")
+    statuses = {r["id"]: r["status"] for r in doc["results"]}
+    assert statuses["load.generator"] == "skip"
+    assert statuses["load.burst.5xx"] == "fail"
+    assert statuses["load.burst.install.p95_ms"] == statuses["load.burst.start_spread_ms"] == "skip"
+    assert doc["results"][0]["detail"].startswith("speed not judged: the load generator was")
