@@ -280,11 +280,12 @@ async def fire(
             # come yet (the spread is below the server's latency) this costs one empty poll.
             await asyncio.sleep(0)
         link = links[index]
-        if isinstance(link, _Exchange) and link.transport is not None and not link.ended_ns:
+        if not isinstance(link, _Exchange):
+            one_done()  # never connected
+        elif link.transport is not None and not link.ended_ns:
             sent[index] = time.perf_counter_ns()
             send(link.transport, wires[index])
-        else:
-            one_done()
+        # else: the connection ended before the start, and counted itself done then
     ticker = asyncio.create_task(_tick(progress, pending, len(plan))) if progress else None
     collecting = gc.isenabled()
     gc.disable()  # a collection mid-burst would stall every answer waiting to be timestamped

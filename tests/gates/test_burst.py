@@ -193,3 +193,34 @@ def test_the_burst_records_its_send_lag_and_every_answer(tiny_worker: TinyWorker
     assert lag.get_total_count() == 1100
     assert phase.max_lag_ms >= histogram.summarize(lag).p50_ms >= 0
     assert phase.cpu_s > 0 and phase.wall_s > 0
+
+
+def test_connections_the_server_drops_before_the_start_are_counted_once() -> None:
+    async def run() -> PhaseOutcome:
+        accepted = [0]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted[0] += 1
+            try:
+                if accepted[0] % 2:  # every other connection is dropped at once, before the start
+                    return
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(0.2)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(MANIFEST))
+                writer.write(MANIFEST)
+                await writer.drain()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            return await burst.fire(installs(256), url, read_only_policy(), timeout_s=30)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    install = asyncio.run(run()).ops[INSTALL]
+    # Each dropped connection is one network error, and the burst still waits for every answer.
+    assert install.ok + install.network == 256
+    assert install.ok == 128 and "TimeoutError" not in install.first_error
