@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv or []))
 
     from sync_ci.config import load_settings
-    from sync_ci.field import cron, doctor, doctor_local
+    from sync_ci.field import cron, cron_table, doctor, doctor_local
     from sync_ci.field.alerts import field_settings
     from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
     from sync_ci.worker import WorkerClient, WorkerTarget
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             doctor_argv = [sys.executable, "-m", "sync_ci", "doctor", "--silent"]
             if cron_user:
                 paths = cron.resolve_paths("tenant", exe=str(exe), state_dir=settings.state_dir)
-                cron.install("tenant", paths, user=cron_user)
+                cron_table.install("tenant", paths, user=cron_user)
                 doctor_argv += ["--cron-user", cron_user]
             else:
                 print("not root: the cron-entry check is left out of the timed run")

@@ -11,12 +11,12 @@ line that wraps them in `flock` holds that very lock, so every pass finds it bus
 Classic cron mistakes break this silently too: `* * * * *` (python-crontab's default when no
 minute is set), `@hourly` rewrites, a doctor that mails its output every six hours, a `%` that cron
 turns into a newline. In `repo` scope this reads `*.cron`/crontab files in the tree, the
-templates in `sync_ci/field/cron.py` (f-string placeholders are read as their expression text), and
+templates in `sync_ci/field/cron_lines.py` (f-string placeholders are read as their expression text), and
 checks that `sync_ci/ci_loop.py` and `sync_ci/field/doctor.py` still take the lock. In `field` scope
 (doctor) it reads the installed user crontab's sync-ci lines.
 
 **Fix:** reinstall the entries with `sync-ci cron install --role maintainer|tenant` (or restore the
-template in `sync_ci/field/cron.py`) so each line has the seed's schedule, no `flock`,
+template in `sync_ci/field/cron_lines.py`) so each line has the seed's schedule, no `flock`,
 `ci-loop --target live`, and `doctor --silent || sync-ci alert doctor-failed`; keep the
 `hold_lock(lock_path(..., "<job>"), "<job>")` call in the command that runs.
 """
@@ -34,7 +34,7 @@ ID = "SA005"
 TITLE = "cron entry off the seed's schedule or target, without --silent, or double-locked"
 SCOPE = ("repo", "field")
 
-CRON_MODULE = "sync_ci/field/cron.py"
+CRON_MODULE = "sync_ci/field/cron_lines.py"
 LOCKING_MODULES = {"sync_ci/ci_loop.py": "ci-loop", "sync_ci/field/doctor.py": "doctor"}
 CRON_FILES = ("*.cron", "*crontab", "*crontab.txt", "*.crontab")
 MAINTAINER, TENANT = "0 */6 * * *", "30 */6 * * *"
@@ -170,7 +170,7 @@ def _takes_lock(path: str, tree: ast.Module, job: str) -> Iterator[Finding]:
 
 
 def check(subject: Subject) -> Iterator[Finding]:
-    """Check crontab lines (field: the user crontab; repo: crontab files and cron.py templates)."""
+    """Check crontab lines (field: the user crontab; repo: crontab files and cron_lines.py templates)."""
     if subject.scope == "field":
         yield from _crontab_lines(CRONTAB, subject.files.get(CRONTAB, ""))
         return
@@ -233,15 +233,15 @@ BAD = (
     ),
     example(
         {CRON_MODULE: _MODULE.replace("'30 */6 * * *'", "'*/5 * * * *'")},
-        at=[("sync_ci/field/cron.py", 1)],
+        at=[("sync_ci/field/cron_lines.py", 1)],
     ),
     example(
         {CRON_MODULE: _MODULE.replace(" || {exe} alert doctor-failed", "")},
-        at=[("sync_ci/field/cron.py", 5)],
+        at=[("sync_ci/field/cron_lines.py", 5)],
     ),
     example(
         {CRON_MODULE: _MODULE.replace("f'{exe} ci-loop", "f'flock -n {lock} {exe} ci-loop")},
-        at=[("sync_ci/field/cron.py", 4)],
+        at=[("sync_ci/field/cron_lines.py", 4)],
     ),
     example({"sync_ci/ci_loop.py": "def command():\n    run()\n"}, at=[("sync_ci/ci_loop.py", 1)]),
     example(

@@ -100,7 +100,7 @@ class Context:
     def crontab(self) -> str:
         """Read the crontab once."""
         if self.crontab_text is None:
-            from sync_ci.field.cron import read_crontab
+            from sync_ci.field.cron_table import read_crontab
 
             self.crontab_text = read_crontab(self.cron_user)
         return self.crontab_text

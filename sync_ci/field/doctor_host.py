@@ -34,7 +34,7 @@ def summarize_parity(cells: Sequence[Result]) -> list[Result]:
 
 def check_cron(ctx: Context) -> list[Result]:
     """The crontab holds one sane sync-ci entry."""
-    from sync_ci.field.cron import evaluate_entry
+    from sync_ci.field.cron_lines import evaluate_entry
 
     try:
         text = ctx.crontab()

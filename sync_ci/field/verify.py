@@ -20,7 +20,7 @@ from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
-    from sync_ci.field.cron import Role
+    from sync_ci.field.cron_lines import Role
     from sync_ci.report import Status
 
 VERIFY_CHECK = "verify-simulated-doctor-failure"
@@ -30,7 +30,9 @@ LINT_TIMEOUT_S = 300.0
 
 def verify_crontab(role: str, cron_user: str = "") -> Result:
     """`crontab -l` shows the role's entry, and it is sane for the user cron runs it as."""
-    from sync_ci.field.cron import ROLES, account_for, evaluate_entry, find_block, read_crontab
+    from sync_ci.field.cron_access import account_for
+    from sync_ci.field.cron_lines import ROLES, evaluate_entry, find_block
+    from sync_ci.field.cron_table import read_crontab
 
     title = f"crontab -l shows the {role} entry"
     if role not in ROLES:
@@ -70,7 +72,9 @@ def verify_job(role: str, cron_user: str = "", *, live: bool = False) -> Result:
     On `live` the tenant line's `|| sync-ci alert doctor-failed` half is not run: verify never
     writes to production. The maintainer's ci-loop is read-only whatever the target.
     """
-    from sync_ci.field.cron import account_for, find_block, parse_job, read_crontab, run_job
+    from sync_ci.field.cron_access import account_for
+    from sync_ci.field.cron_lines import find_block, parse_job
+    from sync_ci.field.cron_table import read_crontab, run_job
     from sync_ci.field.last_doctor import LAST_DOCTOR
     from sync_ci.locks import lock_is_held, lock_path
 

@@ -109,14 +109,14 @@ def test_field_subject_reads_modes_and_flags_readable_secrets(tmp_path: Path) ->
 
 
 def test_field_cron_rule_accepts_the_lines_cron_py_renders() -> None:
-    from sync_ci.field import cron
+    from sync_ci.field import cron_lines
 
-    paths = cron.CronPaths(
+    paths = cron_lines.CronPaths(
         exe="/opt/venv/bin/sync-ci",
         state_dir="/tmp/sync-ci",
         repo="/srv/repo",
     )
-    text = "".join(cron.render_block(role, paths) for role in cron.ROLES)
+    text = "".join(cron_lines.render_block(role, paths) for role in cron_lines.ROLES)
     subject = field_subject(crontab=text)
     assert run_rules(scope="field", subject=subject, select=["SA005"])[0].findings == ()
     broken = text.replace(" --silent", "")

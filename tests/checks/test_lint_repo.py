@@ -71,7 +71,7 @@ def _softened_threshold(root: Path) -> None:
 
 
 def _cron_without_silent(root: Path) -> None:
-    replace(root / "sync_ci/field/cron.py", "doctor --silent", "doctor")
+    replace(root / "sync_ci/field/cron_lines.py", "doctor --silent", "doctor")
 
 
 def _retention(root: Path) -> None:

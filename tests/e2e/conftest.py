@@ -24,8 +24,8 @@ import pytest
 
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError
-from sync_ci.field import cron
-from sync_ci.field.cron import Account
+from sync_ci.field import cron_access, cron_lines
+from sync_ci.field.cron_access import Account
 from sync_ci.sandbox import workerd
 from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
@@ -112,7 +112,7 @@ def home_user() -> Iterator[Account]:
     if done.returncode != 0:
         pytest.fail(f"useradd -m {name} failed: {done.stderr}")
     try:
-        yield cron.account_for(name)
+        yield cron_access.account_for(name)
     finally:
         _quiet(["crontab", "-u", name, "-r"])
         _retry(["userdel", "-r", name], ok=(0, 6, 12))
@@ -128,7 +128,7 @@ def root_crontab() -> Iterator[Account]:
         listed = subprocess.run(["crontab", "-l"], capture_output=True, timeout=30)
         saved = listed.stdout if listed.returncode == 0 else None
         try:
-            yield cron.account_for("")
+            yield cron_access.account_for("")
         finally:
             if saved is None:
                 _quiet(["crontab", "-r"])
@@ -164,16 +164,16 @@ def run_as_cron(account: Account, command: str) -> subprocess.CompletedProcess[s
     )
 
 
-def installed_command(account: Account, role: cron.Role) -> str:
+def installed_command(account: Account, role: cron_lines.Role) -> str:
     """Read `crontab -l` of `account` and return the command part of our `role` line."""
     listed = subprocess.run(
         ["crontab", "-u", account.name, "-l"], capture_output=True, text=True, timeout=30
     )
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    start = lines.index(cron.begin_marker(role))
+    start = lines.index(cron_lines.begin_marker(role))
     job = lines[start + 1]
-    assert lines[start + 2] == cron.end_marker(role)
+    assert lines[start + 2] == cron_lines.end_marker(role)
     return job.split(None, 5)[5]
 
 
@@ -188,7 +188,7 @@ def user_executable(account: Account) -> Path:
     )
     site = sysconfig.get_paths()["purelib"]
     if not python or any(
-        cron.access_problem(account, path, "rx") for path in (python, site, str(REPO))
+        cron_access.access_problem(account, path, "rx") for path in (python, site, str(REPO))
     ):
         pytest.skip(f"no {version} that {account.name} can run with this checkout and its deps")
     exe = Path(account.home) / "venv" / "bin" / "sync-ci"

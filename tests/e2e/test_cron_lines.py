@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci.field import cron
-from sync_ci.field.cron import Account, Role
+from sync_ci.field import cron_lines
+from sync_ci.field.cron_access import Account
+from sync_ci.field.cron_lines import Role
 from sync_ci.locks import Job, hold_lock, lock_path
 from sync_ci.sandbox.launcher import STORE_REGION, Sandbox
 from tests.e2e.conftest import REPO, give, installed_command, run_as_cron, user_executable
@@ -197,7 +198,7 @@ def test_install_for_a_user_refuses_what_they_cannot_use(
     listed = subprocess.run(
         ["crontab", "-u", home_user.name, "-l"], capture_output=True, text=True, timeout=30
     )
-    assert cron.begin_marker("tenant") not in listed.stdout
+    assert cron_lines.begin_marker("tenant") not in listed.stdout
 
 
 @pytest.mark.parametrize("role", ["tenant", "maintainer"])

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from sync_ci.config import Settings
-from sync_ci.field import cron
+from sync_ci.field import cron, cron_lines, cron_table
 from sync_ci.field.alerts import Spool
-from sync_ci.field.cron import Account
+from sync_ci.field.cron_access import Account
 from sync_ci.field.status import fetch_status
 from tests.conftest import FaultySandbox
 from tests.e2e.conftest import ON_BOTH_RUNTIMES, installed_command, run_as_cron
@@ -56,9 +56,9 @@ def test_tenant_line_reports_a_broken_worker_to_status(
     paths = cron.resolve_paths(
         "tenant", exe=str(exe), config=str(config), secrets_file=str(secrets_file), state_dir=state
     )
-    cron.install("tenant", paths)
+    cron_table.install("tenant", paths)
     command = installed_command(account, "tenant")
-    assert command == cron.render_job("tenant", paths).split(None, 5)[5]
+    assert command == cron_lines.render_job("tenant", paths).split(None, 5)[5]
 
     broken = run_as_cron(account, command)
     assert "Traceback" not in broken.stderr, broken.stderr

@@ -16,7 +16,15 @@ import pytest
 from sync_ci import guards
 from sync_ci.config import Settings
 from sync_ci.contract import CatalogEntry, parse_catalog, sha256_hex
-from sync_ci.field import cron, doctor, doctor_context, doctor_host, doctor_local, doctor_worker
+from sync_ci.field import (
+    cron,
+    cron_table,
+    doctor,
+    doctor_context,
+    doctor_host,
+    doctor_local,
+    doctor_worker,
+)
 from sync_ci.report import Result, make_report
 from sync_ci.store import endpoint_from_settings, open_store
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget
@@ -229,7 +237,7 @@ def healthy(
 ) -> dict[str, str]:
     """A tenant machine in order: cron entry, recent pull, mirror in parity."""
     paths = cron.resolve_paths("tenant", exe=str(fake_exe), state_dir=tenant_settings.state_dir)
-    cron.install("tenant", paths, user=cron_user)
+    cron_table.install("tenant", paths, user=cron_user)
     doctor_local.record_pull(tenant_settings.state_dir)
     build_mirror(tenant_settings)
     return {**field_env, "SYNC_CI_TEST_CRON_USER": cron_user}
@@ -307,7 +315,7 @@ def test_exit_code_equals_the_failure_count(
     healthy: dict[str, str], tenant_settings: Settings, tmp_path: Path
 ) -> None:
     user = healthy["SYNC_CI_TEST_CRON_USER"]
-    cron.uninstall(("tenant",), user=user)  # 1: cron-entry
+    cron_table.uninstall(("tenant",), user=user)  # 1: cron-entry
     stamp = tenant_settings.state_dir / doctor_local.LAST_PULL_STAMP
     os.utime(stamp, (time.time() - 2 * 86400, time.time() - 2 * 86400))  # 2: last-pull
     victim = next(p for p in tenant_settings.mirror_dir.rglob("*") if p.is_file())

@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 from sync_ci.config import Secrets, Settings
-from sync_ci.field import cron, verify
+from sync_ci.field import cron, cron_table, verify
 from tests.field.conftest import REPO, run_cli
 
 
@@ -22,7 +22,7 @@ def test_verify_runs_the_line_as_its_user_and_fails_one_they_cannot_run(
 ) -> None:
     """A line with root's paths in a user's crontab: verify runs it as the user and says no."""
     paths = cron.resolve_paths("tenant", exe=str(fake_exe), state_dir=tenant_settings.state_dir)
-    cron.install("tenant", paths, user=cron_user)
+    cron_table.install("tenant", paths, user=cron_user)
     report = verify.verify("tenant", tenant_settings, cron_user=cron_user, repo=REPO)
     rows = {r.id: r for r in report.results}
     assert list(rows) == ["crontab", "cron-job", "alert-in-status", "lints", "cleanup"]
