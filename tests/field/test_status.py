@@ -17,8 +17,8 @@ import pytest
 from sync_ci import alert_files
 from sync_ci.alert_files import AlertFile
 from sync_ci.config import Settings
-from sync_ci.field import alerts, status
-from sync_ci.field.status import StatusRow
+from sync_ci.field import alerts, status_page, status_rows
+from sync_ci.field.status_rows import StatusRow
 from sync_ci.sandbox.launcher import Sandbox
 from tests.browser import CHROMIUM, CONSOLE, run_chromium
 from tests.field.conftest import run_cli
@@ -39,16 +39,16 @@ def test_file_rows_only_the_latest_unrecovered_degradation_fails() -> None:
         ("sync-degraded-20240420T000000Z.md", "Sync degraded: old"),  # the older name form
         ("unrelated.md", "ignored"),
     )
-    rows = status.file_rows(files)
+    rows = status_rows.file_rows(files)
     assert [(r.name[:22], r.failing) for r in rows] == [
         ("sync-degraded-2024-05-", True),
         ("sync-degraded-20240420", False),
     ]
     assert rows[0].detail == "Sync degraded: worker-get"
     recovered = files + pairs(("sync-recovered-2024-05-01T07-00-00Z.md", "ok"))
-    assert not any(r.failing for r in status.file_rows(recovered))
+    assert not any(r.failing for r in status_rows.file_rows(recovered))
     again = recovered + pairs(("sync-degraded-2024-05-01T08-00-00Z.md", "again"))
-    assert [r.name for r in status.file_rows(again) if r.failing] == [
+    assert [r.name for r in status_rows.file_rows(again) if r.failing] == [
         "sync-degraded-2024-05-01T08-00-00Z.md"
     ]
 
@@ -87,7 +87,7 @@ def test_worker_rows_and_order_failing_first() -> None:
             {"tenant": "c", "last_seen": "2024-04-30T00:00:00Z", "silent_for_s": 129600}
         ],
     }
-    rows = status.order_rows(status.worker_rows(summary, NOW))
+    rows = status_rows.order_rows(status_rows.worker_rows(summary, NOW))
     assert [(r.name, r.failing) for r in rows] == [
         ("doctor-failed", True),
         ("silent tenant c", True),
@@ -117,7 +117,7 @@ def test_render_html_is_self_contained_and_escaped() -> None:
             detail="<script>alert(1)</script>",
         ),
     ]
-    page = status.render_html(rows, generated_at=NOW)
+    page = status_page.render_html(rows, generated_at=NOW)
     assert "<title>Sync status</title>" in page
     assert "1 failing" in page
     assert page.index("bad-one") < page.index("ok-one")
@@ -328,7 +328,7 @@ def test_page_renders_in_chromium_failing_first_without_console_errors(tmp_path:
         )
     )
     page = tmp_path / "status.html"
-    page.write_text(status.render_html(rows, generated_at=NOW))
+    page.write_text(status_page.render_html(rows, generated_at=NOW))
     done = run_chromium(page, tmp_path / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout

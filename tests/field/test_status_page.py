@@ -21,7 +21,7 @@ import pytest
 from sync_ci import charts, pass_history
 from sync_ci.ci_loop import run_pass
 from sync_ci.config import Settings, load_settings
-from sync_ci.field import alerts, status
+from sync_ci.field import alerts, status_page, status_rows
 from sync_ci.field.alerts import field_settings
 from sync_ci.field.doctor import send_heartbeat
 from sync_ci.pass_history import History, PassRecord
@@ -177,8 +177,10 @@ def picture_page(records: list[PassRecord]) -> str:
         ],
         "reporting_tenants": ["t-a"],
     }
-    picture = status.Picture(history=History(records=tuple(records)), worker=summary)
-    return status.render_html(status.worker_rows(summary, NOW), generated_at=NOW, picture=picture)
+    picture = status_rows.Picture(history=History(records=tuple(records)), worker=summary)
+    return status_page.render_html(
+        status_rows.worker_rows(summary, NOW), generated_at=NOW, picture=picture
+    )
 
 
 RECORDS = [
@@ -220,8 +222,8 @@ def test_the_screenshot_check_sees_a_missing_failing_cell(tmp_path: Path) -> Non
 
 def test_a_page_without_history_says_so_and_still_draws() -> None:
     missing = pass_history.read(Path("/nonexistent/alerts"))
-    picture = status.Picture(history=missing, worker=None, worker_problem="unreachable")
-    page = status.render_html([], generated_at=NOW, picture=picture)
+    picture = status_rows.Picture(history=missing, worker=None, worker_problem="unreachable")
+    page = status_page.render_html([], generated_at=NOW, picture=picture)
     elements = parse_dom(page)
     assert find(elements, "p", "history-missing")
     assert "no ci-loop pass history" in page and "Worker /_status not read: unreachable" in page
@@ -249,8 +251,8 @@ def test_the_pictures_mask_secrets_and_escape_what_servers_sent() -> None:
         "silent_tenants": [{"tenant": hostile, "last_seen": "", "silent_for_s": 90000}],
     }
     records = [PassRecord(at=NOW - timedelta(hours=1), outcome="fail", failing=(hostile,))]
-    picture = status.Picture(history=History(records=tuple(records)), worker=summary)
-    page = status.render_html([], generated_at=NOW, picture=picture)
+    picture = status_rows.Picture(history=History(records=tuple(records)), worker=summary)
+    page = status_page.render_html([], generated_at=NOW, picture=picture)
     assert secret not in page and "***" in page
     assert "<img" not in page and "&lt;img src=x&gt;" in page
     assert "\x1b" not in page and "\\x1b[2J" in page
