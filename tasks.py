@@ -2,14 +2,14 @@
 
 A task takes the options of its `sync-ci` subcommand under the same names and defaults, and exits
 with the code `sync-ci` would. Where a command function takes typed values the task calls it
-through `sync_ci.cli.call`; the rest (their report options still travel as parsed arguments) go
-through `sync_ci.cli.main` with the same options.
+through `sync_ci.cli.call` (report options as `report.Outputs`, built by `_outputs`); the rest,
+whose values argparse still checks (number ranges, choices), go through `sync_ci.cli.main`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -18,6 +18,9 @@ from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
 from sync_ci import cli
+
+if TYPE_CHECKING:
+    from sync_ci.report import Outputs
 
 
 class _Task(Task[Any]):
@@ -40,6 +43,17 @@ def _exit(code: int) -> None:
 
 def _call(work: Callable[[], int]) -> None:
     _exit(cli.call(work))
+
+
+def _outputs(json: str = "", junit: str = "", quiet: bool = False) -> Outputs:
+    """The report outputs a task's --json, --junit and --quiet ask for (as `sync-ci`'s do)."""
+    from pathlib import Path
+
+    from sync_ci.report import Outputs
+
+    return Outputs(
+        json=Path(json) if json else None, junit=Path(junit) if junit else None, quiet=quiet
+    )
 
 
 def _run(*words: str, **options: str | bool | int | float) -> None:
@@ -187,27 +201,28 @@ def cleanup(
     quiet: bool = False,
 ) -> None:
     """Delete CI prefixes older than the retention period."""
-    _run(
-        "cleanup",
-        older_than=older_than,
-        allow_short=allow_short,
-        dry_run=dry_run,
-        target=target,
-        max_delete=max_delete if max_delete != -1 else "",
-        now=now,
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    from sync_ci.cleanup import command
+
+    _call(
+        lambda: command(
+            target=target or None,
+            older_than=older_than,
+            allow_short=allow_short,
+            dry_run=dry_run,
+            # invoke options cannot be absent: -1 spells sync-ci's "not given" (no cap).
+            max_delete=None if max_delete == -1 else max_delete,
+            now=now or None,
+            outputs=_outputs(json, junit, quiet),
+        )
     )
 
 
 @task(help={"target": "sandbox or ci", "show": "print the bucket's lifecycle rules instead"})
 def cleanup_lifecycle(c: Context, target: str = "", show: bool = False) -> None:
     """Add or update the bucket lifecycle backstop for the CI prefix."""
-    if show:
-        _run("cleanup", show_lifecycle=True, target=target)
-    else:
-        _run("cleanup", install_lifecycle=True, target=target)
+    from sync_ci.cleanup import command
+
+    _call(lambda: command(target=target or None, lifecycle="show" if show else "install"))
 
 
 @task(
@@ -309,9 +324,7 @@ def doctor(
             names=[name.strip() for name in checks.split(",") if name.strip()],
             config=config or None,
             target=target or None,
-            silent=quiet,
-            json_path=json or None,
-            junit_path=junit or None,
+            outputs=_outputs(json, junit, quiet),
             heartbeat=heartbeat,
             cron_user=cron_user,
         )
@@ -364,15 +377,16 @@ def verify(
     quiet: bool = False,
 ) -> None:
     """Run the installed cron line as cron would, then the rest of the seed's checklist."""
-    _run(
-        "verify",
-        role=role,
-        cron_user=cron_user,
-        target=target,
-        repo=repo,
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    from sync_ci.field import verify as checklist
+
+    _call(
+        lambda: checklist.command(
+            role,
+            target=target or None,
+            cron_user=cron_user,
+            repo=repo,
+            outputs=_outputs(json, junit, quiet),
+        )
     )
 
 

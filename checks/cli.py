@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -137,7 +138,9 @@ def command(args: argparse.Namespace) -> int:
     scopes = ("repo", "field") if args.scope == "all" else (args.scope,)
     if select and not any(select_rules(rules, scope=s, select=select) for s in scopes):  # type: ignore[arg-type]
         raise UsageError(f"--select {args.select!r} matches no {args.scope} rule; see --list")
-    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    from sync_ci.options import outputs
+
+    started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     outcomes = collect(args)
     report = reports.make_report(
@@ -153,9 +156,11 @@ def command(args: argparse.Namespace) -> int:
             "findings": sum(len(o.findings) for o in outcomes),
         },
     )
+    # The json and github formats print their own rendering: the files, without GitHub's outputs.
+    files_only = dataclasses.replace(outputs(args), github=False)
     if args.output_format == "json":
         print(reports.to_json_text(report))
-        _write_files(report, args)
+        reports.write_outputs(report, files_only)
         return int(reports.exit_code(report))
     if args.output_format == "github":
         for line in reports.render_annotations(report):
@@ -169,21 +174,9 @@ def command(args: argparse.Namespace) -> int:
             print(summary)
         if not report.ok:
             print(reports.render_table(report, only_failing=True))
-        _write_files(report, args)
+        reports.write_outputs(report, files_only)
         return int(reports.exit_code(report))
-    return reports.emit(report, args)
-
-
-def _write_files(report: reports.Report, args: argparse.Namespace) -> None:
-    for path, writer in (
-        (args.json_path, reports.write_json),
-        (args.junit_path, reports.write_junit),
-    ):
-        if path:
-            try:
-                writer(report, path)
-            except OSError as exc:
-                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return reports.emit(report, outputs(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

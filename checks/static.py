@@ -389,7 +389,7 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--select: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECK_IDS)}"
         )
-    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     rows = run_checks(root, select)
     report = reports.make_report(
@@ -401,7 +401,9 @@ def command(args: argparse.Namespace) -> int:
         duration_s=time.perf_counter() - started,
         results=rows,
     )
-    return reports.emit(report, args)
+    from sync_ci.options import outputs
+
+    return reports.emit(report, outputs(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

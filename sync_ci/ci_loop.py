@@ -18,7 +18,7 @@ from sync_ci.config import Settings, load_settings
 from sync_ci.errors import ExitCode, LockBusy
 from sync_ci.locks import LockUnavailable, hold_lock, lock_path
 from sync_ci.redaction import clean
-from sync_ci.report import Report
+from sync_ci.report import Outputs, Report
 
 DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 DEFAULT_BUDGET_S = 900.0
@@ -96,7 +96,7 @@ def run_pass(
     alert_files.ensure_dir(alerts_dir)  # an unusable directory stops the pass before it runs
     report = run_smoke(settings, mode="read-only", budget_s=budget_s, retry_failed=True)
     alert_file = recovery_file = None
-    if not report.ok or report.extra.get("unmeasured"):
+    if not report.ok or report.unmeasured:
         text = render_alert(report, settings, now)
         alert_file = alert_files.write(alerts_dir, "degraded", now, text)
     else:
@@ -158,12 +158,12 @@ def command(
     alerts_dir: Path,
     budget_s: float,
     now: datetime | None,
-    args: argparse.Namespace,
+    outputs: Outputs,
 ) -> int:
     """One scheduled pass: exit 0 healthy (or lock busy), 1 degraded, 3 could not measure."""
     from sync_ci import progress
     from sync_ci.attachment import PASS, open_target
-    from sync_ci.report import render_table, write_outputs
+    from sync_ci.report import exit_code, render_table, write_outputs
 
     settings = load_settings(config=config, target=target)
     now = now or datetime.now(UTC)
@@ -171,13 +171,13 @@ def command(
     lock = lock_path(settings.state_dir, "ci-loop")
     try:
         with (
-            progress.showing(progress.for_args(args)),
+            progress.showing(progress.for_outputs(outputs)),
             hold_lock(lock, "ci-loop"),
             open_target(settings, PASS) as attached,
         ):
             outcome = run_pass(attached, alerts_dir=alerts_dir, now=now, budget_s=budget_s)
     except LockBusy as exc:
-        if not getattr(args, "quiet", False):
+        if not outputs.quiet:
             print(f"sync-ci: ci-loop: {exc}", file=sys.stderr)
         return int(ExitCode.OK)
     except LockUnavailable as exc:
@@ -188,13 +188,13 @@ def command(
             print(f"ci-loop: could not run; alert written to {alert_files.absolute(written)}")
         return int(exc.exit_code)
     report = outcome.report
-    write_outputs(report, args)
+    write_outputs(report, outputs)
     if outcome.history_problem:
         print(
             f"sync-ci: ci-loop: {clean(outcome.history_problem, keep_newlines=False)}",
             file=sys.stderr,
         )
-    quiet = getattr(args, "quiet", False)
+    quiet = outputs.quiet
     if outcome.alert_file:
         print(render_table(report, only_failing=True))
         print(f"ci-loop: degraded; alert written to {outcome.alert_file}")
@@ -204,9 +204,7 @@ def command(
             f"ci-loop: ok, {report.counts['pass']} phases passed read-only against {report.target} "
             f"in {report.duration_s:.2f} s{extra}"
         )
-    if report.extra.get("unmeasured"):
-        return int(ExitCode.UNMEASURED)
-    return int(ExitCode.OK if report.ok else ExitCode.FAILED)
+    return int(exit_code(report))
 
 
 def add_parser(sub: Any) -> None:
@@ -242,6 +240,7 @@ def add_parser(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sync_ci.errors import UsageError
+    from sync_ci.options import outputs
 
     now = None
     if args.now:
@@ -259,5 +258,5 @@ def _run(args: argparse.Namespace) -> int:
         alerts_dir=args.alerts_dir,
         budget_s=args.budget,
         now=now,
-        args=args,
+        outputs=outputs(args),
     )

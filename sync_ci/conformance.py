@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import requests
 
     from sync_ci.config import Settings
+    from sync_ci.report import Outputs
     from sync_ci.worker import WorkerClient
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "docs" / "contract.openapi.yaml"
@@ -907,7 +908,7 @@ def _run_conformance(
     chosen = random.SystemRandom().randrange(2**32) if seed is None else seed
     begun = time.monotonic()  # the budget bounds the whole run, loading the document included
     schema = load_contract(spec)
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC)
     clock = time.perf_counter()
     with open_run(
         settings,
@@ -936,6 +937,8 @@ def _run_conformance(
         started_at=started_at,
         duration_s=time.perf_counter() - clock,
         results=rows,
+        # A run whose budget ran out before one case was sent measured nothing: fail closed.
+        unmeasured=not any(t.cases for t in run.tallies.values()),
         extra={
             "seed": chosen,
             "cases": sum(t.cases for t in run.tallies.values()),
@@ -948,8 +951,6 @@ def _run_conformance(
                 for t in run.tallies.values()
                 if t.skipped
             ],
-            # A run whose budget ran out before one case was sent measured nothing: fail closed.
-            "unmeasured": not any(t.cases for t in run.tallies.values()),
         },
     )
 
@@ -994,7 +995,7 @@ def summarize_phase(report: Report, *, shown: int = SMOKE_FINDINGS_SHOWN) -> Pha
     notes = [str(n) for n in report.extra.get("notes", [])]
     findings = [r for r in report.failing() if "check" in r.observed]
     observed = {"seed": seed, "cases": cases, "findings": len(findings), "notes": notes}
-    if report.extra.get("unmeasured"):
+    if report.unmeasured:
         return PhaseVerdict(
             status="skip",
             detail=f"seed {seed}: the phase's budget was spent before any case was sent; "
@@ -1052,7 +1053,7 @@ def command(
     budget_s: float,
     seed: int | None,
     spec: str,
-    args: argparse.Namespace,
+    outputs: Outputs,
 ) -> int:
     """Resolve settings, attach the target, run conformance, print the table."""
     import sys
@@ -1063,7 +1064,7 @@ def command(
     from sync_ci.report import emit
 
     settings = load_settings(config=config, target=target)
-    with progress.showing(progress.for_args(args)), open_target(settings, SUITE) as attached:
+    with progress.showing(progress.for_outputs(outputs)), open_target(settings, SUITE) as attached:
         report = run_conformance(
             attached, max_examples=max_examples, budget_s=budget_s, seed=seed, spec=Path(spec)
         )
@@ -1072,7 +1073,7 @@ def command(
         f"(rerun with --seed {report.extra['seed']})",
         file=sys.stderr,
     )
-    return emit(report, args)
+    return emit(report, outputs)
 
 
 def add_parser(sub: Any) -> None:
@@ -1120,6 +1121,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
     return command(
         target=args.target,
         config=args.config,
@@ -1127,5 +1130,5 @@ def _run(args: argparse.Namespace) -> int:
         budget_s=args.budget,
         seed=args.seed,
         spec=args.spec,
-        args=args,
+        outputs=outputs(args),
     )

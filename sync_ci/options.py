@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sync_ci.errors import ExitCode
+
+if TYPE_CHECKING:
+    from sync_ci.report import Outputs
 
 
 class Parser(argparse.ArgumentParser):
@@ -101,3 +104,21 @@ def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
             raise UsageError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} 5xx_rate=0.1)")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+def outputs(args: argparse.Namespace) -> Outputs:
+    """The report outputs the common options asked for (`--json`, `--junit`, `--quiet`).
+
+    The one place the parsed arguments become `report.Outputs`; below the CLI nothing reads them.
+    """
+    from pathlib import Path
+
+    from sync_ci.report import Outputs
+
+    json_path = getattr(args, "json_path", None)
+    junit_path = getattr(args, "junit_path", None)
+    return Outputs(
+        json=Path(json_path) if json_path else None,
+        junit=Path(junit_path) if junit_path else None,
+        quiet=bool(getattr(args, "quiet", False)),
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sync_ci.report import Result, Status
+from sync_ci.report import Result, Status, matrix_mark
 
 if TYPE_CHECKING:
     from sync_ci.contract import Catalog
@@ -109,7 +109,6 @@ def matrix_cells(
     results: Sequence[Result],
 ) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
     """Arrange parity results as rows (artifacts), columns (pairs) and cell marks."""
-    marks = {"pass": "ok", "fail": "DIFF", "skip": "-", "error": "ERR"}
     rows: list[str] = []
     cells: dict[tuple[str, str], str] = {}
     for result in results:
@@ -117,7 +116,7 @@ def matrix_cells(
         pair = str(result.observed.get("pair", ""))
         if artifact not in rows:
             rows.append(artifact)
-        cells[(artifact, pair)] = marks[result.status]
+        cells[(artifact, pair)] = matrix_mark(result.status)
     return rows, [pair_name(p) for p in PAIRS], cells
 
 

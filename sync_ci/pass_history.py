@@ -73,9 +73,7 @@ def format_time(at: datetime) -> str:
 
 def record_for(report: Report, at: datetime, *, recovered: bool) -> PassRecord:
     """Return the record of a pass that ran and produced `report`."""
-    outcome: Outcome = (
-        "unmeasured" if report.extra.get("unmeasured") else "pass" if report.ok else "fail"
-    )
+    outcome: Outcome = "unmeasured" if report.unmeasured else "pass" if report.ok else "fail"
     failing = tuple(r.id.removeprefix("phase:")[:MAX_NAME] for r in report.failing())
     return PassRecord(
         at=at,

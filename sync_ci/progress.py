@@ -6,7 +6,6 @@ stdout and the error lines are the whole output there.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ from contextvars import ContextVar
 from typing import TextIO
 
 from sync_ci.redaction import clean
-from sync_ci.report import format_duration
+from sync_ci.report import Outputs, format_duration
 
 # Erase the line the cursor is on (VT100 "EL 2"); a dumb terminal gets whole lines instead.
 ERASE_LINE = "\r\x1b[2K"
@@ -97,15 +96,11 @@ def current() -> Progress:
     return _CURRENT.get() or Progress(enabled=False)
 
 
-def for_args(args: argparse.Namespace | None, stream: TextIO | None = None) -> Progress:
-    """A display for a command's parsed options: on stderr when it is a terminal, else silent."""
+def for_outputs(outputs: Outputs, stream: TextIO | None = None) -> Progress:
+    """A display for a command's report outputs: on stderr when it is a terminal, else silent."""
     stream = sys.stderr if stream is None else stream
-    enabled = wanted(
-        stream,
-        quiet=bool(getattr(args, "quiet", False)),
-        json_path=getattr(args, "json_path", None),
-        env=os.environ,
-    )
+    json_path = str(outputs.json) if outputs.json else None
+    enabled = wanted(stream, quiet=outputs.quiet, json_path=json_path, env=os.environ)
     return Progress(stream, enabled=enabled)
 
 

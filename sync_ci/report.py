@@ -9,15 +9,14 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from sync_ci import __version__, redaction
+from sync_ci.clock import utc_stamp
 from sync_ci.errors import ContractError, ExitCode, UsageError
 from sync_ci.files import write_private
-
-if TYPE_CHECKING:
-    import argparse
 
 SCHEMA = "sync-ci/result@1"
 Status = Literal["pass", "fail", "skip", "error"]
@@ -57,21 +56,47 @@ class Result:
         }
 
 
+# Facts the Report holds as fields; in the JSON document they travel inside `extra` (the
+# documented shape), so `extra` itself may not carry them.
+EXTRA_FIELDS = ("unmeasured", "parity")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
-    """A whole suite's outcome."""
+    """A whole suite's outcome.
+
+    `unmeasured` says the suite could not measure (the target did not answer): exit 3, whatever
+    the rows say. `parity` holds the parity-matrix cells (smoke), kept apart from the rows.
+    `started_at` is when the run began, held as an aware UTC datetime in whole seconds (a naive
+    one is taken to be UTC); every renderer writes it through `clock.utc_stamp`.
+    """
 
     suite: str
     target: str
     mode: str
     sha: str
-    started_at: str
+    started_at: datetime
     duration_s: float
     results: tuple[Result, ...]
+    unmeasured: bool = False
+    parity: tuple[Result, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.started_at, datetime):
+            raise TypeError(f"started_at must be a datetime, not {type(self.started_at).__name__}")
+        taken = [name for name in EXTRA_FIELDS if name in self.extra]
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: a field of Report, not a key of extra")
+        # Whole seconds in UTC, as the stamp says: what is held is what every renderer writes.
+        at = self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=UTC)
+        object.__setattr__(self, "started_at", at.astimezone(UTC).replace(microsecond=0))
         object.__setattr__(self, "extra", redact_value(self.extra))
+
+    @property
+    def started_stamp(self) -> str:
+        """The start as every renderer writes it (`2026-11-27T06:00:00Z`)."""
+        return utc_stamp(self.started_at)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -99,14 +124,19 @@ class Report:
             "target": self.target,
             "mode": self.mode,
             "sha": self.sha,
-            "started_at": self.started_at,
+            "started_at": self.started_stamp,
             "duration_s": round(self.duration_s, 6),
             "ok": self.ok,
             "counts": self.counts,
             "results": [r.to_json() for r in self.results],
         }
-        if self.extra:
-            document["extra"] = dict(self.extra)
+        extra = dict(self.extra)
+        if self.parity:
+            extra["parity"] = [cell.to_json() for cell in self.parity]
+        if self.unmeasured:
+            extra["unmeasured"] = True
+        if extra:
+            document["extra"] = extra
         return document
 
 
@@ -127,9 +157,11 @@ def make_report(
     target: str,
     mode: str,
     sha: str,
-    started_at: str,
+    started_at: datetime,
     duration_s: float,
     results: Iterable[Result],
+    unmeasured: bool = False,
+    parity: Iterable[Result] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> Report:
     """Build a Report from any iterable of results."""
@@ -141,6 +173,8 @@ def make_report(
         started_at=started_at,
         duration_s=duration_s,
         results=tuple(results),
+        unmeasured=unmeasured,
+        parity=tuple(parity),
         extra=dict(extra or {}),
     )
 
@@ -187,14 +221,9 @@ _XML_INVALID = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 
 def exit_code(report: Report) -> ExitCode:
     """Return the exit code a report stands for: UNMEASURED beats FAILED beats OK."""
-    if is_unmeasured(report):
+    if report.unmeasured:
         return ExitCode.UNMEASURED
     return ExitCode.OK if report.ok else ExitCode.FAILED
-
-
-def is_unmeasured(report: Report) -> bool:
-    """Tell whether the suite could not measure (gates fail closed on no data)."""
-    return bool(report.extra.get("unmeasured", False))
 
 
 def matrix_mark(status: Status) -> str:
@@ -241,7 +270,7 @@ def summary_line(report: Report) -> str:
         f"{counts['fail']} failed, {counts['skip']} skipped, {_plural(counts['error'], 'error')} "
         f"in {format_duration(report.duration_s)}"
     )
-    if is_unmeasured(report):
+    if report.unmeasured:
         text += " - could not measure, treated as a failure"
     return text
 
@@ -302,7 +331,7 @@ def render_table(report: Report, *, only_failing: bool = False, color: bool | No
             )
         )
     summary = summary_line(report)
-    good = report.ok and not is_unmeasured(report)
+    good = report.ok and not report.unmeasured
     lines.append(_paint(summary, "32" if good else "1;31", use_color))
     return redaction.redact("\n".join(lines))
 
@@ -388,44 +417,71 @@ def _require(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+def _results_from_json(raw_results: list[Any], where: str) -> list[Result]:
+    number = (int, float)
+    results: list[Result] = []
+    for index, raw in enumerate(raw_results):
+        at = f"{where}[{index}]"
+        if not isinstance(raw, dict):
+            raise ContractError(f"{at}: not an object")
+        status = _require(raw, "status", str, at)
+        if status not in STATUSES:
+            raise ContractError(f"{at}: status {status!r} is not one of {', '.join(STATUSES)}")
+        results.append(
+            Result(
+                id=_require(raw, "id", str, at),
+                title=_require(raw, "title", str, at),
+                status=status,
+                duration_s=float(_require(raw, "duration_s", number, at))
+                if "duration_s" in raw
+                else 0.0,
+                detail=_require(raw, "detail", str, at) if "detail" in raw else "",
+                observed=_require(raw, "observed", dict, at) if "observed" in raw else {},
+                threshold=_require(raw, "threshold", dict, at) if "threshold" in raw else {},
+            )
+        )
+    return results
+
+
+def _started_from_json(text: str, source: str) -> datetime:
+    """Read `started_at`: the project's stamp, or any ISO-8601 time an older writer used."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ContractError(
+            f"{source}: started_at {text[:40]!r} is not an ISO-8601 time "
+            "(e.g. 2026-11-27T06:00:00Z)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def report_from_json(doc: Any, *, source: str = "document") -> Report:
     """Validate a parsed `sync-ci/result@1` document and build the Report."""
     if not isinstance(doc, dict):
         raise ContractError(f"{source}: not a {SCHEMA} document (top level is not an object)")
     if doc.get("schema") != SCHEMA:
         raise ContractError(f"{source}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
-    number = (int, float)
-    raw_results = _require(doc, "results", list, source)
-    results: list[Result] = []
-    for index, raw in enumerate(raw_results):
-        where = f"{source}: results[{index}]"
-        if not isinstance(raw, dict):
-            raise ContractError(f"{where}: not an object")
-        status = _require(raw, "status", str, where)
-        if status not in STATUSES:
-            raise ContractError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
-        results.append(
-            Result(
-                id=_require(raw, "id", str, where),
-                title=_require(raw, "title", str, where),
-                status=status,
-                duration_s=float(_require(raw, "duration_s", number, where))
-                if "duration_s" in raw
-                else 0.0,
-                detail=_require(raw, "detail", str, where) if "detail" in raw else "",
-                observed=_require(raw, "observed", dict, where) if "observed" in raw else {},
-                threshold=_require(raw, "threshold", dict, where) if "threshold" in raw else {},
-            )
-        )
+    results = _results_from_json(_require(doc, "results", list, source), f"{source}: results")
+    extra = dict(_require(doc, "extra", dict, source)) if "extra" in doc else {}
+    unmeasured = extra.pop("unmeasured", False)
+    if not isinstance(unmeasured, bool):
+        raise ContractError(f"{source}: extra.unmeasured is not true or false")
+    parity = _results_from_json(
+        _require(extra, "parity", list, f"{source}: extra") if "parity" in extra else [],
+        f"{source}: extra.parity",
+    )
+    extra.pop("parity", None)
     report = make_report(
         suite=_require(doc, "suite", str, source),
         target=_require(doc, "target", str, source),
         mode=_require(doc, "mode", str, source),
         sha=_require(doc, "sha", str, source),
-        started_at=_require(doc, "started_at", str, source),
-        duration_s=float(_require(doc, "duration_s", number, source)),
+        started_at=_started_from_json(_require(doc, "started_at", str, source), source),
+        duration_s=float(_require(doc, "duration_s", (int, float), source)),
         results=results,
-        extra=_require(doc, "extra", dict, source) if "extra" in doc else None,
+        unmeasured=unmeasured,
+        parity=parity,
+        extra=extra,
     )
     # Derived fields must agree with the rows: a document claiming ok over failures is rejected.
     if "counts" in doc and doc["counts"] != report.counts:
@@ -493,7 +549,7 @@ def render_junit(report: Report) -> str:
         errors=str(counts["error"]),
         skipped=str(counts["skip"]),
         time=f"{report.duration_s:.3f}",
-        timestamp=_xml_text(report.started_at),
+        timestamp=report.started_stamp,
     )
     props = ET.SubElement(suite, "properties")
     for name, value in (
@@ -501,7 +557,7 @@ def render_junit(report: Report) -> str:
         ("mode", report.mode),
         ("sha", report.sha),
         ("sync-ci.version", __version__),
-        ("unmeasured", "true" if is_unmeasured(report) else "false"),
+        ("unmeasured", "true" if report.unmeasured else "false"),
     ):
         ET.SubElement(props, "property", name=name, value=_xml_text(value))
     classname = _xml_text(f"{report.suite}.{report.target}")
@@ -598,7 +654,7 @@ def render_markdown(report: Report, *, title: str, next_steps: Sequence[str] = (
             lines += [
                 f"- {name}: `{_inline_json(value).replace('`', chr(39))}`" for name, value in facts
             ]
-    elif is_unmeasured(report):
+    elif report.unmeasured:
         lines.append("Nothing could be measured (the target did not answer).")
     else:
         lines.append("Nothing failed.")
@@ -616,7 +672,7 @@ def render_markdown(report: Report, *, title: str, next_steps: Sequence[str] = (
         f"- mode: {_md_cell(report.mode)}",
         f"- sha: `{_md_cell(report.sha)}`",
         f"- sync-ci version: {__version__}",
-        f"- started at: {_md_cell(report.started_at)}",
+        f"- started at: {report.started_stamp}",
         f"- duration: {format_duration(report.duration_s)}",
         f"- counts: {counts['pass']} passed, {counts['fail']} failed, "
         f"{counts['skip']} skipped, {_plural(counts['error'], 'error')}",
@@ -629,14 +685,14 @@ def render_markdown(report: Report, *, title: str, next_steps: Sequence[str] = (
 
 def render_step_summary(report: Report, *, budget_bytes: int = STEP_SUMMARY_BUDGET_BYTES) -> str:
     """Render the GitHub step summary, cutting rows (failures kept first) to stay in budget."""
-    good = report.ok and not is_unmeasured(report)
+    good = report.ok and not report.unmeasured
     head = [
         f"### {'✅' if good else '❌'} sync-ci {_md_cell(summary_line(report))}",
         "",
     ]
     foot_meta = (
         f"<sub>sync-ci {__version__} · sha `{_md_cell(report.sha)}` · "
-        f"started {_md_cell(report.started_at)}</sub>"
+        f"started {report.started_stamp}</sub>"
     )
     # Failures first so a cut never hides what broke; stable within each group.
     ordered = [*report.failing(), *(r for r in report.results if r.status not in ("fail", "error"))]
@@ -765,27 +821,42 @@ def _print(text: str, stream: TextIO) -> None:
         print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
 
 
-def write_outputs(report: Report, args: argparse.Namespace) -> None:
-    """Write --json/--junit files and the GitHub outputs, printing nothing to stdout."""
-    for attr, option, writer in (
-        ("json_path", "--json", write_json),
-        ("junit_path", "--junit", write_junit),
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outputs:
+    """Where a report goes besides the exit code: built from the parsed options in one place,
+    `sync_ci.options.outputs`, or directly by a caller that has no parser (doctor, verify).
+
+    `quiet` prints only the failing rows, and nothing on success; `github` False leaves out the
+    annotations and step summary even inside GitHub Actions.
+    """
+
+    json: Path | None = None
+    junit: Path | None = None
+    quiet: bool = False
+    github: bool = True
+
+
+def write_outputs(report: Report, outputs: Outputs) -> None:
+    """Write the --json/--junit files and the GitHub outputs, printing no table."""
+    for path, option, writer in (
+        (outputs.json, "--json", write_json),
+        (outputs.junit, "--junit", write_junit),
     ):
-        path = getattr(args, attr, None)
-        if path:
+        if path is not None:
             try:
                 writer(report, path)
             except OSError as exc:
                 raise UsageError(f"cannot write {option} {path}: {exc.strerror or exc}") from exc
-    write_github_outputs(report, os.environ)
+    if outputs.github:
+        write_github_outputs(report, os.environ)
 
 
-def emit(report: Report, args: argparse.Namespace) -> int:
+def emit(report: Report, outputs: Outputs) -> int:
     """Print the table, write --json/--junit and GitHub outputs, and return the exit code."""
     code = exit_code(report)
-    if not getattr(args, "quiet", False):
+    if not outputs.quiet:
         _print(render_table(report), sys.stdout)
     elif code != ExitCode.OK:
         _print(render_table(report, only_failing=True), sys.stdout)
-    write_outputs(report, args)
+    write_outputs(report, outputs)
     return int(code)

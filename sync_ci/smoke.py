@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +49,7 @@ from sync_ci.parity import (
     mirror_observations,
     mirror_path,
 )
-from sync_ci.report import Report, Result, Status, make_report
+from sync_ci.report import Outputs, Report, Result, Status, make_report
 from sync_ci.store import Store
 from sync_ci.target import colo_of, regions_to_ask
 from sync_ci.target import worker_url as main_worker_url
@@ -777,10 +777,8 @@ def run_phases(run: SmokeRun, *, retry_failed: bool = False) -> tuple[list[Resul
         if row.status == "fail" and retry_failed and not run.unmeasured:
             retry, retry_cells = run_one(run, name)
             if retry.status == "pass":
-                row = Result(
-                    id=retry.id,
-                    title=retry.title,
-                    status="pass",
+                row = replace(
+                    retry,
                     duration_s=row.duration_s + retry.duration_s,
                     detail=f"passed on retry (first try: {row.detail})",
                 )
@@ -923,7 +921,7 @@ def run_smoke(
     mirror_dir: Path | None = None,
 ) -> Report:
     """Run the smoke against already-attached settings and return its report."""
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC)
     clock = time.perf_counter()
     with open_run(
         settings, mode=mode, sample=sample, budget_s=budget_s, mirror_dir=mirror_dir
@@ -937,11 +935,9 @@ def run_smoke(
         started_at=started_at,
         duration_s=time.perf_counter() - clock,
         results=rows,
-        extra={
-            "root": run.root,
-            "parity": [c.to_json() for c in cells],
-            "unmeasured": run.unmeasured,
-        },
+        unmeasured=run.unmeasured,
+        parity=cells,
+        extra={"root": run.root},
     )
 
 
@@ -953,7 +949,7 @@ def command(
     sample: int,
     faults: list[str],
     budget_s: float,
-    args: argparse.Namespace,
+    outputs: Outputs,
 ) -> int:
     """Resolve settings, attach the target, run the smoke, print the table and matrix."""
     from sync_ci import progress
@@ -973,24 +969,16 @@ def command(
             "a preview URL ci starts a local one that serves only snappy-os-ci/<sha>/: set "
             "SYNC_CI_PREVIEW_URL, or use --target live"
         )
-    with progress.showing(progress.for_args(args)) as shown:
+    with progress.showing(progress.for_outputs(outputs)) as shown:
         shown.note(f"preparing the {settings.target} target ...")
         with open_target(settings, SUITE, faults=parse_assignments(faults, "--fault")) as attached:
             report = run_smoke(attached, mode=mode, sample=sample, budget_s=budget_s)
-    code = emit(report, args)
-    parity = [Result(**_result_args(c)) for c in report.extra.get("parity", [])]
-    if parity and not getattr(args, "quiet", False):
+    code = emit(report, outputs)
+    if report.parity and not outputs.quiet:
         from sync_ci.parity import render_parity
 
-        print(render_parity(parity))
+        print(render_parity(report.parity))
     return code
-
-
-def _result_args(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: doc[k]
-        for k in ("id", "title", "status", "duration_s", "detail", "observed", "threshold")
-    }
 
 
 def add_parser(sub: Any) -> None:
@@ -1035,6 +1023,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
     return command(
         target=args.target,
         config=args.config,
@@ -1042,5 +1032,5 @@ def _run(args: argparse.Namespace) -> int:
         sample=args.sample,
         faults=args.fault,
         budget_s=args.budget,
-        args=args,
+        outputs=outputs(args),
     )

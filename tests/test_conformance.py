@@ -12,12 +12,14 @@ import shlex
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sync_ci import contract, guards
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.config import Settings, load_settings
 from sync_ci.conformance import (
     CATCHES_MUTANTS,
@@ -41,7 +43,6 @@ from sync_ci.conformance import (
 )
 from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableError
 from sync_ci.report import Report, Result, exit_code, make_report
-from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import check_runtime
@@ -212,7 +213,7 @@ def test_on_ci_every_write_goes_under_the_ci_prefix(
     ci = sandbox_settings.with_values(target="ci", preview_url="")
     before = bucket_keys(sandbox)
     # A reference Worker of its own over the CI prefix, as the PR workflow gets without a preview.
-    with attach(ci, ci_worker=True) as attached:
+    with open_target(ci, SUITE) as attached:
         report = run_conformance(attached, max_examples=3, seed=9)
     assert report.ok, [(r.id, r.detail) for r in report.failing()]
     written = bucket_keys(sandbox) - before
@@ -227,7 +228,8 @@ def test_the_workerd_worker_conforms(tmp_path: Path) -> None:
         pytest.skip(f"workerd is not installed here: {exc}")
     with start_sandbox(store=STORE_KIND, runtime="workerd", workdir=tmp_path / "sb") as running:
         ready = write_ready_file(running.info, tmp_path / "ready.json")
-        with attach(load_settings(env=sandbox_env_for(ready, tmp_path / "home"))) as settings:
+        env = sandbox_env_for(ready, tmp_path / "home")
+        with open_target(load_settings(env=env), SUITE) as settings:
             report = run_conformance(settings, max_examples=3, seed=7)
     assert report.ok, [(r.id, r.detail) for r in report.failing()]
 
@@ -370,16 +372,11 @@ def phase_report(findings: int, *, notes: tuple[str, ...] = (), cases: int = 40)
         target="sandbox",
         mode="write",
         sha="abc1234",
-        started_at="2026-01-01T00:00:00+00:00",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
         duration_s=1.0,
         results=rows,
-        extra={
-            "seed": 7,
-            "cases": cases,
-            "max_examples": 3,
-            "notes": list(notes),
-            "unmeasured": cases == 0,
-        },
+        unmeasured=cases == 0,
+        extra={"seed": 7, "cases": cases, "max_examples": 3, "notes": list(notes)},
     )
 
 
@@ -515,7 +512,7 @@ def test_the_smokes_phase_on_ci_passes_and_writes_only_under_the_ci_prefix(
 ) -> None:
     ci = sandbox_settings.with_values(target="ci", preview_url="")
     before = bucket_keys(sandbox)
-    with attach(ci, ci_worker=True) as attached, open_smoke(attached, mode="write") as smoke_run:
+    with open_target(ci, SUITE) as attached, open_smoke(attached, mode="write") as smoke_run:
         smoke_run.conformance_budget_s = 600.0
         seeded = [run_one(smoke_run, name)[0] for name in ("preflight", "seed")]
         row, _cells = run_one(smoke_run, "conformance")
@@ -543,6 +540,7 @@ def test_each_schema_visible_mutant_is_caught_on_workerd_too(name: str, tmp_path
         store=STORE_KIND, mutant=name, runtime="workerd", workdir=tmp_path / "sb"
     ) as running:
         ready = write_ready_file(running.info, tmp_path / "ready.json")
-        with attach(load_settings(env=sandbox_env_for(ready, tmp_path / "home"))) as settings:
+        env = sandbox_env_for(ready, tmp_path / "home")
+        with open_target(load_settings(env=env), SUITE) as settings:
             report = run_conformance(settings, max_examples=3, seed=7)
     assert f"conformance:{operation}:{check}" in failing_ids(report), failing_ids(report)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -20,6 +21,7 @@ from sync_ci.errors import ContractError, ExitCode, UsageError, WorkerError
 from sync_ci.report import (
     SCHEMA,
     STEP_SUMMARY_BUDGET_BYTES,
+    Outputs,
     Report,
     Result,
     Status,
@@ -38,17 +40,24 @@ from sync_ci.report import (
     render_matrix,
     render_step_summary,
     render_table,
+    report_from_json,
     to_json_text,
     write_github_outputs,
     write_json,
     write_junit,
 )
 
+STARTED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 NASTY = "línea 1 | pipe\nline 2 100% \x1b[31mred\r\n<b>&\"'"
 
 
 def _report(
-    results: list[Result] | None = None, *, extra: dict[str, object] | None = None
+    results: list[Result] | None = None,
+    *,
+    extra: dict[str, object] | None = None,
+    unmeasured: bool = False,
+    parity: tuple[Result, ...] = (),
+    started_at: datetime = STARTED,
 ) -> Report:
     if results is None:
         results = [
@@ -72,9 +81,11 @@ def _report(
         target="sandbox",
         mode="write",
         sha="0123abc",
-        started_at="2026-01-02T03:04:05Z",
+        started_at=started_at,
         duration_s=1.234,
         results=results,
+        unmeasured=unmeasured,
+        parity=parity,
         extra=extra,
     )
 
@@ -141,7 +152,7 @@ def test_render_table_only_failing_and_color() -> None:
 
 
 def test_render_table_empty_and_unmeasured() -> None:
-    text = render_table(_report([], extra={"unmeasured": True}), color=False)
+    text = render_table(_report([], unmeasured=True), color=False)
     assert text == (
         "smoke on sandbox (write): 0 passed, 0 failed, 0 skipped, 0 errors in 1.23 s"
         " - could not measure, treated as a failure"
@@ -190,7 +201,7 @@ def test_render_matrix_marks_and_missing_cells() -> None:
 
 
 def test_json_round_trip_keeps_every_value(tmp_path: Path) -> None:
-    report = _report(extra={"unmeasured": False, "note": "ü"})
+    report = _report(extra={"note": "ü"})
     path = write_json(report, tmp_path / "deep" / "er" / "result.json")
     assert path.exists()
     doc = json.loads(path.read_text(encoding="utf-8"))
@@ -438,12 +449,8 @@ def no_actions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_actions")
 def test_emit_exit_codes_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(
-        quiet=False,
-        json_path=str(tmp_path / "out" / "r.json"),
-        junit_path=str(tmp_path / "out" / "x" / "j.xml"),
-    )
-    assert emit(_report(), args) == 1
+    outputs = Outputs(json=tmp_path / "out" / "r.json", junit=tmp_path / "out" / "x" / "j.xml")
+    assert emit(_report(), outputs) == 1
     out = capsys.readouterr().out
     assert "catalog readable" in out
     assert out.rstrip().endswith("1 error in 1.23 s")
@@ -451,17 +458,17 @@ def test_emit_exit_codes_and_files(tmp_path: Path, capsys: pytest.CaptureFixture
     junit = ET.parse(tmp_path / "out" / "x" / "j.xml")  # noqa: S314 (our own output)
     assert junit.getroot().tag == "testsuites"
 
-    assert emit(_report(_many(2)), argparse.Namespace()) == ExitCode.OK
-    unmeasured = _report(_many(2), extra={"unmeasured": True})
-    assert emit(unmeasured, argparse.Namespace()) == 3
+    assert emit(_report(_many(2)), Outputs()) == ExitCode.OK
+    unmeasured = _report(_many(2), unmeasured=True)
+    assert emit(unmeasured, Outputs()) == 3
     assert exit_code(unmeasured) is ExitCode.UNMEASURED
 
 
 @pytest.mark.usefixtures("no_actions")
 def test_emit_quiet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert emit(_report(_many(2)), argparse.Namespace(quiet=True)) == 0
+    assert emit(_report(_many(2)), Outputs(quiet=True)) == 0
     assert capsys.readouterr() == ("", "")
-    assert emit(_report(), argparse.Namespace(quiet=True)) == 1
+    assert emit(_report(), Outputs(quiet=True)) == 1
     out = capsys.readouterr().out
     assert "push" in out
     assert "worker" in out
@@ -474,7 +481,7 @@ def test_emit_unwritable_path_is_a_usage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("", encoding="utf-8")
     with pytest.raises(UsageError, match="cannot write --json"):
-        emit(_report(), argparse.Namespace(quiet=True, json_path=str(blocker / "r.json")))
+        emit(_report(), Outputs(quiet=True, json=blocker / "r.json"))
 
 
 # --- secrets and control characters ------------------------------------------------------------
@@ -511,7 +518,7 @@ def _leaky_report() -> Report:
         target="ci",
         mode="write",
         sha="0123abc",
-        started_at="2026-01-02T03:04:05Z",
+        started_at=STARTED,
         duration_s=1.0,
         results=[row],
         extra={"echo": SECRET},
@@ -675,3 +682,116 @@ def test_whatever_a_command_prints_itself_is_masked(capsys: pytest.CaptureFixtur
         "sync-ci: alert failed: '***'\n***\nsync-ci: error: and then it failed\n"
     )
     assert (sys.stdout, sys.stderr) == before
+
+
+# --- the model's own facts: start time, could-not-measure, parity cells -----------------------
+
+
+def test_started_at_is_one_utc_stamp_in_every_renderer() -> None:
+    """A start given in any zone is held in UTC, whole seconds, and written the same everywhere."""
+    east = STARTED.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    report = _report(_many(1), started_at=east)
+    assert report.started_at == STARTED.replace(microsecond=0)
+    assert report.started_at.tzinfo is UTC
+    stamp = "2026-01-02T03:04:05Z"
+    assert report.to_json()["started_at"] == stamp
+    suite = ET.fromstring(render_junit(report)).find("testsuite")  # noqa: S314 (our own output)
+    assert suite is not None and suite.get("timestamp") == stamp
+    assert f"- started at: {stamp}" in render_markdown(report, title="t")
+    assert f"started {stamp}" in render_step_summary(report)
+    naive = _report(_many(1), started_at=datetime(2026, 1, 2, 3, 4, 5))
+    assert naive.started_at == report.started_at  # a naive time is taken to be UTC
+    with pytest.raises(TypeError, match="started_at must be a datetime"):
+        _report(started_at=stamp)  # type: ignore[arg-type]
+
+
+def test_a_reader_parses_started_at_from_this_and_older_writers(tmp_path: Path) -> None:
+    doc = _report().to_json()
+    for written in (
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T03:04:05+00:00",
+        "2026-01-02T08:34:05+05:30",
+    ):
+        doc["started_at"] = written
+        assert report_from_json(doc).started_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    doc["started_at"] = "yesterday"
+    with pytest.raises(ContractError, match="started_at 'yesterday' is not an ISO-8601 time"):
+        report_from_json(doc)
+
+
+def test_could_not_measure_is_a_field_that_survives_the_json_round_trip(tmp_path: Path) -> None:
+    unmeasured = _report(_many(2), unmeasured=True, extra={"gate": "load"})
+    doc = unmeasured.to_json()
+    assert doc["extra"] == {"gate": "load", "unmeasured": True}  # the documented place
+    back = read_json(write_json(unmeasured, tmp_path / "r.json"))
+    assert back == unmeasured and back.unmeasured and back.extra == {"gate": "load"}
+    assert exit_code(back) is ExitCode.UNMEASURED
+    measured = _report(_many(2))
+    assert "extra" not in measured.to_json()
+    assert exit_code(read_json(write_json(measured, tmp_path / "m.json"))) is ExitCode.OK
+    with pytest.raises(ValueError, match="unmeasured: a field of Report"):
+        _report(extra={"unmeasured": True})
+    doc["extra"]["unmeasured"] = "yes"
+    with pytest.raises(ContractError, match=r"extra\.unmeasured is not true or false"):
+        report_from_json(doc)
+
+
+def test_parity_cells_stay_objects_and_round_trip_through_json(tmp_path: Path) -> None:
+    from sync_ci.parity import MISSING, Observation, evaluate_cells
+
+    cells = evaluate_cells(
+        [
+            Observation(artifact="f", surface="bucket", digest="a" * 64),
+            Observation(artifact="f", surface="worker", digest=MISSING),
+        ]
+    )
+    report = _report(_many(1), parity=tuple(cells), extra={"root": "r/"})
+    assert report.parity == tuple(cells)  # the same objects the phase produced
+    assert report.to_json()["extra"]["parity"] == [c.to_json() for c in cells]
+    back = read_json(write_json(report, tmp_path / "r.json"))
+    assert back.parity == report.parity and back.extra == {"root": "r/"}
+    with pytest.raises(ValueError, match="parity: a field of Report"):
+        _report(extra={"parity": []})
+
+
+def test_no_module_reads_could_not_measure_from_extra() -> None:
+    """The field has one spelling: a reader of `extra["unmeasured"]` would see False forever."""
+    root = Path(__file__).resolve().parents[1]
+    # A read, not report.to_json writing the documented JSON place (`extra["unmeasured"] = ...`).
+    pattern = re.compile(r"""extra(\.get\(|\[)\s*["']unmeasured["'](?!\]\s*=[^=])""")
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("sync_ci", "checks")
+        for path in sorted((root / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
+
+
+# --- outputs: built from the parsed options in one place ---------------------------------------
+
+
+def test_outputs_come_from_the_common_options(tmp_path: Path) -> None:
+    from sync_ci.options import Parser, add_common, outputs
+
+    parser = Parser(prog="sync-ci x")
+    add_common(parser)
+    given = outputs(
+        parser.parse_args(["--json", str(tmp_path / "r.json"), "--junit", "j.xml", "-q"])
+    )
+    assert given == Outputs(json=tmp_path / "r.json", junit=Path("j.xml"), quiet=True)
+    assert outputs(parser.parse_args([])) == Outputs()
+
+
+@pytest.mark.usefixtures("no_actions")
+def test_emit_leaves_github_outputs_out_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert emit(_report(), Outputs(quiet=True, github=False)) == 1
+    assert "::error" not in capsys.readouterr().out and not summary.exists()
+    assert emit(_report(), Outputs(quiet=True)) == 1
+    assert "::error" in capsys.readouterr().out and summary.exists()

@@ -58,7 +58,7 @@ def test_write_mode_passes_and_writes_only_under_its_prefix(sandbox_settings: Se
     assert new_keys and all(k.startswith(sandbox_settings.ci_prefix) for k in new_keys)
     assert f"{sandbox_settings.ci_prefix}_ci/run.json" in new_keys
     assert snapshot(store, sandbox_settings.live_root) == live_before
-    assert any(c["status"] == "pass" for c in report.extra["parity"])
+    assert any(c.status == "pass" for c in report.parity)
 
 
 @pytest.mark.strict_store
@@ -127,7 +127,7 @@ def test_unreachable_worker_is_unmeasured(sandbox_settings: Settings) -> None:
         port = sock.getsockname()[1]
     dead = sandbox_settings.with_values(worker_url=f"http://127.0.0.1:{port}", worker_timeout_s=1.0)
     report = run_smoke(dead, mode="read-only")
-    assert report.extra["unmeasured"] is True
+    assert report.unmeasured is True
     assert statuses(report.results)["preflight"] == "fail"
     assert all(s == "skip" for k, s in statuses(report.results).items() if k != "preflight")
 
@@ -220,9 +220,9 @@ def test_a_mirror_behind_the_worker_is_reported_as_behind_not_as_a_failure(
     assert rows["phase:pull-dry"].observed["mirror_behind"] == 2
     assert "behind by 2 file(s)" in rows["phase:pull-dry"].detail
     assert "mirror is behind on 2 file(s)" in rows["phase:parity"].detail
-    behind = [c for c in report.extra["parity"] if "behind" in c["detail"]]
-    assert {c["observed"]["artifact"] for c in behind} == {"VERSION", "manifest.json"}
-    assert all(c["status"] == "skip" for c in behind)
+    behind = [c for c in report.parity if "behind" in c.detail]
+    assert {c.observed["artifact"] for c in behind} == {"VERSION", "manifest.json"}
+    assert all(c.status == "skip" for c in behind)
     outcome = run_pass(sandbox_settings, alerts_dir=tmp_path / "alerts", now=datetime.now(UTC))
     assert outcome.report.ok and outcome.alert_file is None
 
@@ -242,8 +242,8 @@ def test_a_bucket_fault_still_fails_with_a_mirror_present(faulty_sandbox: Faulty
     store.put(object_key(settings.live_root, digest), b"tampered\n")
     report = run_smoke(settings, mode="read-only", sample=0)
     assert statuses(report.results)["parity"] == "fail"
-    failing = [c for c in report.extra["parity"] if c["status"] == "fail"]
-    assert failing and all(c["observed"]["artifact"] == "VERSION" for c in failing)
+    failing = [c for c in report.parity if c.status == "fail"]
+    assert failing and all(c.observed["artifact"] == "VERSION" for c in failing)
 
 
 def test_regions_asked_are_the_configured_direct_ones(sandbox_settings: Settings) -> None:
@@ -295,3 +295,33 @@ def test_only_a_surface_allowed_to_lag_is_reported_behind() -> None:
         for c in evaluate_cells(tampered, expected={"f": good}, behind_ok=("mirror",))
     }
     assert cells["parity:f:bucket~mirror"] == "fail"
+
+
+def test_a_phase_passing_on_retry_keeps_what_the_retry_measured(
+    sandbox_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ci-loop retries a failing phase once; the row kept is the retry's, threshold included."""
+    from sync_ci import smoke
+
+    real = smoke.PHASES["catalog"]
+    tries: list[int] = []
+
+    def first_try_fails(run: smoke.SmokeRun) -> smoke.PhaseOutcome:
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise smoke.PhaseFailed("a region answered late")
+        outcome = real(run)
+        assert isinstance(outcome, smoke.PhaseOutcome)
+        return smoke.PhaseOutcome(
+            detail=outcome.detail, observed=outcome.observed, threshold={"regions_min": 1}
+        )
+
+    monkeypatch.setitem(smoke.PHASES, "catalog", first_try_fails)
+    with open_run(sandbox_settings, mode="read-only") as run:
+        rows, _ = smoke.run_phases(run, retry_failed=True)
+    row = {r.id: r for r in rows}["phase:catalog"]
+    assert len(tries) == 2
+    assert row.status == "pass"
+    assert row.detail.startswith("passed on retry (first try: a region answered late)")
+    assert row.threshold == {"regions_min": 1}
+    assert row.observed["regions"] >= 1

@@ -3,40 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sync_ci import guards
 from sync_ci.cleanup.apply import Progress, run_cleanup
 from sync_ci.cleanup.lifecycle import install_lifecycle, summarize_lifecycle
-from sync_ci.cleanup.model import DEFAULT_OLDER_THAN, SUITE, CleanupRun
+from sync_ci.cleanup.model import DEFAULT_OLDER_THAN, SUITE
 from sync_ci.cleanup.plan import check_roots, parse_max_delete, parse_now, parse_older_than
 from sync_ci.cleanup.rows import summarize_run, totals
 from sync_ci.errors import UsageError
-from sync_ci.report import Report, Result, emit, make_report
+from sync_ci.report import Outputs, Report, Result, emit, make_report
+
+Lifecycle = Literal["show", "install"]
 
 
-def command(args: argparse.Namespace) -> int:
-    """Run `sync-ci cleanup`: settings, guarded client, plan, delete, report, exit code."""
+def command(
+    *,
+    target: str | None = None,
+    config: str | None = None,
+    older_than: str = DEFAULT_OLDER_THAN,
+    allow_short: bool = False,
+    dry_run: bool = False,
+    max_delete: int | None = None,
+    now: str | None = None,
+    lifecycle: Lifecycle | None = None,
+    outputs: Outputs | None = None,
+) -> int:
+    """Run `sync-ci cleanup`: settings, guarded client, plan, delete, report, exit code.
+
+    `max_delete` None means no cap and 0 refuses any deletion, from every front end; `lifecycle`
+    shows or installs the bucket's lifecycle backstop instead of deleting.
+    """
     from sync_ci.store import count_requests, endpoint_from_settings, open_store
 
+    outputs = outputs or Outputs()
     started_wall = datetime.now(UTC)
     started = time.monotonic()
-    older_than = parse_older_than(args.older_than, allow_short=bool(args.allow_short))
-    max_delete = parse_max_delete(args.max_delete)
-    now = parse_now(args.now) if args.now else started_wall
-    quiet = bool(getattr(args, "quiet", False))
+    age = parse_older_than(older_than, allow_short=allow_short)
+    if max_delete is not None and max_delete < 0:
+        raise UsageError(f"--max-delete {max_delete} is not a whole number of keys (0 or more)")
+    reference = parse_now(now) if now else started_wall
 
     from sync_ci.attachment import STORE, open_target
     from sync_ci.config import load_settings
 
-    loaded = load_settings(
-        config=getattr(args, "config", None), target=getattr(args, "target", None)
-    )
+    loaded = load_settings(config=config, target=target)
     with open_target(loaded, STORE) as settings:
-        writes = not args.dry_run and not args.show_lifecycle
+        writes = not dry_run and lifecycle != "show"
         if writes and settings.read_only:
             raise UsageError(
                 "target live is read-only: cleanup deletes only on target ci or sandbox "
@@ -45,59 +62,59 @@ def command(args: argparse.Namespace) -> int:
         check_roots(settings.ci_root, settings.live_root)
         policy = (
             guards.cleanup_policy(
-                settings.bucket, settings.ci_root, lifecycle=bool(args.install_lifecycle)
+                settings.bucket, settings.ci_root, lifecycle=lifecycle == "install"
             )
             if writes
             else guards.read_only_policy()
         )
         store = open_store(endpoint_from_settings(settings), policy, fast_timestamps=True)
         requests = count_requests(store)
-        mode = "dry-run" if args.dry_run else "delete"
-        if args.show_lifecycle:
+        mode = "dry-run" if dry_run else "delete"
+        if lifecycle == "show":
             mode = "show-lifecycle"
-        elif args.install_lifecycle:
-            mode = "install-lifecycle" + (" (dry-run)" if args.dry_run else "")
+        elif lifecycle == "install":
+            mode = "install-lifecycle" + (" (dry-run)" if dry_run else "")
 
-        def report_of(rows: Sequence[Result], extra: Mapping[str, Any]) -> Report:
+        def report_of(
+            rows: Sequence[Result], extra: Mapping[str, Any], *, unmeasured: bool = False
+        ) -> Report:
             return make_report(
                 suite=SUITE,
                 target=settings.target,
                 mode=mode,
                 sha=settings.sha,
-                started_at=started_wall.isoformat(),
+                started_at=started_wall,
                 duration_s=time.monotonic() - started,
                 results=rows,
+                unmeasured=unmeasured,
                 extra=extra,
             )
 
-        if args.show_lifecycle:
+        if lifecycle == "show":
             rules = store.lifecycle_rules()
             rows = summarize_lifecycle(rules, settings.ci_root)
-            return emit(report_of(rows, {"lifecycle": rules}), args)
-        if args.install_lifecycle:
-            merged = install_lifecycle(store, settings.ci_root, older_than, dry_run=args.dry_run)
+            return emit(report_of(rows, {"lifecycle": rules}), outputs)
+        if lifecycle == "install":
+            merged = install_lifecycle(store, settings.ci_root, age, dry_run=dry_run)
             rows = summarize_lifecycle(merged, settings.ci_root)
-            return emit(report_of(rows, {"lifecycle": merged, "installed": not args.dry_run}), args)
+            return emit(report_of(rows, {"lifecycle": merged, "installed": not dry_run}), outputs)
 
-        progress = Progress(enabled=None if not quiet else False)
+        progress = Progress(enabled=None if not outputs.quiet else False)
         run = run_cleanup(
             store,
             ci_root=settings.ci_root,
-            now=now,
-            older_than=older_than,
+            now=reference,
+            older_than=age,
             live_root=settings.live_root,
-            dry_run=bool(args.dry_run),
+            dry_run=dry_run,
             max_delete=max_delete,
             progress=progress,
         )
-        run = CleanupRun(
-            plan=run.plan,
-            outcome=run.outcome,
-            dry_run=run.dry_run,
-            duration_s=run.duration_s,
-            requests=dict(requests),
-        )
-        return emit(report_of(summarize_run(run), totals(run)), args)
+        run = dataclasses.replace(run, requests=dict(requests))
+        # The store stopped answering mid-run: what is left was not judged, so exit 3, not 1.
+        numbers = totals(run)
+        unmeasured = bool(numbers.pop("unmeasured"))
+        return emit(report_of(summarize_run(run), numbers, unmeasured=unmeasured), outputs)
 
 
 def add_parser(sub: Any) -> None:
@@ -149,4 +166,23 @@ def add_parser(sub: Any) -> None:
     lifecycle.add_argument(
         "--show-lifecycle", action="store_true", help="print the bucket's lifecycle rules"
     )
-    parser.set_defaults(func=command)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
+    lifecycle: Lifecycle | None = (
+        "show" if args.show_lifecycle else "install" if args.install_lifecycle else None
+    )
+    return command(
+        target=args.target,
+        config=args.config,
+        older_than=args.older_than,
+        allow_short=args.allow_short,
+        dry_run=args.dry_run,
+        max_delete=parse_max_delete(args.max_delete),
+        now=args.now,
+        lifecycle=lifecycle,
+        outputs=outputs(args),
+    )

@@ -12,12 +12,11 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sync_ci.clock import utc_stamp
 from sync_ci.errors import SyncCIError, UsageError
 from sync_ci.field.doctor_context import HEALTH_TIMEOUT_S, Context, Skip, new_row
 from sync_ci.field.doctor_host import check_cron, check_lints, check_parity, check_spool
@@ -33,6 +32,7 @@ from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
+    from sync_ci.report import Outputs
 
 MAX_EXIT = 100
 
@@ -100,18 +100,7 @@ def run_checks(ctx: Context, checks: Sequence[Check]) -> list[Result]:
         except (SyncCIError, OSError) as exc:
             rows = [new_row(check.name, check.title, "error", f"{type(exc).__name__}: {exc}")]
         spent = time.perf_counter() - started
-        results += [
-            Result(
-                id=r.id,
-                title=r.title,
-                status=r.status,
-                detail=r.detail,
-                observed=r.observed,
-                threshold=r.threshold,
-                duration_s=r.duration_s or spent / len(rows),
-            )
-            for r in rows
-        ]
+        results += [replace(r, duration_s=r.duration_s or spent / len(rows)) for r in rows]
     return results
 
 
@@ -137,7 +126,7 @@ def doctor(
         target=settings.target if settings else "unknown",
         mode="field",
         sha=settings.sha if settings else "",
-        started_at=utc_stamp(started_at),
+        started_at=started_at,
         duration_s=time.perf_counter() - started,
         results=results,
     )
@@ -177,20 +166,23 @@ def command(
     names: Sequence[str] = (),
     config: str | None = None,
     target: str | None = None,
-    silent: bool = False,
-    json_path: str | None = None,
-    junit_path: str | None = None,
+    outputs: Outputs | None = None,
     heartbeat: bool = False,
     cron_user: str = "",
 ) -> int:
-    """Run doctor, print/write the report, and return the failure count (capped at 100)."""
+    """Run doctor, print/write the report, and return the failure count (capped at 100).
+
+    `outputs.quiet` is the cron line's `--silent`: nothing on success, the failing rows otherwise.
+    """
     from sync_ci.config import load_settings
-    from sync_ci.report import emit
+    from sync_ci.report import Outputs, emit
+
+    outputs = outputs or Outputs()
 
     select_checks(names)
     settings: Settings | None
     try:
-        from sync_ci.field.alerts import field_settings
+        from sync_ci.attachment import field_settings
 
         settings = field_settings(load_settings(config=config, target=target, check_remote=False))
         error = ""
@@ -204,7 +196,7 @@ def command(
         try:
             exclusive.enter_context(hold_lock(lock_path(settings.state_dir, "doctor"), "doctor"))
         except LockBusy as exc:  # a run still going is not a failure: exit 0, no alert
-            if not silent:
+            if not outputs.quiet:
                 print(f"sync-ci: doctor: {exc}", file=sys.stderr)
             return 0
         except LockUnavailable:
@@ -213,8 +205,7 @@ def command(
         report = doctor(settings, names=names, settings_error=error, cron_user=cron_user)
         if settings is not None:
             save_report(report, settings.state_dir)
-        args = argparse.Namespace(quiet=silent, json_path=json_path, junit_path=junit_path)
-        emit(report, args)
+        emit(report, outputs)
         if heartbeat and report.ok and settings is not None:
             send_heartbeat(settings)
     return cap_exit(report)
@@ -259,6 +250,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
     if args.list_checks:
         print(list_checks())
         return 0
@@ -266,9 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         names=args.names,
         config=args.config,
         target=args.target,
-        silent=args.quiet,
-        json_path=args.json_path,
-        junit_path=args.junit_path,
+        outputs=outputs(args),
         heartbeat=args.heartbeat,
         cron_user=args.cron_user,
     )

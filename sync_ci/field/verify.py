@@ -14,14 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sync_ci.clock import utc_stamp
 from sync_ci.errors import SyncCIError, UsageError
 from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
     from sync_ci.field.cron_lines import Role
-    from sync_ci.report import Status
+    from sync_ci.report import Outputs, Status
 
 VERIFY_CHECK = "verify-simulated-doctor-failure"
 RETENTION = timedelta(days=7)
@@ -336,22 +335,13 @@ def verify(
     for step in steps:
         began = time.perf_counter()
         result = step()
-        results.append(
-            Result(
-                id=result.id,
-                title=result.title,
-                status=result.status,
-                detail=result.detail,
-                observed=result.observed,
-                duration_s=time.perf_counter() - began,
-            )
-        )
+        results.append(replace(result, duration_s=time.perf_counter() - began))
     return make_report(
         suite="verify",
         target=settings.target,
         mode=role,
         sha=settings.sha,
-        started_at=utc_stamp(started_at),
+        started_at=started_at,
         duration_s=time.perf_counter() - started,
         results=results,
     )
@@ -364,25 +354,22 @@ def command(
     target: str | None = None,
     cron_user: str = "",
     repo: str = "",
-    args: argparse.Namespace | None = None,
+    outputs: Outputs | None = None,
 ) -> int:
     """Verify a role, print the table, return 0 when every step passed or was skipped."""
+    from sync_ci.attachment import FIELD_OR_EPHEMERAL, open_target
     from sync_ci.config import load_settings
-    from sync_ci.field.alerts import field_settings
-    from sync_ci.report import emit
+    from sync_ci.field.cron_lines import ROLES
+    from sync_ci.report import Outputs, emit
 
+    if role not in ROLES:
+        given = f"{role!r} is not" if role else "is required:"
+        raise UsageError(f"--role {given} one of {', '.join(ROLES)}")
     settings = load_settings(config=config, target=target, check_remote=False)
-    if settings.target == "sandbox" and not settings.sandbox_file:
-        # A fresh checkout: run the whole list end to end on an ephemeral sandbox.
-        from sync_ci.sandbox.attach import attach
-
-        with attach(settings) as attached:
-            report = verify(role, attached, cron_user=cron_user, repo=Path(repo) if repo else None)
-    else:
-        report = verify(
-            role, field_settings(settings), cron_user=cron_user, repo=Path(repo) if repo else None
-        )
-    return emit(report, args or argparse.Namespace(quiet=False, json_path=None, junit_path=None))
+    # A fresh checkout (sandbox, no SYNC_CI_SANDBOX) runs the whole list on an ephemeral sandbox.
+    with open_target(settings, FIELD_OR_EPHEMERAL) as attached:
+        report = verify(role, attached, cron_user=cron_user, repo=Path(repo) if repo else None)
+    return emit(report, outputs or Outputs())
 
 
 def add_parser(sub: Any) -> None:
@@ -416,11 +403,13 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
     return command(
         args.role,
         config=args.config,
         target=args.target,
         cron_user=args.cron_user,
         repo=args.repo,
-        args=args,
+        outputs=outputs(args),
     )

@@ -62,9 +62,10 @@ def open_target(args: argparse.Namespace) -> Iterator[Settings]:
 
 def emit(report: Report, args: argparse.Namespace) -> int:
     """Render a gate's document (table, --json, --junit, --html...); return its exit code."""
+    from sync_ci.options import outputs
     from sync_ci.report import emit as emit_report
 
-    code = emit_report(report, args)
+    code = emit_report(report, outputs(args))
     html_path = getattr(args, "html_path", "")
     if html_path:
         import sys

@@ -215,8 +215,8 @@ def merge_load(paths: Sequence[str], options: LoadOptions) -> Report:
     started = time.monotonic()
     scenario = options.scenario
     reports = _read_documents(paths, "load")
-    if any(r.extra.get("unmeasured") for r in reports):
-        bad = [p for p, r in zip(paths, reports, strict=True) if r.extra.get("unmeasured")]
+    if any(r.unmeasured for r in reports):
+        bad = [p for p, r in zip(paths, reports, strict=True) if r.unmeasured]
         return verdict.unmeasured(
             "gate.load", "merged", reports[0].sha, started, "load", f"{bad[0]} measured nothing"
         )
@@ -237,6 +237,7 @@ def merge_load(paths: Sequence[str], options: LoadOptions) -> Report:
         duration_s=time.monotonic() - started,
         required={INSTALL: scenario.installs, PUSH: scenario.pushes},
         merged_from=paths,
+        started_at=min(r.started_at for r in reports),
     )
     return judge_generator(report, merged, options.thresholds, started)
 
@@ -261,6 +262,7 @@ def merge_latency(paths: Sequence[str], options: LatencyOptions) -> Report:
         sha=reports[0].sha,
         duration_s=time.monotonic() - started,
         merged_from=paths,
+        started_at=min(r.started_at for r in reports),
     )
 
 
@@ -291,9 +293,9 @@ def run_platforms_gate(
         {
             "version": version,
             "recordings": {k: str(v) for k, v in paths.items()},
-            "unmeasured": unmeasured(results),
         },
         target=target,
         sha=sha,
         duration_s=time.monotonic() - started,
+        unmeasured=unmeasured(results),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync_ci.gates import histogram
@@ -18,8 +18,10 @@ from sync_ci.gates.thresholds import Threshold
 from sync_ci.report import Report, Result, make_report
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _start_of(duration_s: float, started_at: datetime | None = None) -> datetime:
+    """When a run began: `started_at` when the caller knows it (a merge: the earliest part's),
+    else now less the `duration_s` the run took (documents are built when the run ends)."""
+    return started_at or datetime.now(UTC) - timedelta(seconds=duration_s)
 
 
 # --- judging ------------------------------------------------------------------------------------
@@ -239,13 +241,14 @@ def evaluate_latency(
 
 def unmeasured(suite: str, target: str, sha: str, started: float, gate_id: str, why: str) -> Report:
     """Return the document of a gate that could not measure (exit 3): one error row saying why."""
+    duration_s = time.monotonic() - started
     return make_report(
         suite=suite,
         target=target,
         mode="gate",
         sha=sha,
-        started_at=_now_iso(),
-        duration_s=time.monotonic() - started,
+        started_at=_start_of(duration_s),
+        duration_s=duration_s,
         results=[
             Result(
                 id=f"{gate_id}.reachable",
@@ -254,7 +257,8 @@ def unmeasured(suite: str, target: str, sha: str, started: float, gate_id: str, 
                 detail=f"could not measure: {why}",
             )
         ],
-        extra={"gate": gate_id, "unmeasured": True, "reason": why},
+        unmeasured=True,
+        extra={"gate": gate_id, "reason": why},
     )
 
 
@@ -269,6 +273,7 @@ def load_report(
     required: Mapping[str, int] | None = None,
     merged_from: Sequence[str] = (),
     engine: Mapping[str, Any] | None = None,
+    started_at: datetime | None = None,
 ) -> Report:
     """Build the load gate's result document from measured phases (`engine`: who measured)."""
     rows = [row for phase in phases for row in evaluate_phase(phase, table, required)]
@@ -286,7 +291,7 @@ def load_report(
         target=target,
         mode="+".join(p.phase for p in phases),
         sha=sha,
-        started_at=_now_iso(),
+        started_at=_start_of(duration_s, started_at),
         duration_s=duration_s,
         results=rows,
         extra=extra,
@@ -303,6 +308,7 @@ def latency_report(
     duration_s: float,
     merged_from: Sequence[str] = (),
     engine: Mapping[str, Any] | None = None,
+    started_at: datetime | None = None,
 ) -> Report:
     """Build the latency gate's result document (`engine`: who measured)."""
     extra: dict[str, Any] = {
@@ -311,8 +317,6 @@ def latency_report(
         "regions": {name: outcome.to_json() for name, outcome in regions.items()},
         "thresholds": {t.id: t.to_json() for t in table.values() if t.id.startswith("latency.")},
     }
-    if regions and all(o.unreachable for o in regions.values()):
-        extra["unmeasured"] = True
     if merged_from:
         extra["merged_from"] = list(merged_from)
     extra.update(engine or {})
@@ -321,9 +325,10 @@ def latency_report(
         target=target,
         mode="cold-kv",
         sha=sha,
-        started_at=_now_iso(),
+        started_at=_start_of(duration_s, started_at),
         duration_s=duration_s,
         results=evaluate_latency(regions, table),
+        unmeasured=bool(regions) and all(o.unreachable for o in regions.values()),
         extra=extra,
     )
 
@@ -335,6 +340,7 @@ def platforms_report(
     target: str,
     sha: str,
     duration_s: float,
+    unmeasured: bool = False,
 ) -> Report:
     """Build the platforms gate's result document from the judged recordings."""
     return make_report(
@@ -342,25 +348,26 @@ def platforms_report(
         target=target,
         mode="recordings",
         sha=sha,
-        started_at=_now_iso(),
+        started_at=_start_of(duration_s),
         duration_s=duration_s,
         results=list(results),
+        unmeasured=unmeasured,
         extra={"gate": "platforms", **extra},
     )
 
 
 def combine(reports: Sequence[Report], *, target: str, sha: str, duration_s: float) -> Report:
     """Put every gate's rows into one report; unmeasured if any gate could not measure."""
-    extra: dict[str, Any] = {"gate": "all", "gates": {r.suite: dict(r.extra) for r in reports}}
-    if any(r.extra.get("unmeasured") for r in reports):
-        extra["unmeasured"] = True
+    # Each gate's facts as its own document carries them (`unmeasured` inside extra).
+    gates = {r.suite: r.to_json().get("extra", {}) for r in reports}
     return make_report(
         suite="gate.all",
         target=target,
         mode="+".join(r.suite.removeprefix("gate.") for r in reports),
         sha=sha,
-        started_at=_now_iso(),
+        started_at=min((r.started_at for r in reports), default=_start_of(duration_s)),
         duration_s=duration_s,
         results=[row for r in reports for row in r.results],
-        extra=extra,
+        unmeasured=any(r.unmeasured for r in reports),
+        extra={"gate": "all", "gates": gates},
     )

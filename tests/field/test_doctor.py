@@ -45,7 +45,7 @@ def test_cap_exit_never_wraps_to_zero() -> None:
         target="sandbox",
         mode="field",
         sha="",
-        started_at="",
+        started_at=datetime.now(UTC),
         duration_s=0.0,
         results=rows,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ def document(rows: list[Any]) -> dict[str, Any]:
         target="sandbox",
         mode="burst",
         sha="",
-        started_at="",
+        started_at=datetime.now(UTC),
         duration_s=0,
         results=rows,
     )
