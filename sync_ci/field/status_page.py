@@ -128,7 +128,7 @@ def alert_lanes(picture: Picture) -> list[charts.Lane]:
         ]
         lanes.append(charts.Lane(name="ci-loop alert files", points=points))
     by_phase: dict[str, list[charts.Cell]] = {}
-    for record in picture.history.records:
+    for record in picture.history.records if picture.history else ():
         for phase in record.failing:
             title = f"{pass_history.format_time(record.at)} ci-loop {phase} {record.outcome}"
             by_phase.setdefault(phase, []).append(
@@ -227,8 +227,9 @@ def render_silent(picture: Picture) -> str:
         parts.append(_note(f"Worker /_status not read: {picture.worker_problem}", "note unread"))
         return "".join(parts) + "</section>"
     bars, allowed_h = silent_bars(picture.worker)
-    reporting = picture.worker.get("reporting_tenants") or []
-    count = len(reporting) if isinstance(reporting, list) else 0
+    found = picture.worker.get("reporting_tenants") or []
+    reporting = [str(name) for name in found] if isinstance(found, list) else []
+    count = len(reporting)
     parts.append(
         _note(
             f"{len(bars)} silent for longer than {allowed_h:g} h (two missed 6-hourly doctor "
@@ -246,6 +247,8 @@ def render_silent(picture: Picture) -> str:
                 label="hours since each silent tenant's last heartbeat",
             )
         )
+    if reporting:
+        parts.append(_note(f"reporting: {', '.join(reporting)}", "note reporting"))
     parts.append("</section>")
     return "".join(parts)
 
@@ -268,7 +271,11 @@ def render_html(
     pictures = ""
     if picture is not None:
         pictures = (
-            render_timeline(picture.history, generated_at, picture.days)
+            (
+                render_timeline(picture.history, generated_at, picture.days)
+                if picture.history
+                else ""
+            )
             + render_alerts(picture, generated_at)
             + render_silent(picture)
             + "<h2>Checks</h2>"

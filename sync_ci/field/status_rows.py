@@ -34,9 +34,13 @@ DAYS = 7
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Picture:
-    """What the page draws above the table: pass history, alert files, the `/_status` document."""
+    """What the page draws above the table: pass history, alert files, the `/_status` document.
 
-    history: History
+    No history (None) leaves the ci-loop timeline out: the reference Worker draws only its own
+    `/_status` document.
+    """
+
+    history: History | None = None
     files: tuple[AlertFile, ...] = ()
     worker: Mapping[str, Any] | None = None
     worker_problem: str = ""

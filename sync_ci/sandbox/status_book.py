@@ -1,15 +1,16 @@
 """The Worker's status book: alerts by check, heartbeats, duplicate keys and per-tenant rate limits.
 
-Pure (no aiohttp, no clock: "now" is a parameter); `GET /_status` renders `summarize_status`.
+Pure (no aiohttp, no clock: "now" is a parameter); `GET /_status` answers `summarize_status`,
+as JSON or drawn by the one "Sync status" page renderer (`sync_ci.field.status_page`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sync_ci.clock import epoch_stamp
@@ -146,54 +147,10 @@ def summarize_status(
     }
 
 
-def render_status_html(summary: Mapping[str, Any]) -> str:
-    """Render a status summary as a small self-contained HTML page, failing checks first."""
-    esc = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>Sync status</title>',
-        "<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.bad{color:#b00}</style>",
-        "</head><body>",
-        "<h1>Sync status</h1>",
-        f"<p>Root <code>{esc(str(summary.get('root', '')))}</code>, "
-        f"generated {esc(str(summary.get('generated_at', '')))}</p>",
-        "<h2>Failing checks</h2>",
-    ]
-    checks: Mapping[str, Mapping[str, Any]] = summary.get("checks", {})
-    if checks:
-        parts.append(
-            "<table><tr><th>check</th><th>alerts</th><th>tenants</th><th>first seen</th>"
-            "<th>last seen</th><th>last message</th></tr>"
-        )
-        for name, row in checks.items():
-            tenants = ", ".join(row.get("tenants", []))
-            parts.append(
-                f'<tr><td class="bad">{esc(name)}</td><td>{int(row.get("count", 0))}</td>'
-                f"<td>{int(row.get('tenant_count', 0))}: {esc(tenants)}</td>"
-                f"<td>{esc(str(row.get('first_seen', '')))}</td>"
-                f"<td>{esc(str(row.get('last_seen', '')))}</td>"
-                f"<td>{esc(str(row.get('last_message', '')))}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p>No failing checks.</p>")
-    hours = int(summary.get("silent_after_s", SILENT_AFTER_S)) // 3600
-    parts.append(f"<h2>Silent tenants (no heartbeat for more than {hours} h)</h2>")
-    silent: Sequence[Mapping[str, Any]] = summary.get("silent_tenants", [])
-    if silent:
-        parts.append("<table><tr><th>tenant</th><th>last heartbeat</th><th>silent for</th></tr>")
-        for row in silent:
-            parts.append(
-                f'<tr><td class="bad">{esc(str(row.get("tenant", "")))}</td>'
-                f"<td>{esc(str(row.get('last_seen', '')))}</td>"
-                f"<td>{int(row.get('silent_for_s', 0)) // 3600} h</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p>No silent tenants.</p>")
-    reporting: Sequence[str] = summary.get("reporting_tenants", [])
-    parts.append(f"<h2>Reporting tenants ({len(reporting)})</h2>")
-    parts.append(f"<p>{esc(', '.join(reporting)) or 'none'}</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def render_status_page(summary: Mapping[str, Any], now: float) -> str:
+    """Draw a status summary as the one "Sync status" page (`sync-ci status --html` draws it too)."""
+    from sync_ci.field.status_page import render_html
+    from sync_ci.field.status_rows import Picture, worker_rows
+
+    at = datetime.fromtimestamp(now, UTC)
+    return render_html(worker_rows(summary, at), generated_at=at, picture=Picture(worker=summary))

@@ -23,7 +23,7 @@ from sync_ci.sandbox.status_book import (
     ALERT_RATE_PER_MIN,
     iso_time,
     parse_alert_rows,
-    render_status_html,
+    render_status_page,
     summarize_status,
 )
 from sync_ci.sandbox.worker_config import RegionSpec
@@ -289,7 +289,8 @@ async def handle_status(request: web.Request) -> web.Response:
     summary = {"root": root, **summarize_status(book.checks, book.heartbeats, state.now())}
     summary["persist_failures"] = book.persist_failures
     if "text/html" in request.headers.get("accept", ""):
-        return web.Response(text=render_status_html(summary), content_type="text/html")
+        page = render_status_page(summary, state.now())
+        return web.Response(text=page, content_type="text/html")
     return web.json_response(summary)
 
 

@@ -406,7 +406,11 @@ def test_status_html_is_escaped_and_failing_checks_first(
     assert "<title>Sync status</title>" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "<script>" not in text
-    assert text.index("Failing checks") < text.index("doctor-failed") < text.index("Silent tenants")
+    # The page `sync-ci status --html` draws, from this Worker's /_status document alone.
+    assert 'id="passes"' not in text
+    assert text.index('id="alerts"') < text.index('id="silent"') < text.index('id="checks"')
+    row = text[text.index('id="checks"') :]
+    assert row.index('data-status="fail"') < row.index("doctor-failed")
 
 
 def test_unknown_path_and_wrong_method_are_json_errors(ref_worker: RefWorker) -> None:

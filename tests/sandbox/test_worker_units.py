@@ -19,7 +19,7 @@ from sync_ci.sandbox.status_book import (
     TokenBucket,
     iso_time,
     parse_alert_rows,
-    render_status_html,
+    render_status_page,
     summarize_status,
 )
 from sync_ci.sandbox.worker_config import RegionSpec, WorkerConfig
@@ -222,25 +222,29 @@ def test_status_summary_orders_checks_and_finds_silent_tenants() -> None:
     assert summary["reporting_tenants"] == ["edge", "fresh"]
 
 
-def test_status_html_escapes_and_orders_sections() -> None:
+def test_status_page_draws_the_book_with_the_one_renderer() -> None:
+    # Writer then reader: the book's summary is what the field page's rows and pictures read.
     now = 1_700_000_000.0
     checks = {
         "<b>x</b>": CheckStats(
-            count=1, tenants={"t"}, first_seen=now, last_seen=now, last_message="a&b"
+            count=2, tenants={"t"}, first_seen=now - 60, last_seen=now, last_message="a&b"
         )
     }
-    page = render_status_html({"root": "r/", **summarize_status(checks, {"s": 0.0}, now)})
+    heartbeats = {"gone": now - SILENT_AFTER_S - 3600, "here": now - 60}
+    page = render_status_page({"root": "r/", **summarize_status(checks, heartbeats, now)}, now)
     assert "<title>Sync status</title>" in page
-    assert "&lt;b&gt;x&lt;/b&gt;" in page
-    assert "a&amp;b" in page
-    assert (
-        page.index("Failing checks")
-        < page.index("Silent tenants")
-        < page.index("Reporting tenants")
-    )
-    empty = render_status_html(summarize_status({}, {}, now))
-    assert "No failing checks." in empty
-    assert "No silent tenants." in empty
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "a&amp;b" in page and "a&b" not in page
+    assert 'id="passes"' not in page  # the Worker has no ci-loop history to draw
+    assert page.index('id="alerts"') < page.index('id="silent"') < page.index('id="checks"')
+    table = page[page.index('id="checks"') :]
+    assert table.index("&lt;b&gt;x&lt;/b&gt;") < table.index("silent tenant gone")  # newest first
+    assert table.count('data-status="fail"') == 2
+    assert "reporting: here" in page
+    empty = render_status_page(summarize_status({}, {}, now), now)
+    assert "no alert in the last 7 days" in empty
+    assert "0 silent for longer than 12 h" in empty
+    assert "no alerts recorded" in empty
 
 
 def test_select_root() -> None:
