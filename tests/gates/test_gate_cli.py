@@ -155,6 +155,7 @@ def test_latency_gate_passes_and_merges(gate_env: dict[str, str], tmp_path: Path
     for index, chosen in enumerate((names[:3], names[3:])):
         part = json.loads(json.dumps(doc))
         part["extra"]["regions"] = {n: regions[n] for n in chosen}
+        part["started_at"] = f"2026-01-0{index + 1}T06:00:00Z"  # the machines began apart
         path = tmp_path / f"half{index}.json"
         path.write_text(json.dumps(part), encoding="utf-8")
         halves.append(str(path))
@@ -168,6 +169,8 @@ def test_latency_gate_passes_and_merges(gate_env: dict[str, str], tmp_path: Path
     assert {i: (r["status"], r["observed"]) for i, r in merged_rows.items()} == {
         i: (r["status"], r["observed"]) for i, r in rows(doc).items()
     }
+    # The merged run began when its earliest part did, not when the merge ran.
+    assert document(whole)["started_at"] == "2026-01-01T06:00:00Z"
 
 
 def test_latency_gate_names_the_slow_region(

@@ -91,3 +91,19 @@ def test_a_slow_region_is_speed_but_another_colo_is_not() -> None:
         judge(evaluate_latency(regions, resolve()))
     with pytest.raises(AssertionError, match=r"latency\.regions"):
         judge(evaluate_latency({n: region(n, c, 80) for n, c in FIVE[:4]}, resolve()))
+
+
+def test_a_gate_document_records_when_its_run_began_not_when_it_ended() -> None:
+    import time
+    from datetime import timedelta
+
+    from sync_ci.gates import verdict
+
+    hour = timedelta(hours=1)
+    judged = verdict.platforms_report([], {}, target="-", sha="", duration_s=hour.total_seconds())
+    assert judged.started_at <= datetime.now(UTC) - hour + timedelta(seconds=1)
+    down = verdict.unmeasured("gate.load", "t", "", time.monotonic() - 600, "load", "down")
+    assert down.started_at <= datetime.now(UTC) - timedelta(seconds=599)
+    both = verdict.combine([judged, down], target="t", sha="", duration_s=0.0)
+    assert both.started_at == judged.started_at and both.unmeasured
+    assert both.to_json()["extra"]["gates"]["gate.load"]["unmeasured"] is True
