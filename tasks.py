@@ -2,14 +2,14 @@
 
 A task takes the options of its `sync-ci` subcommand under the same names and defaults, and exits
 with the code `sync-ci` would. Where a command function takes typed values the task calls it
-through `sync_ci.cli.call` (report options as `report.Outputs`, built by `_outputs`); the rest,
+through `sync_ci.cli.call` (report options as `options.report_outputs`); the rest,
 whose values argparse still checks (number ranges, choices), go through `sync_ci.cli.main`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -18,9 +18,7 @@ from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
 from sync_ci import cli
-
-if TYPE_CHECKING:
-    from sync_ci.report import Outputs
+from sync_ci.options import report_outputs
 
 
 class _Task(Task[Any]):
@@ -43,17 +41,6 @@ def _exit(code: int) -> None:
 
 def _call(work: Callable[[], int]) -> None:
     _exit(cli.call(work))
-
-
-def _outputs(json: str = "", junit: str = "", quiet: bool = False) -> Outputs:
-    """The report outputs a task's --json, --junit and --quiet ask for (as `sync-ci`'s do)."""
-    from pathlib import Path
-
-    from sync_ci.report import Outputs
-
-    return Outputs(
-        json=Path(json) if json else None, junit=Path(junit) if junit else None, quiet=quiet
-    )
 
 
 def _run(*words: str, **options: str | bool | int | float) -> None:
@@ -212,7 +199,7 @@ def cleanup(
             # invoke options cannot be absent: -1 spells sync-ci's "not given" (no cap).
             max_delete=None if max_delete == -1 else max_delete,
             now=now or None,
-            outputs=_outputs(json, junit, quiet),
+            outputs=report_outputs(json, junit, quiet=quiet),
         )
     )
 
@@ -324,7 +311,7 @@ def doctor(
             names=[name.strip() for name in checks.split(",") if name.strip()],
             config=config or None,
             target=target or None,
-            outputs=_outputs(json, junit, quiet),
+            outputs=report_outputs(json, junit, quiet=quiet),
             heartbeat=heartbeat,
             cron_user=cron_user,
         )
@@ -385,7 +372,7 @@ def verify(
             target=target or None,
             cron_user=cron_user,
             repo=repo,
-            outputs=_outputs(json, junit, quiet),
+            outputs=report_outputs(json, junit, quiet=quiet),
         )
     )
 

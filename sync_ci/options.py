@@ -111,14 +111,22 @@ def outputs(args: argparse.Namespace) -> Outputs:
 
     The one place the parsed arguments become `report.Outputs`; below the CLI nothing reads them.
     """
+    return report_outputs(
+        getattr(args, "json_path", None),
+        getattr(args, "junit_path", None),
+        quiet=bool(getattr(args, "quiet", False)),
+    )
+
+
+def report_outputs(
+    json: str | None = None, junit: str | None = None, *, quiet: bool = False
+) -> Outputs:
+    """`report.Outputs` from option values as typed (an empty path is not given): the CLI's
+    parsed options and the invoke tasks' parameters both become outputs here."""
     from pathlib import Path
 
     from sync_ci.report import Outputs
 
-    json_path = getattr(args, "json_path", None)
-    junit_path = getattr(args, "junit_path", None)
     return Outputs(
-        json=Path(json_path) if json_path else None,
-        junit=Path(junit_path) if junit_path else None,
-        quiet=bool(getattr(args, "quiet", False)),
+        json=Path(json) if json else None, junit=Path(junit) if junit else None, quiet=quiet
     )
