@@ -128,10 +128,37 @@ def dechunk(data: bytes) -> bytes:
         at = line_end + 4 + size
 
 
-class _Exchange(asyncio.Protocol):
-    """One connection, one request: keep the answer's bytes and when its last byte came."""
+def parse_answer(buffer: bytes | bytearray, body_at: int, framing: int) -> tuple[int, bytes, str]:
+    """Return (status, body, cf-ray) of a complete answer held in `buffer`."""
+    head = bytes(buffer[: max(body_at - 4, 0)])
+    status = int(head[9:12]) if head[:5] == b"HTTP/" and head[9:12].isdigit() else 0
+    body = bytes(buffer[body_at:]) if body_at >= 0 else b""
+    if framing == -1:
+        body = dechunk(body)
+    elif framing >= 0:
+        body = body[:framing]
+    ray = "no cf-ray"
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"cf-ray":
+            ray = value.strip().decode("latin-1")
+    return status, body, ray
 
-    __slots__ = ("body_at", "buffer", "ended_ns", "error", "framing", "on_done", "transport")
+
+class Exchange(asyncio.Protocol):
+    """One connection, one request at a time: keep the answer's bytes and when its last byte came."""
+
+    __slots__ = (
+        "body_at",
+        "buffer",
+        "closed",
+        "ended_ns",
+        "error",
+        "framing",
+        "keep",
+        "on_done",
+        "transport",
+    )
 
     def __init__(self, on_done: Callable[[], None]) -> None:
         self.buffer = bytearray()
@@ -139,8 +166,21 @@ class _Exchange(asyncio.Protocol):
         self.framing = -2
         self.ended_ns = 0
         self.error = ""
+        self.keep = True
+        self.closed = False
         self.on_done = on_done
         self.transport: asyncio.Transport | None = None
+
+    def restart(self, on_done: Callable[[], None]) -> None:
+        """Make a kept-alive connection ready for its next request."""
+        self.buffer = bytearray()
+        self.body_at, self.framing, self.ended_ns, self.error = -1, -2, 0, ""
+        self.on_done = on_done
+
+    @property
+    def reusable(self) -> bool:
+        """True when the last answer ended cleanly and the connection may carry another."""
+        return self.keep and not self.closed and not self.error and self.framing != -2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
@@ -154,7 +194,9 @@ class _Exchange(asyncio.Protocol):
             if end < 0:
                 return
             self.body_at = end + 4
-            self.framing = _framing(bytes(self.buffer[:end]))
+            head = bytes(self.buffer[:end])
+            self.framing = _framing(head)
+            self.keep = b"\r\nconnection: close" not in head.lower()
         if self.framing >= 0:
             complete = len(self.buffer) - self.body_at >= self.framing
         else:
@@ -163,6 +205,7 @@ class _Exchange(asyncio.Protocol):
             self._finish("")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if self.ended_ns:
             return
         if exc is None and self.body_at >= 0 and self.framing == -2:
@@ -179,19 +222,7 @@ class _Exchange(asyncio.Protocol):
 
     def answer(self) -> tuple[int, bytes, str]:
         """Return (status, body, cf-ray) of a complete answer."""
-        head = bytes(self.buffer[: max(self.body_at - 4, 0)])
-        status = int(head[9:12]) if head[:5] == b"HTTP/" and head[9:12].isdigit() else 0
-        body = bytes(self.buffer[self.body_at :]) if self.body_at >= 0 else b""
-        if self.framing == -1:
-            body = dechunk(body)
-        elif self.framing >= 0:
-            body = body[: self.framing]
-        ray = "no cf-ray"
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"cf-ray":
-                ray = value.strip().decode("latin-1")
-        return status, body, ray
+        return parse_answer(self.buffer, self.body_at, self.framing)
 
 
 def send(transport: asyncio.Transport, data: bytes) -> None:
@@ -199,17 +230,17 @@ def send(transport: asyncio.Transport, data: bytes) -> None:
     transport.write(data)
 
 
-def _tls_context(origin: Origin) -> ssl.SSLContext | None:
+def tls_context(origin: Origin) -> ssl.SSLContext | None:
     return ssl.create_default_context() if origin.tls else None
 
 
-async def _connect(
+async def connect(
     origin: Origin, address: str, tls: ssl.SSLContext | None, on_done: Callable[[], None]
-) -> _Exchange | str:
+) -> Exchange | str:
     loop = asyncio.get_running_loop()
     try:
         _, exchange = await loop.create_connection(
-            lambda: _Exchange(on_done),
+            lambda: Exchange(on_done),
             address,
             origin.port,
             ssl=tls,
@@ -220,10 +251,16 @@ async def _connect(
     return exchange
 
 
-async def _resolve(origin: Origin) -> str:
+async def resolve(origin: Origin, deadline_s: float) -> tuple[str, str]:
+    """Return (the address to connect to, '') or ('', why the host did not resolve)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
-    return str(infos[0][4][0])
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM), deadline_s
+        )
+    except (OSError, TimeoutError) as exc:
+        return "", f"{origin.host}: {type(exc).__name__}: {exc}"
+    return str(infos[0][4][0]), ""
 
 
 async def fire(
@@ -254,15 +291,10 @@ async def fire(
         if pending[0] <= 0:
             all_done.set()
 
-    tls = _tls_context(origin)
-    try:
-        address = await asyncio.wait_for(_resolve(origin), deadline_s)
-    except (OSError, TimeoutError) as exc:
-        address, unresolved = "", f"{origin.host}: {type(exc).__name__}: {exc}"
-    else:
-        unresolved = ""
+    tls = tls_context(origin)
+    address, unresolved = await resolve(origin, deadline_s)
     if address:
-        opening = [_connect(origin, address, tls, one_done) for _ in plan]
+        opening = [connect(origin, address, tls, one_done) for _ in plan]
         try:
             links = list(await asyncio.wait_for(asyncio.gather(*opening), deadline_s))
         except TimeoutError:
@@ -280,7 +312,7 @@ async def fire(
             # come yet (the spread is below the server's latency) this costs one empty poll.
             await asyncio.sleep(0)
         link = links[index]
-        if not isinstance(link, _Exchange):
+        if not isinstance(link, Exchange):
             one_done()  # never connected
         elif link.transport is not None and not link.ended_ns:
             sent[index] = time.perf_counter_ns()
@@ -299,12 +331,12 @@ async def fire(
     if ticker is not None:
         ticker.cancel()
     for link in links:
-        if isinstance(link, _Exchange) and link.transport is not None:
+        if isinstance(link, Exchange) and link.transport is not None:
             link.transport.close()
     lag = histogram.new()
     for index, request in enumerate(plan):
         link = links[index]
-        if not isinstance(link, _Exchange) or not sent[index]:
+        if not isinstance(link, Exchange) or not sent[index]:
             why = link if isinstance(link, str) else (link.error or "connection closed early")
             tally.record(request.operation, 0, 0, f"{request.operation}: {why}")
             continue

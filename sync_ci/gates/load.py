@@ -10,15 +10,14 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync_ci.errors import ExitCode, SyncCIError, UnreachableError, UsageError
-from sync_ci.extras import require_extra
 from sync_ci.gates import histogram
 from sync_ci.gates.http import GuardedSession, HttpPolicy, new_session, read_only_policy
-from sync_ci.gates.outcome import OPEN, PhaseOutcome, Tally, merge_phase
+from sync_ci.gates.outcome import PhaseOutcome, merge_phase
 from sync_ci.gates.scenario import (
     LoadScenario,
     PlannedRequest,
@@ -98,38 +97,6 @@ async def _send(
         return 0, f"{request.operation}: {type(exc).__name__}: {str(exc)[:120]}", b""
 
 
-async def _progress_ticker(tally: Tally, total: int, label: str, progress: ProgressFn) -> None:
-    while True:
-        await asyncio.sleep(0.25)
-        progress(f"{label}: {tally.done}/{total} answered")
-
-
-@dataclass(slots=True)
-class _Spent:
-    """CPU and wall seconds a phase took, filled in when its `_measured` block ends."""
-
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
-
-
-@contextlib.asynccontextmanager
-async def _measured(
-    tally: Tally, total: int, label: str, progress: ProgressFn | None
-) -> AsyncIterator[_Spent]:
-    """Time a phase's sending (CPU and wall) and report its progress while it runs."""
-    spent = _Spent()
-    ticker = (
-        asyncio.create_task(_progress_ticker(tally, total, label, progress)) if progress else None
-    )
-    cpu0, wall0 = _cpu_s(), time.perf_counter()
-    try:
-        yield spent
-    finally:
-        spent.cpu_s, spent.wall_s = _cpu_s() - cpu0, time.perf_counter() - wall0
-        if ticker:
-            ticker.cancel()
-
-
 async def fire_burst(
     plan: Sequence[PlannedRequest],
     base_url: str,
@@ -168,54 +135,13 @@ async def run_open_model(
 ) -> PhaseOutcome:
     """Send on a fixed schedule; latency counts from each request's intended send time (wrk2-style).
 
-    Without a `policy` the session is read-only: a scheduled push is refused before it is sent.
+    Without a `policy` the client is read-only: a scheduled push is refused before it is sent.
     """
-    policy = policy or read_only_policy()
+    from sync_ci.gates import burst_open
+
     schedule = open_schedule(scenario, tenant_secret, rate=rate, duration_s=duration_s)
-    tally = Tally(schedule.planned(), policy.write_root)
-    lags: list[int] = []
-    sent: list[int] = []
-
-    async def one(request: PlannedRequest, intended: int) -> None:
-        started = time.perf_counter_ns()
-        lags.append(started - intended)
-        sent.append(started)
-        status, error, body = await _send(session, base_url, request)
-        ended = time.perf_counter_ns()
-        problem = tally.judge(request, status, body)
-        tally.record(request.operation, status, ended - intended, error, problem)
-        if status:
-            tally.record_raw(request.operation, ended - started)
-
-    tasks: list[asyncio.Task[None]] = []
-    async with (
-        new_session(policy, timeout_s) as session,
-        _measured(tally, len(schedule.operations), "open model", progress) as spent,
-    ):
-        begin = time.perf_counter_ns() + 5_000_000
-        for offset, request in schedule.requests():
-            intended = begin + offset
-            delay = intended - time.perf_counter_ns()
-            if delay > 0:
-                await asyncio.sleep(delay / 1e9)
-            tasks.append(asyncio.create_task(one(request, intended)))
-        await asyncio.gather(*tasks)
-    lag = histogram.new()
-    for value in lags:
-        histogram.record_us(lag, max(value, 0) // 1000)
-    window_s = (max(sent) - min(sent)) / 1e9 if len(sent) > 1 else 0.0
-    return PhaseOutcome(
-        phase=OPEN,
-        ops=tally.ops(),
-        wall_s=spent.wall_s,
-        cpu_s=spent.cpu_s,
-        rate=rate,
-        duration_s=duration_s,
-        max_lag_ms=max(lags, default=0) / 1e6,
-        raw={name: histogram.encode(h) for name, h in tally.raw.items()},
-        lag=histogram.encode(lag),
-        # What this client really offered: requests over the span their sends took.
-        sent_rate=(len(sent) - 1) / window_s if window_s > 0 else 0.0,
+    return await burst_open.offer(
+        schedule, base_url, policy or read_only_policy(), timeout_s=timeout_s, progress=progress
     )
 
 
@@ -389,15 +315,10 @@ def _await_ready(ready: Any, results: Any, children: Sequence[Any], bound_s: flo
 
 def _import_before_fork(job: LoadJob) -> None:
     """Import (once, here) everything a client process runs, so a forked child imports nothing."""
-    from sync_ci.gates import burst
+    from sync_ci.gates import burst, burst_open
 
-    del burst
+    del burst, burst_open
     histogram.new()
-    if job.rate > 0:
-        require_extra("aiohttp", "gates", needed_by="the open-model phase")
-        import aiohttp
-
-        del aiohttp
 
 
 def run_load(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from sync_ci.errors import GuardViolation
-from sync_ci.gates import burst, histogram, load
+from sync_ci.gates import burst, burst_open, histogram, load
 from sync_ci.gates.http import push_policy, read_only_policy
 from sync_ci.gates.outcome import PhaseOutcome
 from sync_ci.gates.scenario import (
@@ -23,6 +23,7 @@ from sync_ci.gates.scenario import (
     LoadScenario,
     PlannedRequest,
     install_request,
+    open_schedule,
     plan_burst,
 )
 from tests.gates.conftest import TINY_SECRET, TinyWorker
@@ -224,3 +225,51 @@ def test_connections_the_server_drops_before_the_start_are_counted_once() -> Non
     # Each dropped connection is one network error, and the burst still waits for every answer.
     assert install.ok + install.network == 256
     assert install.ok == 128 and "TimeoutError" not in install.first_error
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["server-closes", "kept-alive"])
+def test_the_open_model_reuses_a_connection_only_when_the_server_keeps_it(close: bool) -> None:
+    schedule = open_schedule(LoadScenario(pushes=0), "", rate=200, duration_s=0.25)
+    seen: list[int] = []
+
+    async def run() -> PhaseOutcome:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(1)
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    extra = b"connection: close\r\n" if close else b""
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s"
+                        % (extra, len(MANIFEST), MANIFEST)
+                    )
+                    await writer.drain()
+                    if close:
+                        return
+            except asyncio.IncompleteReadError:
+                return
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            return await burst_open.offer(schedule, url, read_only_policy(), timeout_s=30)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    phase = asyncio.run(run())
+    install = phase.ops[INSTALL]
+    assert (install.planned, install.ok, install.network) == (50, 50, 0), install.first_error
+    assert histogram.decode(phase.lag).get_total_count() == 50
+    # A server that closes gets a fresh connection per request; one that keeps them, far fewer.
+    assert len(seen) >= 50 if close else len(seen) < 50
+
+
+def test_the_open_model_refuses_a_push_on_a_read_only_target_before_sending_it() -> None:
+    schedule = open_schedule(LoadScenario(), "s", rate=200, duration_s=0.1)
+    with pytest.raises(GuardViolation, match="read-only"):
+        asyncio.run(
+            burst_open.offer(schedule, "http://127.0.0.1:9", read_only_policy(), timeout_s=5)
+        )

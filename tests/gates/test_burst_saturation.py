@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sync_ci.cli import main
-from sync_ci.gates import burst, burst_verdict, histogram, load, verdict
+from sync_ci.gates import burst, burst_open, burst_verdict, histogram, load, verdict
 from sync_ci.gates.http import push_policy
 from sync_ci.gates.outcome import BURST, OPEN, OpStats, PhaseOutcome
 from sync_ci.gates.scenario import LoadScenario
@@ -78,13 +78,30 @@ def judged(phases: list[PhaseOutcome]) -> tuple[int, dict[str, Any]]:
     return int(exit_code(report)), report.to_json()
 
 
-def test_a_stalled_client_loop_is_exit_3_not_a_server_breach(tiny_worker: TinyWorker) -> None:
+def stall_open_model(monkeypatch: pytest.MonkeyPatch, at_send: int, stall_s: float) -> None:
+    """Stop the client's loop for `stall_s` at its `at_send`-th send: requests due meanwhile
+    leave late."""
+    calls = [0]
+
+    def send(transport: asyncio.Transport, data: bytes) -> None:
+        calls[0] += 1
+        if calls[0] == at_send:
+            time.sleep(stall_s)
+        transport.write(data)
+
+    monkeypatch.setattr(burst_open, "send", send)
+
+
+def test_a_stalled_client_loop_is_exit_3_not_a_server_breach(
+    tiny_worker: TinyWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = str(tiny_worker()["url"])
 
     async def run(stall_s: float) -> PhaseOutcome:
         if stall_s:
-            # The client's own loop stops: every request due meanwhile leaves late.
-            asyncio.get_running_loop().call_later(0.02, time.sleep, stall_s)
+            stall_open_model(monkeypatch, 5, stall_s)
+        else:
+            monkeypatch.undo()
         return await load.run_open_model(
             LoadScenario(),
             TINY_SECRET,

@@ -10,7 +10,6 @@ import resource
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from sync_ci.gates.http import push_policy, read_only_policy
 from sync_ci.gates.scenario import LoadScenario, install_request, plan_burst
 from sync_ci.gates.thresholds import resolve
 from tests.gates.conftest import TINY_SECRET, TinyWorker
+from tests.gates.test_burst_saturation import stall_open_model
 from tests.gates.verdicts import judge
 
 CI_ROOT = "snappy-os-ci/0123abc/"
@@ -92,13 +92,15 @@ def test_processes_merge_to_the_planned_counts(tiny_worker: TinyWorker) -> None:
     assert histogram.decode(phase.ops["install"].histogram).get_total_count() == 1000
 
 
-def test_open_model_measures_from_the_intended_send_time(tiny_worker: TinyWorker) -> None:
+def test_open_model_measures_from_the_intended_send_time(
+    tiny_worker: TinyWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = str(tiny_worker()["url"])
+    # Stall the client's own loop for 300 ms: requests due meanwhile leave late, and that
+    # wait must show in their latency (coordinated omission corrected), not vanish.
+    stall_open_model(monkeypatch, 10, 0.3)
 
     async def run() -> outcome.PhaseOutcome:
-        # Stall the client's own loop for 300 ms: requests due meanwhile leave late, and that
-        # wait must show in their latency (coordinated omission corrected), not vanish.
-        asyncio.get_running_loop().call_later(0.05, time.sleep, 0.3)
         return await load.run_open_model(
             LoadScenario(), TINY_SECRET, url, policy=PUSHES, rate=200, duration_s=0.5, timeout_s=10
         )
