@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(list(argv or []))
 
+    from sync_ci.attachment import field_settings
     from sync_ci.config import load_settings
     from sync_ci.field import cron, cron_table, doctor, doctor_local
-    from sync_ci.field.alerts import field_settings
     from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
     from sync_ci.worker import WorkerClient, WorkerTarget
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.config import load_settings
 from sync_ci.errors import SettingsError
-from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
 from sync_ci.sandbox.workerd import RUNTIMES, Runtime, check_runtime
 from sync_ci.smoke import run_smoke
@@ -51,7 +51,7 @@ def one_round(runtime: Runtime, workdir: Path, load: bool) -> tuple[float, float
         up = time.perf_counter() - started
         ready = write_ready_file(sandbox.info, workdir / f"{runtime}.json")
         env = sandbox_env(runtime, workdir, ready)
-        with attach(load_settings(env=env)) as settings:
+        with open_target(load_settings(env=env), SUITE) as settings:
             smoke_started = time.perf_counter()
             report = run_smoke(settings, mode="write")
             smoked = time.perf_counter() - smoke_started

@@ -2,6 +2,7 @@
 
 Every suite, gate, cleanup and field command goes through `open_target`; what it may start and
 check is named by its caller's `Need` (SUITE, PASS, STORE, FIELD, FIELD_OR_EPHEMERAL, ATTACHED).
+The sandbox modules are imported only on the branches that use them (doctor on live loads none).
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ from pathlib import Path
 from sync_ci import guards
 from sync_ci.config import Settings
 from sync_ci.errors import UsageError
-from sync_ci.sandbox.attach import (
-    check_alive,
-    clear_faults,
-    get_faults,
-    local_ci_worker,
-    set_faults,
-    settings_for,
-)
-from sync_ci.sandbox.ready_file import read_ready_file
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +69,8 @@ def open_target(
                 f"--fault and --kv-miss-ms apply to the sandbox only, not to {settings.target}"
             )
         if settings.target == "ci" and need.local_ci_worker and not settings.preview_url:
+            from sync_ci.sandbox.attach import local_ci_worker
+
             with local_ci_worker(settings) as local:
                 yield local
             return
@@ -97,6 +91,7 @@ def open_target(
     if not need.ephemeral:
         yield settings
         return
+    from sync_ci.sandbox.attach import settings_for
     from sync_ci.sandbox.launcher import start_sandbox
 
     with start_sandbox(
@@ -116,6 +111,15 @@ def _ready_sandbox(
     kv_miss_ms: Mapping[str, int] | None,
 ) -> Iterator[Settings]:
     """Yield settings filled in from SYNC_CI_SANDBOX's ready file, its faults set for the block."""
+    from sync_ci.sandbox.attach import (
+        check_alive,
+        clear_faults,
+        get_faults,
+        set_faults,
+        settings_for,
+    )
+    from sync_ci.sandbox.ready_file import read_ready_file
+
     info = read_ready_file(Path(settings.sandbox_file))
     if need.alive:
         check_alive(info, settings.sandbox_file)

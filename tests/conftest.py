@@ -24,9 +24,9 @@ import pytest
 
 import sync_ci.store
 from sync_ci import guards
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import GuardViolation
-from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, start_store, write_ready_file
 from sync_ci.sandbox.store_server import StoreKind, StoreProcess
 from sync_ci.store import Store, StoreEndpoint, open_store
@@ -234,7 +234,7 @@ def sandbox_env(
 @pytest.fixture
 def sandbox_settings(sandbox_env: dict[str, str]) -> Iterator[Settings]:
     """Settings for this test attached to the session sandbox (writes go under ci_prefix)."""
-    with attach(load_settings(env=sandbox_env)) as settings:
+    with open_target(load_settings(env=sandbox_env), SUITE) as settings:
         yield settings
 
 
@@ -257,7 +257,7 @@ def faulty_sandbox(tmp_path: Path) -> Iterator[FaultySandbox]:
             started.append(stack.enter_context(running))
             ready = write_ready_file(running.info, workdir / "ready.json")
             env = sandbox_env_for(ready, workdir / "home")
-            return stack.enter_context(attach(load_settings(env=env)))
+            return stack.enter_context(open_target(load_settings(env=env), SUITE))
 
         yield start
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.ci_loop import run_pass
 from sync_ci.config import Settings, load_settings
 from sync_ci.report import Report
-from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
 from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import Runtime
@@ -43,7 +43,7 @@ def mutant_sandbox(
     ) as running:
         ready = write_ready_file(running.info, tmp_path / "ready.json")
         env = sandbox_env_for(ready, tmp_path / "home")
-        with attach(load_settings(env=env)) as settings:
+        with open_target(load_settings(env=env), SUITE) as settings:
             yield settings, env
 
 

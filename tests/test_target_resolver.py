@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +29,12 @@ from sync_ci.sandbox.ready_file import SandboxInfo
 from sync_ci.worker import WorkerClient, WorkerTarget
 from tests.conftest import sandbox_env_for
 
+ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WORKER = "local reference Worker over the CI prefix"
+# What only the resolver may call to decide a target: fill settings from a sandbox, start one,
+# start a local Worker over a CI prefix.
+DECIDERS = frozenset({"settings_for", "local_ci_worker", "start_sandbox"})
+RESOLVER = "sync_ci/attachment.py"
 
 
 def _remote_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -40,6 +47,8 @@ def _remote_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "SYNC_CI_SECRET_ACCESS_KEY": "s",
         "SYNC_CI_SHA": "a" * 40,
         "SYNC_CI_WORKER_URL": "https://worker.example",
+        # Named but absent: only a sandbox target reads it.
+        "SYNC_CI_SANDBOX": str(tmp_path / "nope.json"),
         **extra,
     }
 
@@ -209,3 +218,30 @@ def test_faults_asked_of_the_ready_files_sandbox_hold_for_the_block_only(
     fixed = pytest.raises(UsageError, match="fixed when a sandbox starts")
     with fixed, open_target(settings, SUITE, kv_miss_ms={"SJC": 5}):
         pass
+
+
+# --- one owner ---------------------------------------------------------------------------------
+
+
+def deciders_outside_resolver(root: Path) -> Iterator[str]:
+    """Yield `path:line name` for each import of a target decider outside the resolver."""
+    for path in sorted((root / "sync_ci").rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative == RESOLVER or relative.startswith("sync_ci/sandbox/"):
+            continue  # the sandbox defines them (and `sync-ci sandbox` starts its own)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name in DECIDERS:
+                        yield f"{relative}:{node.lineno} {alias.name}"
+
+
+def test_only_the_resolver_decides_a_target(tmp_path: Path) -> None:
+    assert list(deciders_outside_resolver(ROOT)) == []
+    # The check finds a caller that decides for itself.
+    (tmp_path / "sync_ci" / "sandbox").mkdir(parents=True)
+    (tmp_path / "sync_ci" / "doctor.py").write_text(
+        "def f():\n    from sync_ci.sandbox.attach import settings_for\n", encoding="utf-8"
+    )
+    assert list(deciders_outside_resolver(tmp_path)) == ["sync_ci/doctor.py:2 settings_for"]

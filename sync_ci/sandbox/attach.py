@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sync_ci import contract
 from sync_ci.config import Region, Secrets, Settings, register_settings_secrets
 from sync_ci.errors import SettingsError, UnreachableError, UsageError, WorkerError
-from sync_ci.sandbox.ready_file import STORE_REGION, SandboxInfo, read_ready_file
+from sync_ci.sandbox.ready_file import STORE_REGION, SandboxInfo
 
 if TYPE_CHECKING:
     from sync_ci.worker import WorkerClient
@@ -69,62 +69,6 @@ def check_alive(info: SandboxInfo, path: str) -> None:
             f"the sandbox named by SYNC_CI_SANDBOX={path} is not answering; "
             f"start one with `sync-ci sandbox --ready-file {path}`"
         )
-
-
-@contextlib.contextmanager
-def attach(
-    settings: Settings,
-    *,
-    faults: Mapping[str, str] | None = None,
-    kv_miss_ms: Mapping[str, int] | None = None,
-    ci_worker: bool = False,
-) -> Iterator[Settings]:
-    """Yield settings pointed at what the target runs against, for the duration of the block.
-
-    sandbox: the one SYNC_CI_SANDBOX names (faults applied for the block, then restored) or an
-    ephemeral one started with `faults`. ci: unchanged, except that with `ci_worker` and no preview
-    URL a reference Worker is started locally over the run's CI prefix. live: unchanged.
-    """
-    if settings.target != "sandbox":
-        if faults or kv_miss_ms:
-            raise UsageError(
-                f"--fault and --kv-miss-ms apply to the sandbox only, not to {settings.target}"
-            )
-        if settings.target == "ci" and ci_worker and not settings.preview_url:
-            with local_ci_worker(settings) as local:
-                yield local
-            return
-        yield settings
-        return
-    if settings.sandbox_file:
-        info = read_ready_file(Path(settings.sandbox_file))
-        check_alive(info, settings.sandbox_file)
-        attached = settings_for(settings, info, f"sandbox {settings.sandbox_file}")
-        if kv_miss_ms:
-            raise UsageError(
-                "--kv-miss-ms is fixed when a sandbox starts; restart it with --kv-miss-ms"
-            )
-        if not faults:
-            yield attached
-            return
-        before = get_faults(attached)
-        set_faults(attached, dict(faults))
-        try:
-            yield attached
-        finally:
-            clear_faults(attached)
-            if before:
-                set_faults(attached, before)
-        return
-    from sync_ci.sandbox.launcher import start_sandbox
-
-    with start_sandbox(
-        faults=faults,
-        kv_miss_ms=kv_miss_ms,
-        runtime=settings.worker_runtime,
-        project=settings.worker_project,
-    ) as sandbox:
-        yield settings_for(settings, sandbox.info, "ephemeral sandbox")
 
 
 @contextlib.contextmanager

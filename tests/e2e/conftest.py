@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError
 from sync_ci.field import cron_access, cron_lines
 from sync_ci.field.cron_access import Account
 from sync_ci.sandbox import workerd
-from sync_ci.sandbox.attach import attach
 from sync_ci.sandbox.launcher import start_sandbox, write_ready_file
 from tests.conftest import STORE_KIND, FaultySandbox, sandbox_env_for
 
@@ -75,7 +75,7 @@ def faulty_sandbox(tmp_path: Path, worker_runtime: workerd.Runtime) -> Iterator[
             )
             ready = write_ready_file(stack.enter_context(running).info, workdir / "ready.json")
             env = sandbox_env_for(ready, workdir / "home")
-            return stack.enter_context(attach(load_settings(env=env)))
+            return stack.enter_context(open_target(load_settings(env=env), SUITE))
 
         yield start
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sync_ci.attachment import field_settings
 from sync_ci.config import Settings, load_settings
-from sync_ci.field.alerts import field_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

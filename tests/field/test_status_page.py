@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from sync_ci import charts, pass_history
+from sync_ci.attachment import field_settings
 from sync_ci.ci_loop import run_pass
 from sync_ci.config import Settings, load_settings
 from sync_ci.field import alerts, status_page, status_rows
-from sync_ci.field.alerts import field_settings
 from sync_ci.field.doctor import send_heartbeat
 from sync_ci.pass_history import History, PassRecord
 from tests.browser import (

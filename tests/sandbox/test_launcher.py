@@ -1,4 +1,4 @@
-"""The sandbox launcher, ready file, attach, run-time faults and the `sync-ci sandbox` commands."""
+"""The sandbox launcher, ready file, opening a target, run-time faults and the `sync-ci sandbox` commands."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from sync_ci import contract, guards
+from sync_ci.attachment import SUITE, open_target
 from sync_ci.cli import main
 from sync_ci.clock import parse_utc_stamp
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import SettingsError, UnreachableError, UsageError
 from sync_ci.sandbox import launcher, processes, worker_process
-from sync_ci.sandbox.attach import attach, clear_faults, get_faults, set_faults
+from sync_ci.sandbox.attach import clear_faults, get_faults, set_faults
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox
 from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.ready_file import SandboxInfo, read_ready_file, write_ready_file
@@ -278,8 +279,8 @@ def test_attached_sandbox_secrets_are_masked_like_any_other(
         "import sys\n"
         "from sync_ci.config import load_settings\n"
         "from sync_ci.redaction import redact\n"
-        "from sync_ci.sandbox.attach import attach\n"
-        "with attach(load_settings()) as s:\n"
+        "from sync_ci.attachment import SUITE, open_target\n"
+        "with open_target(load_settings(), SUITE) as s:\n"
         "    for value in (s.secrets.admin_token, s.secrets.tenant_token, s.secrets.tenant_secret):\n"
         "        print(redact(f'header {value} end'))\n"
     )
@@ -317,28 +318,10 @@ def test_a_local_ci_worker_without_a_store_endpoint_is_one_settings_line(
     ]
 
 
-def test_attach_leaves_ci_and_live_targets_unchanged(tmp_path: Path) -> None:
-    env = {
-        "HOME": str(tmp_path),
-        "SYNC_CI_CONFIG": str(tmp_path / "sync-ci.toml"),
-        "SYNC_CI_BUCKET": "real-bucket",
-        "SYNC_CI_ACCESS_KEY_ID": "k",
-        "SYNC_CI_SECRET_ACCESS_KEY": "s",
-        "SYNC_CI_SHA": "a" * 40,
-        "SYNC_CI_WORKER_URL": "https://worker.example",
-        "SYNC_CI_SANDBOX": str(tmp_path / "nope.json"),
-    }
-    (tmp_path / "sync-ci.toml").touch()
-    for target in ("ci", "live"):
-        settings = load_settings(target=target, env=env)
-        with attach(settings) as attached:
-            assert attached is settings
-
-
 def test_attach_to_a_dead_sandbox_is_unreachable(sandbox: Sandbox, tmp_path: Path) -> None:
     ready = write_ready_file(_dead_info(sandbox.info), tmp_path / "dead.json")
     settings = load_settings(env=sandbox_env_for(ready, tmp_path / "home"))
-    with pytest.raises(UnreachableError) as caught, attach(settings):
+    with pytest.raises(UnreachableError) as caught, open_target(settings, SUITE):
         pass
     assert str(caught.value) == (
         f"the sandbox named by SYNC_CI_SANDBOX={ready} is not answering; "
@@ -353,7 +336,7 @@ def test_attach_to_a_dead_sandbox_is_unreachable(sandbox: Sandbox, tmp_path: Pat
 def test_attach_without_a_ready_file_runs_an_ephemeral_sandbox(tmp_path: Path) -> None:
     env = sandbox_env_for(tmp_path / "unused.json", tmp_path / "home")
     del env["SYNC_CI_SANDBOX"]
-    with attach(load_settings(env=env)) as settings, _reader(settings) as client:
+    with open_target(load_settings(env=env), SUITE) as settings, _reader(settings) as client:
         answer = client.get("/catalog")
         assert answer.status == 200
         generation = answer.json()["generation"]

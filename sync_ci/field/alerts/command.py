@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from sync_ci.errors import ExitCode, SyncCIError
-from sync_ci.field.alerts.delivery import field_settings, send_alert
+from sync_ci.field.alerts.delivery import send_alert
 from sync_ci.field.alerts.model import check_name
 from sync_ci.field.alerts.spool import Spool
 
@@ -16,6 +16,7 @@ def command(
     check: str, *, message: str = "", config: str | None = None, quiet: bool = False
 ) -> int:
     """Send one alert; 0 when it reached the Worker, 1 when it waits in the spool."""
+    from sync_ci.attachment import field_settings
     from sync_ci.config import load_settings
 
     check = check_name(check)  # a name no Worker could take is a usage error, before anything

@@ -39,22 +39,6 @@ class Deadline:
         return max(0.0, self.ends_at - self.clock())
 
 
-def field_settings(settings: Settings) -> Settings:
-    """On the sandbox target, fill in the Worker and secrets from SYNC_CI_SANDBOX's ready file.
-
-    Field commands never start a sandbox of their own: they report on the one that is running.
-    """
-    if settings.target != "sandbox" or not settings.sandbox_file:
-        return settings
-    from sync_ci.sandbox.attach import settings_for
-    from sync_ci.sandbox.ready_file import read_ready_file
-
-    info = read_ready_file(Path(settings.sandbox_file))
-    filled = settings_for(settings, info, f"sandbox {settings.sandbox_file}")
-    # An explicit Worker URL (settings file or SYNC_CI_WORKER_URL) still wins over the sandbox's.
-    return filled.with_values(worker_url=settings.worker_url) if settings.worker_url else filled
-
-
 def tenant_headers(settings: Settings) -> dict[str, str]:
     """Return the tenant auth headers, or raise when the credentials are missing."""
     from sync_ci.contract import tenant_headers, tenant_token
