@@ -245,3 +245,43 @@ def test_only_the_resolver_decides_a_target(tmp_path: Path) -> None:
         "def f():\n    from sync_ci.sandbox.attach import settings_for\n", encoding="utf-8"
     )
     assert list(deciders_outside_resolver(tmp_path)) == ["sync_ci/doctor.py:2 settings_for"]
+
+
+# --- the secrets file --------------------------------------------------------------------------
+
+
+def test_settings_keep_the_secrets_file_and_doctor_checks_the_one_they_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync_ci.field.doctor_context import Context
+    from sync_ci.field.doctor_local import check_tenant
+
+    # The process's own environment names no file: doctor must take it from the settings.
+    monkeypatch.delenv("SYNC_CI_SECRETS_FILE", raising=False)
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text(f"SYNC_CI_TENANT_TOKEN={'ab' * 32}\n", encoding="utf-8")
+    secrets_file.chmod(0o600)
+    (tmp_path / "sync-ci.toml").touch()
+    env = {
+        "HOME": str(tmp_path),
+        "SYNC_CI_CONFIG": str(tmp_path / "sync-ci.toml"),
+        "SYNC_CI_TENANT_ID": "tenant-1",
+        "SYNC_CI_SECRETS_FILE": str(secrets_file),
+    }
+    # Writer (the settings load) then reader (doctor's owner-only check).
+    settings = load_settings(env=env, check_remote=False)
+    assert settings.secrets_file == secrets_file
+    assert settings.secrets.tenant_token == "ab" * 32
+
+    def row(loaded: Settings) -> tuple[str, str]:
+        found = {r.id: r for r in check_tenant(Context(settings=loaded))}["secrets-file"]
+        return found.status, found.detail
+
+    assert row(settings) == ("pass", f"{secrets_file} mode 600")
+    # A file opened up after the load is caught: the row judges the file, not a copy of its mode.
+    secrets_file.chmod(0o640)
+    assert row(settings) == ("fail", f"{secrets_file} has mode 640; run: chmod 600 {secrets_file}")
+    del env["SYNC_CI_SECRETS_FILE"]
+    unset = load_settings(env=env, check_remote=False)
+    assert unset.secrets_file is None
+    assert row(unset)[0] == "skip"

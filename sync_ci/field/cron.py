@@ -63,6 +63,7 @@ def resolve_paths(
         if not (Path(repo_dir) / "pyproject.toml").is_file():
             raise UsageError(f"{repo_dir} is not the sync-ci repository; pass --repo DIR")
     job_cwd = Path(repo_dir or account.home)
+    # No Settings here: these paths are what the job's own settings load will be given.
     secrets = secrets_file or (env.get("SYNC_CI_SECRETS_FILE", "") if own else "")
     secrets = str(Path(secrets).expanduser().absolute()) if secrets else ""
     config_file = config or (env.get("SYNC_CI_CONFIG", "") if own else "")

@@ -111,7 +111,11 @@ def check_lints(ctx: Context) -> list[Result]:
 
     settings = ctx.settings
     files = [Path(settings.config_path)] if settings and settings.config_path else []
-    secrets_path = os.environ.get("SYNC_CI_SECRETS_FILE", "")
+    if settings is not None:
+        secrets_path = str(settings.secrets_file or "")
+    else:
+        # Settings that did not load still name the file to lint (it may be why they did not).
+        secrets_path = os.environ.get("SYNC_CI_SECRETS_FILE", "")
     try:
         crontab = ctx.crontab()
     except SyncCIError:

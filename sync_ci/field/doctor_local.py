@@ -136,9 +136,8 @@ def check_tenant(ctx: Context) -> list[Result]:
             "; ".join(problems) or f"tenant {settings.tenant_id}",
         )
     )
-    secrets_path = os.environ.get("SYNC_CI_SECRETS_FILE", "")
-    if secrets_path:
-        path = Path(secrets_path)
+    path = settings.secrets_file
+    if path is not None:
         try:
             info = path.stat()
         except OSError as exc:
