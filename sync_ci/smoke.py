@@ -31,7 +31,6 @@ from sync_ci.contract import (
     run_key,
     sha256_hex,
     tenant_state_key,
-    tenant_token,
 )
 from sync_ci.contract import tenant_headers as contract_tenant_headers
 from sync_ci.errors import (
@@ -52,6 +51,7 @@ from sync_ci.parity import (
 from sync_ci.report import Outputs, Report, Result, Status, make_report
 from sync_ci.store import Store
 from sync_ci.target import colo_of, regions_to_ask
+from sync_ci.target import tenant_token as tenant_credential
 from sync_ci.target import worker_url as main_worker_url
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget, error_text, expect
 
@@ -860,10 +860,8 @@ def open_run(
             )
         policy = guards.prefix_policy(settings.bucket, root)
     worker_url = main_worker_url(settings)
-    token = settings.secrets.tenant_token
     tenant = settings.tenant_id or SMOKE_TENANT
-    if not token and settings.secrets.tenant_secret:
-        token = tenant_token(settings.secrets.tenant_secret, tenant)
+    token = tenant_credential(settings, tenant)
     store = open_store(endpoint_from_settings(settings), policy)
 
     def client(url: str) -> WorkerClient:

@@ -1,15 +1,17 @@
-"""The Worker a run talks to: which URL, and which regions besides it, for a target.
+"""The Worker a run talks to (which URL, which regions besides it) and the tenant it speaks as.
 
 One rule for every suite and gate: on `ci` a preview URL (the PR's own deployment) wins over the
 configured Worker; the regions asked besides the main URL are the configured ones reached
 directly (sandbox: all of its listeners; ci: none, since a preview or local Worker is not the
-production one the regions name).
+production one the regions name). A tenant presents its configured token, else one derived from
+the tenant secret. Which target a command attaches to is `sync_ci.attachment`'s decision.
 """
 
 from __future__ import annotations
 
+from sync_ci import contract
 from sync_ci.config import Region, Settings
-from sync_ci.errors import SettingsError
+from sync_ci.errors import SettingsError, UsageError
 
 
 def worker_url(settings: Settings) -> str:
@@ -47,3 +49,24 @@ def colo_of(settings: Settings, url: str) -> str:
         if not region.proxy and region.url.rstrip("/") == url.rstrip("/"):
             return region.colo
     return ""
+
+
+def tenant_token(settings: Settings, tenant_id: str) -> str:
+    """The token `tenant_id` presents: the configured one, else derived from the tenant secret."""
+    if settings.secrets.tenant_token:
+        return settings.secrets.tenant_token
+    if settings.secrets.tenant_secret:
+        return contract.tenant_token(settings.secrets.tenant_secret, tenant_id)
+    return ""
+
+
+def tenant_headers(settings: Settings) -> dict[str, str]:
+    """Return the configured tenant's auth headers, or raise UsageError naming what is missing."""
+    if not settings.tenant_id:
+        raise UsageError("no tenant id: set [tenant] id in sync-ci.toml or SYNC_CI_TENANT_ID")
+    token = tenant_token(settings, settings.tenant_id)
+    if not token:
+        raise UsageError(
+            "no tenant token: set SYNC_CI_TENANT_TOKEN in the environment or SYNC_CI_SECRETS_FILE"
+        )
+    return contract.tenant_headers(settings.tenant_id, token)

@@ -285,3 +285,33 @@ def test_settings_keep_the_secrets_file_and_doctor_checks_the_one_they_loaded(
     unset = load_settings(env=env, check_remote=False)
     assert unset.secrets_file is None
     assert row(unset)[0] == "skip"
+
+
+# --- the tenant a run speaks as ----------------------------------------------------------------
+
+
+def test_a_tenant_presents_its_configured_token_else_one_derived_from_its_secret(
+    tmp_path: Path,
+) -> None:
+    from sync_ci.config import Secrets
+    from sync_ci.contract import TENANT_HEADER
+    from sync_ci.contract import tenant_token as derive
+
+    base = load_settings(target="live", env=_remote_env(tmp_path, SYNC_CI_TENANT_ID="acme"))
+    secret, token = "s" * 64, "t" * 64
+    derived = base.with_values(secrets=Secrets(tenant_secret=secret))
+    assert target.tenant_token(derived, "acme") == derive(secret, "acme")
+    assert target.tenant_token(derived, "other") == derive(secret, "other")
+    configured = base.with_values(secrets=Secrets(tenant_secret=secret, tenant_token=token))
+    assert target.tenant_token(configured, "acme") == token
+    headers = target.tenant_headers(derived)
+    assert headers[TENANT_HEADER] == "acme"
+    assert derive(secret, "acme") in " ".join(headers.values())
+    with pytest.raises(UsageError) as caught:
+        target.tenant_headers(base)
+    assert str(caught.value) == (
+        "no tenant token: set SYNC_CI_TENANT_TOKEN in the environment or SYNC_CI_SECRETS_FILE"
+    )
+    with pytest.raises(UsageError) as caught:
+        target.tenant_headers(derived.with_values(tenant_id=""))
+    assert str(caught.value) == "no tenant id: set [tenant] id in sync-ci.toml or SYNC_CI_TENANT_ID"

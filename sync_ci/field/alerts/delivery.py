@@ -15,6 +15,7 @@ from sync_ci.errors import SyncCIError, UnreachableError, UsageError
 from sync_ci.field.alerts.model import Alert, Delivery, Verdict, classify, failing_rows, new_alert
 from sync_ci.field.alerts.spool import Spool
 from sync_ci.field.last_doctor import LAST_DOCTOR as LAST_DOCTOR
+from sync_ci.target import tenant_headers as tenant_headers
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
@@ -37,24 +38,6 @@ class Deadline:
     def remaining(self) -> float:
         """Seconds left (never negative)."""
         return max(0.0, self.ends_at - self.clock())
-
-
-def tenant_headers(settings: Settings) -> dict[str, str]:
-    """Return the tenant auth headers, or raise when the credentials are missing."""
-    from sync_ci.contract import tenant_headers, tenant_token
-
-    if not settings.tenant_id:
-        raise UsageError("no tenant id: set [tenant] id in sync-ci.toml or SYNC_CI_TENANT_ID")
-    token = settings.secrets.tenant_token or (
-        tenant_token(settings.secrets.tenant_secret, settings.tenant_id)
-        if settings.secrets.tenant_secret
-        else ""
-    )
-    if not token:
-        raise UsageError(
-            "no tenant token: set SYNC_CI_TENANT_TOKEN in the environment or SYNC_CI_SECRETS_FILE"
-        )
-    return tenant_headers(settings.tenant_id, token)
 
 
 def tenant_poster(settings: Settings, path: str = "/_alert") -> Callable[[Any, float], Answer]:
