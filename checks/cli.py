@@ -75,12 +75,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def render_list(rules: Sequence[Rule]) -> str:
     """Return the `--list` table: ID, scope, title."""
-    from tabulate import tabulate
+    from sync_ci.report import render_rows
 
-    return tabulate(
-        [(r.id, r.scope_label, r.title) for r in rules],
-        headers=("id", "scope", "title"),
-        tablefmt="plain",
+    return render_rows(
+        [(r.id, r.scope_label, r.title) for r in rules], headers=("id", "scope", "title")
     )
 
 

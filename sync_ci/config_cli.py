@@ -13,11 +13,10 @@ from sync_ci.redaction import clean
 
 def command(*, config: str | None, target: str | None) -> int:
     """Print the resolved settings table (gaps marked), then every problem, one line each."""
-    from tabulate import tabulate
+    from sync_ci.report import render_rows
 
     settings, problems = resolve_settings(config=config, target=target)
-    table = tabulate(describe(settings), headers=("setting", "value", "from"), tablefmt="plain")
-    print(clean(table))
+    print(render_rows(describe(settings), headers=("setting", "value", "from")))
     for problem in problems:
         print(f"sync-ci: error: {clean(problem, keep_newlines=False)}", file=sys.stderr)
     return int(ExitCode.USAGE if problems else ExitCode.OK)

@@ -359,6 +359,30 @@ def render_matrix(
     return redaction.redact(f"{body}\n{legend}")
 
 
+def render_rows(
+    rows: Iterable[Sequence[object]],
+    headers: Sequence[str] = (),
+    *,
+    style: Literal["plain", "simple"] = "plain",
+) -> str:
+    """Render rows that are not results (settings, endpoints, rules, status lines) as a table.
+
+    Every cell is cleaned to one line (secrets masked, control characters made visible), and
+    numbers are left as written.
+    """
+    from tabulate import tabulate
+
+    def cell(value: object) -> str:
+        return redaction.clean(str(value), keep_newlines=False)
+
+    return tabulate(
+        [[cell(value) for value in row] for row in rows],
+        headers=[cell(h) for h in headers],
+        tablefmt=style,
+        disable_numparse=True,
+    )
+
+
 # --- JSON ------------------------------------------------------------------------------------
 
 

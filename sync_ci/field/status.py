@@ -44,14 +44,12 @@ DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 
 def render_text(rows: Sequence[StatusRow]) -> str:
     """Return the terminal table (or the one line saying both sources were read and are empty)."""
-    from tabulate import tabulate
+    from sync_ci.report import render_rows
 
     ordered = order_rows(rows)
     if not ordered:
         return NOTHING
-    table = tabulate(
-        [r.cells() for r in ordered], headers=HEADERS, tablefmt="simple", disable_numparse=True
-    )
+    table = render_rows([r.cells() for r in ordered], headers=HEADERS, style="simple")
     return f"{table}\n{verdict(ordered)}"
 
 

@@ -56,7 +56,7 @@ def default_ready_file(env: dict[str, str] | None = None) -> Path:
 
 def render_endpoints(info: SandboxInfo, ready_file: Path) -> str:
     """Render the sandbox's endpoints (never its secrets) as a short table and a hint."""
-    from tabulate import tabulate
+    from sync_ci.report import render_rows
 
     rows = [
         ("store", f"{info.store.endpoint_url} ({info.store.kind}, pid {info.store.pid})"),
@@ -67,7 +67,7 @@ def render_endpoints(info: SandboxInfo, ready_file: Path) -> str:
     ]
     rows += [(f"region {r.name}", f"{r.url} ({r.colo})") for r in info.worker.regions]
     rows.append(("secrets", f"in {ready_file} (mode 600)"))
-    table = tabulate(rows, tablefmt="plain")
+    table = render_rows(rows)
     return (
         f"{table}\n\nUse it from another shell:\n  export SYNC_CI_SANDBOX={ready_file}\n"
         "Stop it with Ctrl-C (or SIGTERM)."
