@@ -772,7 +772,7 @@ def open_run(
     """
     from sync_ci.config import register_settings_secrets
     from sync_ci.target import worker_url as worker_base_url
-    from sync_ci.worker import WorkerClient, WorkerTarget, expect
+    from sync_ci.worker import WorkerClient, WorkerTarget, expect, guarded_session
 
     begun = time.monotonic() if started is None else started
 
@@ -788,23 +788,24 @@ def open_run(
     write_root = "" if read_only else settings.ci_prefix
     read_root = settings.ci_prefix if settings.target == "ci" else ""
     pinned_root = settings.ci_prefix if settings.target == "ci" else ""
-    client = WorkerClient(
-        WorkerTarget(
-            base_url=worker_url,
-            read_only=read_only,
-            timeout_s=settings.worker_timeout_s,
-            root=pinned_root,
-            allowed_posts=() if read_only else POSTS,
-            retries=0,
-        )
+    target = WorkerTarget(
+        base_url=worker_url,
+        read_only=read_only,
+        timeout_s=settings.worker_timeout_s,
+        root=pinned_root,
+        allowed_posts=() if read_only else POSTS,
+        retries=0,
     )
+    client = WorkerClient(target)
     with ExitStack() as stack:
         stack.callback(client.close)
+        # Schemathesis sends through a requests Session: this one carries the same guard.
+        session = stack.enter_context(guarded_session(target))
         expect(client.get("/_health"), 200)
         names = fetch_object_names(client, read_root)
         run = Run(
             base_url=worker_url,
-            session=client.session,
+            session=session,
             timeout_s=settings.worker_timeout_s,
             read_root=read_root,
             write_root=write_root,

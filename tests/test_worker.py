@@ -1,4 +1,4 @@
-"""The Worker client's guarded adapter: a request without a real bound never leaves the process."""
+"""The Worker client: a request without a real bound never leaves the process; proxies as requests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sync_ci.errors import GuardViolation
-from sync_ci.worker import WorkerClient, WorkerTarget, timeout_problem
+from sync_ci.errors import GuardViolation, WorkerError
+from sync_ci.worker import WorkerClient, WorkerTarget, guarded_session, timeout_problem
 from tests.gates.recording import RecordingProxy
 
 UNBOUNDED = [
@@ -45,17 +45,108 @@ def recorder() -> Iterator[RecordingProxy]:
 def test_an_unbounded_timeout_is_refused_before_sending(
     recorder: RecordingProxy, timeout: Any
 ) -> None:
-    with (
-        WorkerClient(WorkerTarget(base_url=recorder.url, read_only=True)) as client,
-        pytest.raises(GuardViolation, match="timeout"),
-    ):
-        client.session.get(f"{recorder.url}/catalog", timeout=timeout)
+    with pytest.raises(GuardViolation, match="timeout"):
+        WorkerTarget(base_url=recorder.url, read_only=True, timeout_s=timeout)
     assert recorder.requests == []
 
 
 @pytest.mark.parametrize("timeout", [5, 0.5, (3, 10), (0.1, 0.2)], ids=repr)
 def test_a_bounded_timeout_is_sent(recorder: RecordingProxy, timeout: Any) -> None:
     assert timeout_problem(timeout) == ""
-    with WorkerClient(WorkerTarget(base_url=recorder.url, read_only=True)) as client:
-        assert client.session.get(f"{recorder.url}/catalog", timeout=timeout).status_code == 200
+    with WorkerClient(WorkerTarget(base_url=recorder.url, read_only=True, timeout_s=timeout)) as c:
+        assert c.get("/catalog").status == 200
     assert [r.path for r in recorder.requests] == ["/catalog"]
+
+
+@pytest.mark.parametrize("timeout", UNBOUNDED, ids=repr)
+def test_the_requests_session_for_conformance_refuses_an_unbounded_timeout(
+    recorder: RecordingProxy, timeout: Any
+) -> None:
+    target = WorkerTarget(base_url=recorder.url, read_only=True)
+    with guarded_session(target) as session, pytest.raises(GuardViolation, match="timeout"):
+        session.get(f"{recorder.url}/catalog", timeout=timeout)
+    assert recorder.requests == []
+
+
+def test_the_requests_session_for_conformance_keeps_the_policy(recorder: RecordingProxy) -> None:
+    target = WorkerTarget(base_url=recorder.url, read_only=False, allowed_posts=("/_alert",))
+    with guarded_session(target) as session:
+        assert session.post(f"{recorder.url}/_alert", json={}, timeout=5).status_code == 200
+        with pytest.raises(GuardViolation):
+            session.post(f"{recorder.url}/_push", json={}, timeout=5)
+        assert session.get(f"{recorder.url}/catalog", timeout=(3, 10)).status_code == 200
+    assert [(r.method, r.path) for r in recorder.requests] == [
+        ("POST", "/_alert"),
+        ("GET", "/catalog"),
+    ]
+
+
+def test_one_connection_carries_every_request_and_head_has_no_body(
+    recorder: RecordingProxy,
+) -> None:
+    with WorkerClient(WorkerTarget(base_url=recorder.url, read_only=True)) as client:
+        first = client.connection()
+        assert client.get("/catalog").json() == {}
+        head = client.request("HEAD", "/catalog")
+        assert (head.status, head.body) == (200, b"")
+        assert client.get("/install").status == 200
+        assert client.connection() is first
+    assert [(r.method, r.path) for r in recorder.requests] == [
+        ("GET", "/catalog"),
+        ("HEAD", "/catalog"),
+        ("GET", "/install"),
+    ]
+    seen = recorder.requests[0].headers
+    assert seen["user-agent"] == "sync-ci" and "authorization" not in seen
+
+
+def test_a_base_path_and_the_root_header_go_on_every_request(recorder: RecordingProxy) -> None:
+    target = WorkerTarget(
+        base_url=f"{recorder.url}/edge", read_only=True, root="snappy-os-ci/" + "a" * 40 + "/"
+    )
+    with WorkerClient(target) as client:
+        client.get("/catalog", headers={"X-Extra": "1"})
+    (seen,) = recorder.requests
+    assert seen.path == "/edge/catalog"
+    assert seen.headers["x-sync-ci-root"] == target.root and seen.headers["x-extra"] == "1"
+
+
+def test_http_proxy_from_the_environment_is_used_as_requests_would(
+    recorder: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY takes the request (absolute URL); the name is never resolved here."""
+    monkeypatch.setenv("HTTP_PROXY", recorder.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with WorkerClient(WorkerTarget(base_url="http://worker.invalid", read_only=True)) as client:
+        assert client.get("/catalog").status == 200
+        with pytest.raises(GuardViolation):
+            client.post("/_push", json_body={})
+    assert [(r.method, r.path) for r in recorder.requests] == [
+        ("GET", "http://worker.invalid/catalog")
+    ]
+
+
+def test_no_proxy_sends_directly(recorder: RecordingProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    direct = RecordingProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", recorder.url)
+        monkeypatch.setenv("NO_PROXY", "example.org, 127.0.0.1")
+        with WorkerClient(WorkerTarget(base_url=direct.url, read_only=True)) as client:
+            assert client.get("/catalog").status == 200
+        assert recorder.requests == []
+        assert [r.path for r in direct.requests] == ["/catalog"]
+    finally:
+        direct.close()
+
+
+def test_a_body_that_is_not_json_is_one_clear_error(recorder: RecordingProxy) -> None:
+    target = WorkerTarget(base_url=recorder.url, read_only=False, allowed_posts=("/_alert",))
+    with WorkerClient(target) as client, pytest.raises(WorkerError, match="not JSON"):
+        client.post("/_alert", json_body={"x": math.nan})
+    assert recorder.requests == []
+
+
+def test_a_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(WorkerError, match="not an http"):
+        WorkerTarget(base_url="ftp://127.0.0.1/x", read_only=True)

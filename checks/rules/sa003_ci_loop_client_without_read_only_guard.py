@@ -2,22 +2,26 @@
 
 **Why:** production safety holds only if every request to a target passes the guards: the prefix
 firewall and read-only hook that `sync_ci.store.build_client` installs on each boto3 client, the
-adapter `sync_ci.worker.WorkerClient` mounts on its requests session, and the policy
+check the Worker client's `http.client` connection (`sync_ci.worker._connection_class`) makes
+before each request line, the adapter `sync_ci.worker.guarded_session` mounts on the requests
+session conformance sends through, and the policy
 `sync_ci.gates.http.new_session` puts in front of the gates' aiohttp session (Locust workers wrap
 their session in `GuardedSession` the same way). A `requests.get`, `requests.Session()`,
 `aiohttp.ClientSession()`, `urlopen`, `http.client` connection, `httpx`/`urllib3` client,
 Locust `FastHttpSession` or boto3/botocore client built anywhere else in `sync_ci/` sends without
 them, so a read-only run could write, and a CI run could write outside `snappy-os-ci/<sha>/`.
 This rule reports such a construction in every module of `sync_ci/` outside those builders;
-`build_client` no longer calling `install_s3_guard`; `WorkerClient` no longer mounting the adapter
-that calls `check_http_request`; `new_session` no longer wrapping its session in
+`build_client` no longer calling `install_s3_guard`; the Worker connection or `guarded_session`
+no longer calling `check_http_request` (the session also mounting its adapter); `new_session` no
+longer wrapping its session in
 `GuardedSession`; and, in `ci_loop.py` (the schedule-time loop, read-only always), a write policy
 (`prefix_policy`, `cleanup_policy`, `sandbox_admin_policy`, `WritePolicy(...)`) or a literal
 `read_only=False`. Data flow beyond that (a policy chosen by a variable) is left to the runtime
 guards and their tests.
 
 **Fix:** build clients only through `sync_ci.store.open_store(endpoint, policy)`,
-`WorkerClient(WorkerTarget(...))` and `sync_ci.gates.http.new_session(policy, timeout_s)`; keep
+`WorkerClient(WorkerTarget(...))` (or `worker.guarded_session(target)` where requests' API is
+needed) and `sync_ci.gates.http.new_session(policy, timeout_s)`; keep
 the guard calls in those builders. ci-loop asks for `guards.read_only_policy()` and
 `read_only=True` only.
 """
@@ -35,12 +39,19 @@ TITLE = "client built outside the guarded builders"
 SCOPE = ("repo",)
 
 ENTRY = "sync_ci/ci_loop.py"
-# The one function or class per module allowed to build a raw client, and what it must call on it.
-GUARDED_BUILDERS = {
-    "sync_ci/store.py": ("build_client", "install_s3_guard"),
-    "sync_ci/worker.py": ("WorkerClient", ".mount"),
-    "sync_ci/gates/http.py": ("new_session", "GuardedSession"),
+# The functions allowed to build a raw client, per module, and the calls each must make.
+GUARDED_BUILDERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "sync_ci/store.py": (("build_client", ("install_s3_guard",)),),
+    "sync_ci/worker.py": (
+        ("_connection_class", ("check_http_request",)),
+        ("guarded_session", (".mount", "check_http_request")),
+    ),
+    "sync_ci/gates/http.py": (("new_session", ("GuardedSession",)),),
 }
+BUILDER_NAMES = (
+    "store.build_client, worker.WorkerClient, worker.guarded_session, gates.http.new_session"
+)
+
 RAW_CLIENTS = (
     "boto3.",
     "botocore.session",
@@ -97,17 +108,15 @@ def _builder_span(tree: ast.AST, name: str) -> tuple[int, int]:
 
 def _raw_clients(path: str, tree: ast.Module) -> Iterator[Finding]:
     aliases = import_aliases(tree)
-    builder = GUARDED_BUILDERS.get(path)
-    start, end = _builder_span(tree, builder[0]) if builder else (0, -1)
+    spans = [_builder_span(tree, name) for name, _ in GUARDED_BUILDERS.get(path, ())]
     for call in _calls(tree):
         name = qualified(call.func, aliases)
-        if name.startswith(RAW_CLIENTS) and not start <= call.lineno <= end:
+        if name.startswith(RAW_CLIENTS) and not any(a <= call.lineno <= b for a, b in spans):
             yield Finding(
                 path=path,
                 line=call.lineno,
                 message=f"{name}() builds a client outside the guarded builders "
-                "(store.build_client, worker.WorkerClient, gates.http.new_session), so the "
-                "prefix firewall and the read-only guard are not on it",
+                f"({BUILDER_NAMES}), so the prefix firewall and the read-only guard are not on it",
             )
 
 
@@ -134,19 +143,16 @@ def _ci_loop_policies(tree: ast.Module) -> Iterator[Finding]:
 
 
 def _builders_guard(path: str, tree: ast.Module) -> Iterator[Finding]:
-    name, guard = GUARDED_BUILDERS[path]
-    builder = _function(tree, name)
-    called = builder is not None and any(dotted(c.func).endswith(guard) for c in _calls(builder))
-    if path == "sync_ci/worker.py":
-        called = called and any(dotted(c.func).endswith("check_http_request") for c in _calls(tree))
-    if not called:
-        yield Finding(
-            path=path,
-            line=getattr(builder, "lineno", 1),
-            message=f"{name}() no longer applies its guard ({guard.lstrip('.')}"
-            + (", check_http_request" if path == "sync_ci/worker.py" else "")
-            + ")",
-        )
+    for name, guards in GUARDED_BUILDERS[path]:
+        builder = _function(tree, name)
+        called = [dotted(c.func) for c in _calls(builder)] if builder is not None else []
+        if not all(any(c.endswith(guard) for c in called) for guard in guards):
+            yield Finding(
+                path=path,
+                line=getattr(builder, "lineno", 1),
+                message=f"{name}() no longer applies its guard "
+                f"({', '.join(g.lstrip('.') for g in guards)})",
+            )
 
 
 def check(subject: Subject) -> Iterator[Finding]:
@@ -198,6 +204,27 @@ GOOD = (
         }
     ),
     example({"tests/test_x.py": "import requests\nrequests.Session()\n"}),
+    example(
+        {
+            "sync_ci/worker.py": (
+                "import requests\n"
+                "from sync_ci.guards import check_http_request\n"
+                "def _connection_class(https):\n"
+                "    import http.client\n"
+                "    class Guarded(http.client.HTTPConnection):\n"
+                "        def putrequest(self, method, url):\n"
+                "            check_http_request(True, method, url, ())\n"
+                "    return Guarded\n"
+                "def guarded_session(target):\n"
+                "    class Adapter:\n"
+                "        def send(self, request):\n"
+                "            check_http_request(True, request.method, request.url, ())\n"
+                "    session = requests.Session()\n"
+                "    session.mount('http://', Adapter())\n"
+                "    return session\n"
+            )
+        }
+    ),
 )
 BAD = (
     example(
@@ -264,9 +291,16 @@ BAD = (
         {
             "sync_ci/ci_loop.py": "from sync_ci.worker import WorkerClient, WorkerTarget\n"
             "w = WorkerClient(WorkerTarget(base_url='u', read_only=False))\n",
-            "sync_ci/worker.py": "class WorkerClient:\n    pass\nclass WorkerTarget:\n    pass\n",
+            "sync_ci/worker.py": "import requests\n"
+            "def _connection_class(https):\n"
+            "    import http.client\n"
+            "    return http.client.HTTPConnection\n"
+            "def guarded_session(target):\n"
+            "    session = requests.Session()\n"
+            "    session.mount('http://', object())\n"
+            "    return session\n",
         },
-        at=[("sync_ci/ci_loop.py", 2), ("sync_ci/worker.py", 1)],
+        at=[("sync_ci/ci_loop.py", 2), ("sync_ci/worker.py", 2), ("sync_ci/worker.py", 5)],
     ),
     example(
         {

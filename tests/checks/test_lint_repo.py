@@ -81,10 +81,8 @@ def _retention(root: Path) -> None:
 def _no_timeout(root: Path) -> None:
     replace(
         root / "sync_ci" / "worker.py",
-        "    def close(self) -> None:\n",
-        "    def peek(self, url: str) -> bytes:\n"
-        "        return self.session.get(url).content\n\n"
-        "    def close(self) -> None:\n",
+        '    session.mount("http://", adapter)\n',
+        '    session.mount("http://", adapter)\n    session.get(target.base_url)\n',
     )
 
 
