@@ -150,15 +150,17 @@ def send_heartbeat(settings: Settings) -> None:
 
 
 def list_checks() -> str:
-    """Return the `--list-checks` text: one check per line."""
-    lines = [f"{c.name:<14} {c.title}" for c in CHECKS]
+    """Return the `--list-checks` table: one check per line, the field lint rules under `lint`."""
+    from sync_ci.report import render_rows
+
+    rows = [(c.name, "", c.title) for c in CHECKS]
     try:
         from checks.catalogue import discover
 
-        lines += [f"  {r.id:<12} {r.title}" for r in discover() if "field" in r.scopes]
+        rows += [("lint", r.id, r.title) for r in discover() if "field" in r.scopes]
     except ImportError:
         pass
-    return "\n".join(lines)
+    return render_rows(rows, headers=("check", "rule", "title"))
 
 
 def command(
