@@ -112,6 +112,15 @@ def _death_signal_preexec(parent: int) -> Callable[[], None] | None:
     return preexec
 
 
+def last_line(path: Path) -> str:
+    """The last non-empty line a child wrote to its log file, for a one-line error."""
+    try:
+        lines = path.read_bytes().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip() if lines else "(empty log)"
+
+
 def spawn(
     argv: Sequence[str], *, watchdog: bool = False, death_signal: bool = True, **popen: Any
 ) -> subprocess.Popen[bytes]:

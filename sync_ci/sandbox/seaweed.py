@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync_ci.errors import SettingsError, StoreError, UnreachableError
-from sync_ci.sandbox.processes import own_workdir, release_workdir, spawn
+from sync_ci.sandbox.processes import last_line, own_workdir, release_workdir, spawn
 from sync_ci.sandbox.store_server import StoreProcess
 
 WEED_ENV = "SYNC_CI_WEED"
@@ -260,7 +260,7 @@ def wait_until_serving(
         code = server.process.poll()
         if code is not None:
             raise UnreachableError(
-                f"weed mini exited with code {code} before serving S3: {_last_line(log_path)}"
+                f"weed mini exited with code {code} before serving S3: {last_line(log_path)}"
             )
         if not _port_open(port):
             time.sleep(0.1)
@@ -276,7 +276,7 @@ def wait_until_serving(
             time.sleep(0.2)
     raise UnreachableError(
         f"weed mini did not answer ListBuckets within {timeout_s:g} s ({last}); "
-        f"last log line: {_last_line(log_path)}"
+        f"last log line: {last_line(log_path)}"
     )
 
 
@@ -286,11 +286,3 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_bytes().decode(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return lines[-1].strip() if lines else "(empty log)"

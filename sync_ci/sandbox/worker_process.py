@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sync_ci.errors import SettingsError, UnreachableError
-from sync_ci.sandbox.processes import spawn, stop_process_group
+from sync_ci.sandbox.processes import last_line, spawn, stop_process_group
 from sync_ci.sandbox.ready_file import CI_ROOT, LIVE_ROOT, StoreInfo
 from sync_ci.sandbox.workerd import Runtime, workerd_command, write_project_file
 
@@ -283,12 +283,3 @@ def _read_worker_ready(path: Path) -> dict[str, Any] | None:
         if not isinstance(region, dict) or not {"name", "colo", "url"} <= region.keys():
             raise UnreachableError(f"the reference Worker's ready file {path} has a bad region")
     return document
-
-
-def last_line(path: Path) -> str:
-    """Return the last non-empty line of a log file (for one-line errors)."""
-    try:
-        lines = path.read_bytes().decode(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return lines[-1].strip() if lines else "(no output)"
