@@ -847,8 +847,8 @@ def _print(text: str, stream: TextIO) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outputs:
-    """Where a report goes besides the exit code: built from the parsed options in one place,
-    `sync_ci.options.outputs`, or directly by a caller that has no parser (doctor, verify).
+    """Where a report goes besides the exit code: built from option values in one place,
+    `sync_ci.options` (`outputs` for the parsed options, `report_outputs` for the invoke tasks').
 
     `quiet` prints only the failing rows, and nothing on success; `github` False leaves out the
     annotations and step summary even inside GitHub Actions.
