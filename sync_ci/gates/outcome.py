@@ -8,7 +8,7 @@ each value is a dataclass with its JSON form and its exact merge, for both gates
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from sync_ci.errors import UsageError
@@ -21,6 +21,41 @@ if TYPE_CHECKING:
 BURST = "burst"
 OPEN = "open"
 NO_COLO = "none"
+# The counters both gates keep, whatever they send: required in every stored record.
+COUNTERS = ("planned", "ok", "status_5xx", "status_4xx", "network")
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A counts dataclass as its JSON record (mappings copied), field by field."""
+    return {
+        f.name: dict(v) if isinstance(v := getattr(value, f.name), Mapping) else v
+        for f in fields(value)
+    }
+
+
+def _parsed(cls: type[Any], data: Mapping[str, Any], required: Sequence[str], what: str) -> Any:
+    """Build `cls` from what `_record` wrote: `required` must be there, the rest default."""
+    try:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in required and f.name not in data:
+                continue
+            raw = data[f.name]
+            kind = str(f.type)
+            if kind == "int":
+                values[f.name] = int(raw)
+            elif kind == "str":
+                values[f.name] = str(raw)
+            else:  # a Mapping[str, int]
+                values[f.name] = {str(k): int(v) for k, v in dict(raw).items()}
+        return cls(**values)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{what} ({exc})") from None
+
+
+def _sums(parts: Sequence[Any], names: Iterable[str]) -> dict[str, int]:
+    """Each counter in `names` summed over `parts`."""
+    return {name: sum(getattr(p, name) for p in parts) for name in names}
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -52,35 +87,16 @@ class OpStats:
 
     def to_json(self) -> dict[str, Any]:
         """Render for the result document's `extra`."""
-        return {
-            "planned": self.planned,
-            "ok": self.ok,
-            "status_5xx": self.status_5xx,
-            "status_4xx": self.status_4xx,
-            "network": self.network,
-            "other": self.other,
-            "invalid": self.invalid,
-            "histogram": self.histogram,
-            "first_error": self.first_error,
-        }
+        return _record(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OpStats:
         """Parse what `to_json` wrote."""
-        try:
-            return cls(
-                planned=int(data["planned"]),
-                ok=int(data["ok"]),
-                status_5xx=int(data["status_5xx"]),
-                status_4xx=int(data["status_4xx"]),
-                network=int(data["network"]),
-                other=int(data["other"]),
-                invalid=int(data.get("invalid", 0)),
-                histogram=str(data["histogram"]),
-                first_error=str(data.get("first_error", "")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"load result has a malformed operation record ({exc})") from None
+        required = (*COUNTERS, "other", "histogram")
+        parsed: OpStats = _parsed(
+            cls, data, required, "load result has a malformed operation record"
+        )
+        return parsed
 
 
 def merge_ops(parts: Iterable[OpStats]) -> OpStats:
@@ -88,13 +104,7 @@ def merge_ops(parts: Iterable[OpStats]) -> OpStats:
     parts = list(parts)
     encoded = [p.histogram for p in parts if p.histogram]
     return OpStats(
-        planned=sum(p.planned for p in parts),
-        ok=sum(p.ok for p in parts),
-        status_5xx=sum(p.status_5xx for p in parts),
-        status_4xx=sum(p.status_4xx for p in parts),
-        network=sum(p.network for p in parts),
-        other=sum(p.other for p in parts),
-        invalid=sum(p.invalid for p in parts),
+        **_sums(parts, (*COUNTERS, "other", "invalid")),
         histogram=histogram.merge_encoded(encoded)
         if encoded
         else histogram.encode(histogram.new()),
@@ -304,41 +314,16 @@ class RegionOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """Render for the result document's `extra`."""
-        return {
-            "name": self.name,
-            "colo": self.colo,
-            "planned": self.planned,
-            "ok": self.ok,
-            "status_5xx": self.status_5xx,
-            "status_4xx": self.status_4xx,
-            "network": self.network,
-            "warm": self.warm,
-            "other_colos": dict(self.other_colos),
-            "histogram": self.histogram,
-            "first_error": self.first_error,
-            "unreachable": self.unreachable,
-        }
+        return _record(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RegionOutcome:
         """Parse what `to_json` wrote."""
-        try:
-            return cls(
-                name=str(data["name"]),
-                colo=str(data["colo"]),
-                planned=int(data["planned"]),
-                ok=int(data["ok"]),
-                status_5xx=int(data["status_5xx"]),
-                status_4xx=int(data["status_4xx"]),
-                network=int(data["network"]),
-                warm=int(data.get("warm", 0)),
-                other_colos={str(k): int(v) for k, v in dict(data.get("other_colos", {})).items()},
-                histogram=str(data["histogram"]),
-                first_error=str(data.get("first_error", "")),
-                unreachable=str(data.get("unreachable", "")),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UsageError(f"latency result has a malformed region record ({exc})") from None
+        required = ("name", "colo", *COUNTERS, "histogram")
+        parsed: RegionOutcome = _parsed(
+            cls, data, required, "latency result has a malformed region record"
+        )
+        return parsed
 
 
 def merge_regions(parts: Iterable[RegionOutcome]) -> dict[str, RegionOutcome]:
@@ -362,12 +347,7 @@ def merge_regions(parts: Iterable[RegionOutcome]) -> dict[str, RegionOutcome]:
         merged[name] = RegionOutcome(
             name=name,
             colo=group[0].colo,
-            planned=sum(g.planned for g in group),
-            ok=sum(g.ok for g in group),
-            status_5xx=sum(g.status_5xx for g in group),
-            status_4xx=sum(g.status_4xx for g in group),
-            network=sum(g.network for g in group),
-            warm=sum(g.warm for g in group),
+            **_sums(group, (*COUNTERS, "warm")),
             other_colos=others,
             histogram=histogram.merge_encoded(encoded) if encoded else "",
             first_error=next((g.first_error for g in group if g.first_error), ""),
