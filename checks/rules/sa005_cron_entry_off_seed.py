@@ -36,6 +36,8 @@ SCOPE = ("repo", "field")
 
 CRON_MODULE = "sync_ci/field/cron_lines.py"
 LOCKING_MODULES = {"sync_ci/ci_loop.py": "ci-loop", "sync_ci/field/doctor.py": "doctor"}
+# A file only sync-ci's own tree has: where it is, the modules above must be too.
+PACKAGE_MARK = "sync_ci/cli.py"
 CRON_FILES = ("*.cron", "*crontab", "*crontab.txt", "*.crontab")
 MAINTAINER, TENANT = "0 */6 * * *", "30 */6 * * *"
 FIELD = r"[\d*/,\-]+"
@@ -176,6 +178,17 @@ def check(subject: Subject) -> Iterator[Finding]:
         return
     for path, text in subject.matching(*CRON_FILES):
         yield from _crontab_lines(path, text)
+    if PACKAGE_MARK in subject.files:
+        # In sync-ci's own tree a module this rule reads must be there: a rename would otherwise
+        # switch the check off without a word.
+        for path in (CRON_MODULE, *LOCKING_MODULES):
+            if path not in subject.files:
+                yield Finding(
+                    path=path,
+                    line=1,
+                    message=f"{path} is missing, so SA005 cannot check it: if it moved, update "
+                    "CRON_MODULE / LOCKING_MODULES in checks/rules/sa005_cron_entry_off_seed.py",
+                )
     module = subject.files.get(CRON_MODULE)
     tree = parse(module) if module is not None else None
     if tree is not None:
@@ -252,5 +265,10 @@ BAD = (
         {CRONTAB: _TENANT.replace(" || /opt/bin/sync-ci alert doctor-failed", "; date +%s")},
         scope="field",
         at=[("<crontab>", 1)],
+    ),
+    # sync-ci's own tree where the cron lines' module moved and ci-loop went: both are named.
+    example(
+        {PACKAGE_MARK: "", "sync_ci/field/doctor.py": _LOCKED.format(job="doctor")},
+        at=[(CRON_MODULE, 1), ("sync_ci/ci_loop.py", 1)],
     ),
 )
