@@ -1,4 +1,9 @@
-"""Prefix firewall and read-only enforcement, installed below every caller (S3 hook, HTTP adapter)."""
+"""Prefix firewall and read-only enforcement, installed below every caller (S3 hook, HTTP guard).
+
+Over 400 lines on purpose: every policy (read-only, CI prefix, cleanup, sandbox admin) and every
+point it is judged at (parameter build, signing, the final wire request, the Worker's HTTP
+requests) stay in one module, so a reviewer reads the whole firewall in one place.
+"""
 
 from __future__ import annotations
 

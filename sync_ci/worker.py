@@ -10,6 +10,9 @@ timeout does not bound both the connect and the read is refused when it is built
 Like `requests`, it honours HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
 environment, and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (else certifi's bundle when installed,
 else the system's) for TLS.
+
+Over 400 lines because the connection that carries the guard, the retrying client above it and
+the one requests Session conformance needs are the one layer every Worker request passes through.
 """
 
 from __future__ import annotations
