@@ -23,7 +23,9 @@ from pathlib import Path
 
 from sync_ci.gates import histogram, load
 from sync_ci.gates.http import read_only_policy
-from sync_ci.gates.locust_engine import EngineJob, combine_load, run_locust
+from sync_ci.gates.locust_engine import combine_load, run_locust
+from sync_ci.gates.locust_plan import EngineJob
+from sync_ci.gates.outcome import PhaseOutcome
 from sync_ci.gates.scenario import LoadScenario
 from sync_ci.sandbox.launcher import start_sandbox
 
@@ -64,7 +66,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _step(engine: str, phase: load.PhaseOutcome, process_cpu_s: float) -> Step:
+def _step(engine: str, phase: PhaseOutcome, process_cpu_s: float) -> Step:
     install = phase.ops["install"]
     corrected = histogram.summarize(histogram.decode(install.histogram))
     raw = histogram.summarize(histogram.decode(phase.raw["install"])) if phase.raw else corrected
