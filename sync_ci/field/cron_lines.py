@@ -4,7 +4,6 @@ take a job line apart and judge it (schedule, PATH, no `flock`, every path usabl
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from collections.abc import Callable
@@ -147,6 +146,8 @@ def remove_block(text: str, role: Role) -> str:
 
 def render_diff(before: str, after: str, label: str) -> str:
     """Return a unified diff of two crontab texts ('' when equal)."""
+    import difflib  # `cron --dry-run` alone: doctor reads this module every six hours
+
     return "".join(
         difflib.unified_diff(
             before.splitlines(keepends=True),
