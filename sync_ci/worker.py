@@ -371,12 +371,14 @@ class WorkerClient:
                 last_error = f"timed out after {_phases(self.target.timeout_s)[1]:g} s"
             except GuardViolation:
                 raise
+            except (OSError, http.client.HTTPException) as exc:
+                # Before ValueError: a failed certificate check is both, and it is the connection
+                # that failed (as requests reported it), not the request.
+                self.close()
+                last_error = f"connection failed ({type(exc).__name__})"
             except ValueError as exc:  # a header http.client refuses to send (a newline in it)
                 self.close()
                 raise WorkerError(f"{method} {url}: {exc}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                last_error = f"connection failed ({type(exc).__name__})"
             else:
                 if answer.status < 500 or attempt == attempts - 1:
                     return answer

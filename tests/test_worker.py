@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import http.server
 import math
+import shutil
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 
-from sync_ci.errors import GuardViolation, WorkerError
-from sync_ci.worker import WorkerClient, WorkerTarget, guarded_session, timeout_problem
+from sync_ci.errors import GuardViolation, UnreachableError, WorkerError
+from sync_ci.worker import (
+    WorkerClient,
+    WorkerTarget,
+    _tls_context,
+    guarded_session,
+    timeout_problem,
+)
 from tests.gates.recording import RecordingProxy
 
 UNBOUNDED = [
@@ -150,3 +163,70 @@ def test_a_body_that_is_not_json_is_one_clear_error(recorder: RecordingProxy) ->
 def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(WorkerError, match="not an http"):
         WorkerTarget(base_url="ftp://127.0.0.1/x", read_only=True)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate; yields (url, certificate)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_verifies_the_server_against_the_ca_bundle_requests_would_use(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, cert = tls_server
+    target = WorkerTarget(base_url=url, read_only=True, retries=0)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    _tls_context.cache_clear()
+    try:
+        with WorkerClient(target) as client:
+            assert client.get("/_health").json() == {}
+        # A bundle that does not vouch for the server: the answer is never read.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+        _tls_context.cache_clear()
+        with (
+            WorkerClient(target) as client,
+            pytest.raises(
+                UnreachableError, match=r"connection failed \(SSLCertVerificationError\)"
+            ),
+        ):
+            client.get("/_health")
+    finally:
+        _tls_context.cache_clear()
