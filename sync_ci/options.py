@@ -64,6 +64,20 @@ def number(
     return parse
 
 
+def within(parse: Callable[[str], float], value: float, flag: str) -> float:
+    """Check a value a front end other than argparse typed (an invoke task) against `parse`,
+    the same `number(...)` argparse uses for `flag`, so a range has one owner.
+
+    Out of range is a usage error worded as argparse words it: `argument --flag: ...`.
+    """
+    from sync_ci.errors import UsageError
+
+    try:
+        return parse(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"argument {flag}: {exc}") from None
+
+
 def _plain(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 

@@ -153,6 +153,20 @@ def test_a_range_error_names_what_is_accepted(capsys: pytest.CaptureFixture[str]
     assert "more than 0 and at most 86400 seconds" in capsys.readouterr().err
 
 
+def test_a_range_checked_outside_argparse_is_worded_as_argparse_words_it() -> None:
+    """`options.within` applies the argparse `type=` itself, for a front end that typed the value."""
+    from sync_ci.errors import UsageError
+    from sync_ci.options import number, within
+
+    sample = number(int, minimum=0, maximum=5)
+    assert within(sample, 5, "--sample") == 5
+    with pytest.raises(UsageError, match=r"^argument --sample: 6 is out of range: want a whole"):
+        within(sample, 6, "--sample")
+    budget = number(float, minimum=0, above=True, maximum=10, unit="seconds")
+    with pytest.raises(UsageError, match="more than 0 and at most 10 seconds"):
+        within(budget, 0.0, "--budget")
+
+
 def test_the_same_values_inside_the_range_parse() -> None:
     """The refusals above are the range's ends, not a parser that refuses everything."""
     parser = cli.build_parser()
