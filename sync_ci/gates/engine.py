@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sync_ci.assignments import parse_assignments
 from sync_ci.config import Settings
 from sync_ci.errors import ContractError, SettingsError, UsageError
 from sync_ci.gates import verdict
@@ -280,12 +281,8 @@ def run_platforms_gate(
 
     started = time.monotonic()
     version = launch_version or __version__
-    explicit: dict[str, str] = {}
-    for item in cast:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--cast {item!r}: expected PLATFORM=PATH")
-        explicit[name.strip().lower()] = path
+    pairs = parse_assignments(cast, "--cast", form="PLATFORM=PATH", example="wsl2=casts/wsl.cast")
+    explicit = {name.lower(): path for name, path in pairs.items()}
     paths: Mapping[str, Path] = recording_paths(Path(casts), explicit)
     results = check_platforms(paths, version)
     return verdict.platforms_report(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from sync_ci.assignments import parse_assignments
 from sync_ci.errors import UsageError
 
 if TYPE_CHECKING:
@@ -103,13 +104,13 @@ def parse_overrides(items: Iterable[str]) -> dict[str, float]:
     """Parse `ID=VALUE` strings from `--threshold`."""
     table = canonical()
     overrides: dict[str, float] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep or name not in table:
-            raise UsageError(
-                f"--threshold {item!r}: expected ID=VALUE with ID one of {', '.join(sorted(table))}"
-            )
+    pairs = parse_assignments(
+        items, "--threshold", form="ID=VALUE", example="load.install.p95_ms=1500"
+    )
+    for name, raw in pairs.items():
+        item = f"{name}={raw}"
+        if name not in table:
+            raise UsageError(f"--threshold {item!r}: ID must be one of {', '.join(sorted(table))}")
         try:
             value = float(raw)
         except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
+from sync_ci.assignments import parse_assignments
 from sync_ci.errors import UsageError
 
 FAULT_KEYS = ("5xx_rate", "latency_ms", "bucket_latency_ms")
@@ -37,12 +38,8 @@ def parse_fault_value(key: str, value: object, colos: Collection[str]) -> float:
 
 def parse_fault_assignments(items: Sequence[str], colos: Collection[str]) -> dict[str, float]:
     """Parse `KEY=VALUE` fault arguments."""
-    faults: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"fault {item!r} is not KEY=VALUE (e.g. 5xx_rate=0.1)")
-        faults[key.strip()] = parse_fault_value(key.strip(), value.strip(), colos)
+    pairs = parse_assignments(items, "--fault", example="5xx_rate=0.1")
+    faults = {key: parse_fault_value(key, value, colos) for key, value in pairs.items()}
     return faults
 
 

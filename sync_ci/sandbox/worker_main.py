@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sync_ci import __version__, contract
+from sync_ci.assignments import parse_assignments
 from sync_ci.config import validate_root
 from sync_ci.errors import ExitCode, SettingsError, SyncCIError, UsageError
 from sync_ci.files import write_private
@@ -174,16 +175,16 @@ def parse_colos(text: str) -> tuple[str, ...]:
 def parse_miss_ms(text: str, colos: Sequence[str]) -> dict[str, float]:
     """Parse 'SJC=30,IAD=40' over the defaults for the chosen colos."""
     table = {colo: float(DEFAULT_MISS_MS.get(colo, FALLBACK_MISS_MS)) for colo in colos}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        colo, sep, value = part.partition("=")
-        colo = colo.strip().upper()
+    parts = [part for part in text.split(",") if part.strip()]
+    for key, value in parse_assignments(parts, "--kv-miss-ms", form="COLO=MS").items():
+        colo = key.upper()
         try:
-            number = float(value) if sep else -1.0
+            number = float(value)
         except ValueError:
             number = -1.0
         if colo not in table or not 0.0 <= number <= MAX_MISS_MS:
             raise UsageError(
-                f"--kv-miss-ms {part!r}: want COLO=MS with COLO one of {','.join(colos)} "
+                f"--kv-miss-ms {key}={value}: want COLO=MS with COLO one of {','.join(colos)} "
                 f"and MS in 0..{MAX_MISS_MS:g}"
             )
         table[colo] = number
