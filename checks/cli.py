@@ -24,8 +24,13 @@ from checks.catalogue import (
     select_rules,
     to_results,
 )
-from sync_ci import report as reports
 from sync_ci.errors import ExitCode, UsageError
+from sync_ci.report import exit_code, make_report
+from sync_ci.report_emit import emit, write_outputs
+from sync_ci.report_github import render_annotations
+from sync_ci.report_json import to_json_text
+from sync_ci.report_markdown import render_step_summary
+from sync_ci.report_text import render_table
 
 FORMATS = ("table", "json", "github")
 
@@ -75,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def render_list(rules: Sequence[Rule]) -> str:
     """Return the `--list` table: ID, scope, title."""
-    from sync_ci.report import render_rows
+    from sync_ci.report_text import render_rows
 
     return render_rows(
         [(r.id, r.scope_label, r.title) for r in rules], headers=("id", "scope", "title")
@@ -141,7 +146,7 @@ def command(args: argparse.Namespace) -> int:
     started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     outcomes = collect(args)
-    report = reports.make_report(
+    report = make_report(
         suite="lint",
         target=args.scope,
         mode="static",
@@ -157,13 +162,13 @@ def command(args: argparse.Namespace) -> int:
     # The json and github formats print their own rendering: the files, without GitHub's outputs.
     files_only = dataclasses.replace(outputs(args), github=False)
     if args.output_format == "json":
-        print(reports.to_json_text(report))
-        reports.write_outputs(report, files_only)
-        return int(reports.exit_code(report))
+        print(to_json_text(report))
+        write_outputs(report, files_only)
+        return int(exit_code(report))
     if args.output_format == "github":
-        for line in reports.render_annotations(report):
+        for line in render_annotations(report):
             print(line)
-        summary = reports.render_step_summary(report)
+        summary = render_step_summary(report)
         target = os.environ.get("GITHUB_STEP_SUMMARY")
         if target:
             with open(target, "a", encoding="utf-8") as handle:
@@ -171,10 +176,10 @@ def command(args: argparse.Namespace) -> int:
         else:
             print(summary)
         if not report.ok:
-            print(reports.render_table(report, only_failing=True))
-        reports.write_outputs(report, files_only)
-        return int(reports.exit_code(report))
-    return reports.emit(report, outputs(args))
+            print(render_table(report, only_failing=True))
+        write_outputs(report, files_only)
+        return int(exit_code(report))
+    return emit(report, outputs(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sync_ci import report as reports
 from sync_ci.errors import ExitCode
-from sync_ci.report import Result
+from sync_ci.report import Result, make_report
+from sync_ci.report_emit import emit
 
 SCHEMA = Path(__file__).with_name("schemas") / "sync-ci-workflow.schema.json"
 WORKFLOW_GLOBS = ("*.yml", "*.yaml")
@@ -395,7 +395,7 @@ def command(args: argparse.Namespace) -> int:
     started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     rows = run_checks(root, select)
-    report = reports.make_report(
+    report = make_report(
         suite="check",
         target="repo",
         mode="static",
@@ -406,7 +406,7 @@ def command(args: argparse.Namespace) -> int:
     )
     from sync_ci.options import outputs
 
-    return reports.emit(report, outputs(args))
+    return emit(report, outputs(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

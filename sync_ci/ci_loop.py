@@ -18,7 +18,8 @@ from sync_ci.config import Settings, load_settings
 from sync_ci.errors import ExitCode, LockBusy
 from sync_ci.locks import LockUnavailable, hold_lock, lock_path
 from sync_ci.redaction import clean
-from sync_ci.report import Outputs, Report
+from sync_ci.report import Report
+from sync_ci.report_emit import Outputs
 
 DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 DEFAULT_BUDGET_S = 900.0
@@ -50,7 +51,7 @@ def pass_lock(path: Path) -> AbstractContextManager[None]:
 
 def render_alert(report: Report, settings: Settings, now: datetime) -> str:
     """Return the markdown of a sync-degraded alert file."""
-    from sync_ci.report import render_markdown
+    from sync_ci.report_markdown import render_markdown
 
     failing = ", ".join(r.id.removeprefix("phase:") for r in report.failing()) or "unknown"
     return render_markdown(
@@ -163,7 +164,9 @@ def command(
     """One scheduled pass: exit 0 healthy (or lock busy), 1 degraded, 3 could not measure."""
     from sync_ci import progress
     from sync_ci.attachment import PASS, open_target
-    from sync_ci.report import exit_code, render_table, write_outputs
+    from sync_ci.report import exit_code
+    from sync_ci.report_emit import write_outputs
+    from sync_ci.report_text import render_table
 
     settings = load_settings(config=config, target=target)
     now = now or datetime.now(UTC)

@@ -13,7 +13,7 @@ from sync_ci.redaction import clean
 
 def command(*, config: str | None, target: str | None) -> int:
     """Print the resolved settings table (gaps marked), then every problem, one line each."""
-    from sync_ci.report import render_rows
+    from sync_ci.report_text import render_rows
 
     settings, problems = resolve_settings(config=config, target=target)
     print(render_rows(describe(settings), headers=("setting", "value", "from")))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 from sync_ci.errors import ExitCode
 
 if TYPE_CHECKING:
-    from sync_ci.report import Outputs
+    from sync_ci.report_emit import Outputs
 
 
 class Parser(argparse.ArgumentParser):
@@ -139,7 +139,7 @@ def report_outputs(
     parsed options and the invoke tasks' parameters both become outputs here."""
     from pathlib import Path
 
-    from sync_ci.report import Outputs
+    from sync_ci.report_emit import Outputs
 
     return Outputs(
         json=Path(json) if json else None, junit=Path(junit) if junit else None, quiet=quiet

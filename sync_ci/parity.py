@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sync_ci.report import Result, Status, matrix_mark
+from sync_ci.report import Result, Status
+from sync_ci.report_text import matrix_mark
 
 if TYPE_CHECKING:
     from sync_ci.contract import Catalog
@@ -122,7 +123,7 @@ def matrix_cells(
 
 def render_parity(results: Sequence[Result]) -> str:
     """Render parity results as an artifacts x surface-pairs matrix."""
-    from sync_ci.report import render_matrix
+    from sync_ci.report_text import render_matrix
 
     rows, columns, cells = matrix_cells(results)
     return render_matrix(rows, columns, cells)

@@ -15,7 +15,8 @@ from contextvars import ContextVar
 from typing import TextIO
 
 from sync_ci.redaction import clean
-from sync_ci.report import Outputs, format_duration
+from sync_ci.report_emit import Outputs
+from sync_ci.report_text import format_duration
 
 # Erase the line the cursor is on (VT100 "EL 2"); a dumb terminal gets whole lines instead.
 ERASE_LINE = "\r\x1b[2K"

@@ -18,33 +18,23 @@ import pytest
 from sync_ci import __version__, redaction
 from sync_ci.cli import run_handler
 from sync_ci.errors import ContractError, ExitCode, UsageError, WorkerError
-from sync_ci.report import (
-    SCHEMA,
-    STEP_SUMMARY_BUDGET_BYTES,
-    Outputs,
-    Report,
-    Result,
-    Status,
-    color_wanted,
-    emit,
+from sync_ci.report import SCHEMA, Report, Result, Status, exit_code, make_report
+from sync_ci.report_emit import Outputs, emit
+from sync_ci.report_github import (
     escape_annotation_data,
     escape_annotation_property,
-    exit_code,
-    format_duration,
-    make_report,
-    matrix_mark,
-    read_json,
     render_annotations,
-    render_junit,
-    render_markdown,
-    render_matrix,
-    render_step_summary,
-    render_table,
-    report_from_json,
-    to_json_text,
     write_github_outputs,
-    write_json,
-    write_junit,
+)
+from sync_ci.report_json import read_json, report_from_json, to_json_text, write_json
+from sync_ci.report_junit import render_junit, write_junit
+from sync_ci.report_markdown import STEP_SUMMARY_BUDGET_BYTES, render_markdown, render_step_summary
+from sync_ci.report_text import (
+    color_wanted,
+    format_duration,
+    matrix_mark,
+    render_matrix,
+    render_table,
 )
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

@@ -9,7 +9,7 @@ from checks.cli import render_list
 from sync_ci.field.status import render_text
 from sync_ci.field.status_rows import StatusRow
 from sync_ci.redaction import register_secrets
-from sync_ci.report import render_rows
+from sync_ci.report_text import render_rows
 
 
 def test_cells_are_masked_escaped_and_kept_as_written() -> None:

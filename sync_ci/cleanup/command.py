@@ -16,7 +16,8 @@ from sync_ci.cleanup.model import DEFAULT_OLDER_THAN, SUITE
 from sync_ci.cleanup.plan import check_roots, parse_max_delete, parse_now, parse_older_than
 from sync_ci.cleanup.rows import summarize_run, totals
 from sync_ci.errors import UsageError
-from sync_ci.report import Outputs, Report, Result, emit, make_report
+from sync_ci.report import Report, Result, make_report
+from sync_ci.report_emit import Outputs, emit
 
 Lifecycle = Literal["show", "install"]
 

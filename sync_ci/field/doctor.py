@@ -32,7 +32,7 @@ from sync_ci.report import Report, Result, make_report
 
 if TYPE_CHECKING:
     from sync_ci.config import Settings
-    from sync_ci.report import Outputs
+    from sync_ci.report_emit import Outputs
 
 MAX_EXIT = 100
 
@@ -151,7 +151,7 @@ def send_heartbeat(settings: Settings) -> None:
 
 def list_checks() -> str:
     """Return the `--list-checks` table: one check per line, the field lint rules under `lint`."""
-    from sync_ci.report import render_rows
+    from sync_ci.report_text import render_rows
 
     rows = [(c.name, "", c.title) for c in CHECKS]
     try:
@@ -177,7 +177,7 @@ def command(
     `outputs.quiet` is the cron line's `--silent`: nothing on success, the failing rows otherwise.
     """
     from sync_ci.config import load_settings
-    from sync_ci.report import Outputs, emit
+    from sync_ci.report_emit import Outputs, emit
 
     outputs = outputs or Outputs()
 

@@ -44,7 +44,7 @@ DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 
 def render_text(rows: Sequence[StatusRow]) -> str:
     """Return the terminal table (or the one line saying both sources were read and are empty)."""
-    from sync_ci.report import render_rows
+    from sync_ci.report_text import render_rows
 
     ordered = order_rows(rows)
     if not ordered:

@@ -25,7 +25,8 @@ from sync_ci.report import Report, Result, make_report
 if TYPE_CHECKING:
     from sync_ci.config import Settings
     from sync_ci.field.cron_lines import Role
-    from sync_ci.report import Outputs, Status
+    from sync_ci.report import Status
+    from sync_ci.report_emit import Outputs
 
 VERIFY_CHECK = "verify-simulated-doctor-failure"
 RETENTION = timedelta(days=7)
@@ -365,7 +366,7 @@ def command(
     from sync_ci.attachment import FIELD_OR_EPHEMERAL, open_target
     from sync_ci.config import load_settings
     from sync_ci.field.cron_lines import ROLES
-    from sync_ci.report import Outputs, emit
+    from sync_ci.report_emit import Outputs, emit
 
     if role not in ROLES:
         given = f"{role!r} is not" if role else "is required:"

@@ -191,7 +191,7 @@ def run_latency_gate(settings: Settings, options: LatencyOptions, engine: Engine
 
 
 def _read_documents(paths: Sequence[str], gate: str) -> list[Report]:
-    from sync_ci.report import read_json
+    from sync_ci.report_json import read_json
 
     if len(paths) < 1:
         raise UsageError("--merge needs at least one result file")

@@ -56,7 +56,7 @@ def default_ready_file(env: dict[str, str] | None = None) -> Path:
 
 def render_endpoints(info: SandboxInfo, ready_file: Path) -> str:
     """Render the sandbox's endpoints (never its secrets) as a short table and a hint."""
-    from sync_ci.report import render_rows
+    from sync_ci.report_text import render_rows
 
     rows = [
         ("store", f"{info.store.endpoint_url} ({info.store.kind}, pid {info.store.pid})"),

@@ -188,7 +188,7 @@ def test_the_check_fails_on_a_missing_threshold_line_or_failing_mark() -> None:
 
 def test_gate_all_draws_the_load_and_the_latency_sections() -> None:
     from sync_ci.gates.verdict import combine
-    from sync_ci.report import report_from_json
+    from sync_ci.report_json import report_from_json
 
     parts = [report_from_json(load_document()), report_from_json(latency_document())]
     document = combine(parts, target="sandbox", sha="c" * 40, duration_s=5.0).to_json()
