@@ -88,7 +88,7 @@ def render_list(rules: Sequence[Rule]) -> str:
 
 
 def _field() -> Subject:
-    from sync_ci.config import find_config_file
+    from sync_ci.config_file import find_config_file
 
     env = os.environ
     files = []

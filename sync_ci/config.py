@@ -1,7 +1,10 @@
-"""Settings and targets: `sync-ci.toml`, `SYNC_CI_*` overrides, secrets from the environment only.
+"""Settings and targets: the `Settings` model and `load_settings`, where every check is made.
 
 Every invariant on settings is checked here, once, when they load: every command and target
-passes through `load_settings`, so no caller has to remember a check.
+passes through `load_settings`, so no caller has to remember a check. What the settings file may
+hold is `config_file`'s, what the environment supplies (overrides, secrets) `config_env`'s; both
+only report problems, which `resolve_settings` gathers. About 430 lines, because the model and
+every check made at load stay together: the one place to read what makes settings valid.
 """
 
 from __future__ import annotations
@@ -9,73 +12,38 @@ from __future__ import annotations
 import os
 import re
 import secrets as _secrets
-import stat
 import subprocess
-import tomllib
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from sync_ci.config_env import (
+    REDACTED,
+    SECRET_ENV,
+    Secrets,
+    plain_values,
+    read_secrets,
+    register_settings_secrets,
+)
+from sync_ci.config_file import (
+    PLAIN_KEYS,
+    REGION_REQUIRED,
+    check_config_file,
+    find_config_file,
+    user_state_dir,
+)
 from sync_ci.errors import SettingsError
 from sync_ci.guards import display_url, url_problem
-from sync_ci.redaction import register_secrets
 from sync_ci.sandbox.workerd import RUNTIMES, Runtime
 
 Target = Literal["sandbox", "ci", "live"]
 TARGETS: tuple[Target, ...] = ("sandbox", "ci", "live")
 SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
-REDACTED = "***"
-
-# Every plain setting: (toml table, toml key, env var, default). Secrets are listed apart.
-PLAIN_KEYS: dict[str, tuple[str, str, str, str]] = {
-    "target": ("", "target", "SYNC_CI_TARGET", "sandbox"),
-    "bucket": ("store", "bucket", "SYNC_CI_BUCKET", ""),
-    "endpoint_url": ("store", "endpoint_url", "SYNC_CI_ENDPOINT_URL", ""),
-    "region_name": ("store", "region", "SYNC_CI_REGION", "us-east-1"),
-    "live_root": ("store", "live_root", "SYNC_CI_LIVE_ROOT", "snappy-os/"),
-    "ci_root": ("store", "ci_root", "SYNC_CI_CI_ROOT", "snappy-os-ci/"),
-    "worker_url": ("worker", "url", "SYNC_CI_WORKER_URL", ""),
-    "preview_url": ("worker", "preview_url", "SYNC_CI_PREVIEW_URL", ""),
-    "worker_timeout_s": ("worker", "timeout_s", "SYNC_CI_WORKER_TIMEOUT_S", "10"),
-    "worker_runtime": ("worker", "runtime", "SYNC_CI_WORKER_RUNTIME", "python"),
-    "worker_project": ("worker", "project", "SYNC_CI_WORKER_PROJECT", ""),
-    "tenant_id": ("tenant", "id", "SYNC_CI_TENANT_ID", ""),
-    "state_dir": ("tenant", "state_dir", "SYNC_CI_STATE_DIR", ""),
-    "mirror_dir": ("tenant", "mirror_dir", "SYNC_CI_MIRROR_DIR", ""),
-    "sha": ("", "sha", "SYNC_CI_SHA", ""),
-}
-SECRET_ENV: dict[str, tuple[str, ...]] = {
-    "access_key_id": ("SYNC_CI_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-    "secret_access_key": ("SYNC_CI_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-    "tenant_secret": ("SYNC_CI_TENANT_SECRET",),
-    "tenant_token": ("SYNC_CI_TENANT_TOKEN",),
-    "admin_token": ("SYNC_CI_ADMIN_TOKEN",),
-}
-ACCESS_KEY_ID_MIN_LEN = 16
-NUMBER_KEYS = frozenset({"worker_timeout_s"})
 # URL settings, and whether each may carry a base path: the contract lets a Worker live under a
 # path of its host; an S3 endpoint never (the client puts the bucket and key in the path).
 URL_KEYS: dict[str, bool] = {"endpoint_url": False, "worker_url": True, "preview_url": True}
-REGION_KEYS = ("name", "url", "colo", "proxy")
-REGION_REQUIRED = ("name", "url", "colo")
-# Compared against a key lower-cased with everything but letters and digits removed.
-SECRET_WORDS = (
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "passphrase",
-    "accesskey",
-    "apikey",
-    "credential",
-    "privatekey",
-    "authorization",
-    "bearer",
-)
-
-KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,21 +54,6 @@ class Region:
     url: str
     colo: str
     proxy: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Secrets:
-    """Credentials; never printed (the repr is redacted)."""
-
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    tenant_secret: str = ""
-    tenant_token: str = ""
-    admin_token: str = ""
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={REDACTED if getattr(self, k) else ''!r}" for k in SECRET_ENV)
-        return f"Secrets({shown})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,281 +163,6 @@ def root_problems(ci_root: str, live_root: str) -> list[str]:
     ]
 
 
-def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
-    """Locate the settings file: --config, SYNC_CI_CONFIG, ./sync-ci.toml, then the user config dir."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise SettingsError(f"config file {path} does not exist; fix --config or create it")
-        return path
-    if env.get("SYNC_CI_CONFIG"):
-        path = Path(env["SYNC_CI_CONFIG"]).expanduser()
-        if not path.is_file():
-            raise SettingsError(f"SYNC_CI_CONFIG names {path}, which does not exist")
-        return path
-    for candidate in (Path("sync-ci.toml"), _user_config_dir(env) / "sync-ci.toml"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _user_config_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
-    return Path(base) / "sync-ci"
-
-
-def _user_state_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(
-        Path(env.get("HOME", "~")).expanduser() / ".local/state"
-    )
-    return Path(base) / "sync-ci"
-
-
-def _file_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = {"regions": [dict.fromkeys(REGION_KEYS, "string")]}
-    for name, (table, key, _env, _default) in PLAIN_KEYS.items():
-        kind = "number" if name in NUMBER_KEYS else "string"
-        (schema.setdefault(table, {}) if table else schema)[key] = kind
-    return schema
-
-
-# What the settings file may hold: tables are dicts, arrays of tables one-item lists.
-FILE_SCHEMA: dict[str, Any] = _file_schema()
-
-_KEY_ATOM = r"""[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'"""
-_KEY_PART = re.compile(_KEY_ATOM)
-_DOTTED = rf"(?:{_KEY_ATOM})(?:\s*\.\s*(?:{_KEY_ATOM}))*"
-_HEADER_LINE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]")
-_KEY_LINE = re.compile(rf"^\s*({_DOTTED})\s*=")
-
-
-def _key_parts(dotted: str) -> list[str]:
-    return [p[1:-1] if p[0] in "\"'" else p for p in _KEY_PART.findall(dotted)]
-
-
-def _with_indexes(parts: list[str], arrays: Mapping[KeyPath, int]) -> KeyPath:
-    path: KeyPath = ()
-    for part in parts:
-        path = (*path, part)
-        if path in arrays:
-            path = (*path, arrays[path])
-    return path
-
-
-def key_lines(text: str) -> dict[KeyPath, int]:
-    """Map each key path of a TOML document to the line defining it (tomllib gives no positions)."""
-    lines: dict[KeyPath, int] = {}
-    arrays: dict[KeyPath, int] = {}
-    current: KeyPath = ()
-    in_string = False
-    for number, line in enumerate(text.splitlines(), 1):
-        odd_quotes = (line.count('"""') + line.count("'''")) % 2 == 1
-        if in_string:
-            in_string = not odd_quotes
-            continue
-        header = _HEADER_LINE.match(line)
-        key = None if header else _KEY_LINE.match(line)
-        if header:
-            parts = _key_parts(header.group(2))
-            if header.group(1) == "[[":
-                array = (*_with_indexes(parts[:-1], arrays), parts[-1])
-                arrays[array] = arrays.get(array, -1) + 1
-                current = (*array, arrays[array])
-            else:
-                current = _with_indexes(parts, arrays)
-            lines.setdefault(current, number)
-        elif key:
-            lines.setdefault((*current, *_key_parts(key.group(1))), number)
-        in_string = odd_quotes
-    return lines
-
-
-def _line_of(lines: Mapping[KeyPath, int], keys: KeyPath) -> int:
-    """The line of `keys`, else of its nearest table (an inline table, say); 0 when unknown."""
-    for end in range(len(keys), 0, -1):
-        if keys[:end] in lines:
-            return lines[keys[:end]]
-    return 0
-
-
-def _dotted(keys: KeyPath) -> str:
-    text = ""
-    for key in keys:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
-    return text
-
-
-def _table_name(keys: KeyPath) -> str:
-    if not keys:
-        return "at the top level"
-    if isinstance(keys[-1], int):
-        return f"in [[{_dotted(keys[:-1])}]] entry {keys[-1] + 1}"
-    return f"in [{_dotted(keys)}]"
-
-
-def looks_secret(key: str) -> bool:
-    """True when a settings key names a credential (any case, any separators)."""
-    squashed = re.sub(r"[^a-z0-9]", "", key.lower())
-    return any(word in squashed for word in SECRET_WORDS)
-
-
-def _walk(value: Any, keys: KeyPath) -> Iterator[tuple[KeyPath, Any]]:
-    yield keys, value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _walk(item, (*keys, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _walk(item, (*keys, index))
-
-
-def _has_user_info(value: str) -> bool:
-    scheme, sep, rest = value.partition("://")
-    return bool(sep and scheme and "@" in re.split(r"[/?#]", rest, maxsplit=1)[0])
-
-
-def _secret_problems(data: dict[str, Any]) -> Iterator[tuple[KeyPath, str]]:
-    for keys, value in _walk(data, ()):
-        if keys and isinstance(keys[-1], str) and looks_secret(keys[-1]):
-            yield (
-                keys,
-                f"holds a secret ({_dotted(keys)!r}); move it to the environment or "
-                "SYNC_CI_SECRETS_FILE (owner-only)",
-            )
-        elif isinstance(value, str) and _has_user_info(value):
-            yield (
-                keys,
-                f"holds a URL with user info at {_dotted(keys)!r}; remove the 'user:password@' "
-                "part (credentials go in the environment or SYNC_CI_SECRETS_FILE)",
-            )
-
-
-def _toml_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
-    names |= {dict: "a table", list: "an array"}
-    return names.get(type(value), "a date or time")
-
-
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _schema_problems(
-    data: dict[str, Any], schema: dict[str, Any], keys: KeyPath, skip: set[KeyPath]
-) -> Iterator[tuple[KeyPath, str]]:
-    for key, value in data.items():
-        here = (*keys, key)
-        if here in skip:
-            continue
-        expected = schema.get(key)
-        if expected is None:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(schema)}"
-            yield here, f"unknown key {key!r} {_table_name(keys)}; {hint}"
-        elif isinstance(expected, dict):
-            if isinstance(value, dict):
-                yield from _schema_problems(value, expected, here, skip)
-            else:
-                yield here, f"{key} must be a table ([{_dotted(here)}]), not {_toml_type(value)}"
-        elif isinstance(expected, list):
-            if isinstance(value, list) and all(isinstance(item, dict) for item in value):
-                for index, item in enumerate(value):
-                    yield from _schema_problems(item, expected[0], (*here, index), skip)
-            else:
-                yield here, f"{key} must be an array of tables ([[{_dotted(here)}]])"
-        elif not _is_kind(value, expected):
-            yield here, f"{_dotted(here)} must be a {expected}, not {_toml_type(value)}"
-
-
-def check_config_file(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """Parse the TOML settings file; return its data and every problem, each naming file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [f"cannot read config file {path}: {exc}"]
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return {}, [f"config file {path} is not valid TOML: {exc}"]
-    lines = key_lines(text)
-    found = list(_secret_problems(data))
-    skip = {keys for keys, _ in found}
-    found += _schema_problems(data, FILE_SCHEMA, (), skip)
-    for index, item in enumerate(data.get("regions", [])):
-        if isinstance(item, dict):
-            for key in REGION_REQUIRED:
-                if key not in item:
-                    message = (
-                        f"[[regions]] entry {index + 1} needs {key} (each region has name, "
-                        "url and colo, e.g. name = 'sjc', url = 'https://...', colo = 'SJC')"
-                    )
-                    found.append((("regions", index), message))
-    located = sorted((_line_of(lines, keys), message) for keys, message in found)
-    return data, [
-        f"config file {path}{f' line {line}' if line else ''}: {message}"
-        for line, message in located
-    ]
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse the TOML settings file, refusing secrets, unknown keys and wrong types in it."""
-    data, problems = check_config_file(path)
-    if problems:
-        raise SettingsError(problems[0])
-    return data
-
-
-def read_secret(name: str, raw: str, where: str = "environment") -> str:
-    """Strip a secret as read; refuse one with whitespace or control characters inside it.
-
-    The error names the variable and where it came from, never the value.
-    """
-    value = raw.strip()
-    if any(unicodedata.category(ch)[0] in "CZ" for ch in value):
-        raise SettingsError(
-            f"{name} ({where}) has whitespace or a control character inside it; set it again "
-            "without them (the value is not shown)"
-        )
-    return value
-
-
-def read_secrets_file(path: Path) -> dict[str, str]:
-    """Read KEY=VALUE lines from an owner-only file; secret values come back stripped and checked."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"SYNC_CI_SECRETS_FILE {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"SYNC_CI_SECRETS_FILE {path} is not UTF-8 text") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SettingsError(
-            f"secrets file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod 600 {path}"
-        )
-    known = {name for names in SECRET_ENV.values() for name in names}
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise SettingsError(f"secrets file {path} line {number} is not KEY=VALUE")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        if key in known:
-            value = read_secret(key, value, f"secrets file {path} line {number}")
-        values[key] = value
-    return values
-
-
 def _git_sha(cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(
@@ -493,47 +171,6 @@ def _git_sha(cwd: Path | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def _read_secrets(env: Mapping[str, str], problems: list[str]) -> Secrets:
-    """Find each secret: the first of its variables set (environment over SYNC_CI_SECRETS_FILE)."""
-    from_file: dict[str, str] = {}
-    if env.get("SYNC_CI_SECRETS_FILE"):
-        try:
-            from_file = read_secrets_file(Path(env["SYNC_CI_SECRETS_FILE"]))
-        except SettingsError as exc:
-            problems.append(str(exc))
-    found: dict[str, str] = {}
-    for name, variables in SECRET_ENV.items():
-        found[name] = ""
-        for variable in variables:
-            try:
-                value = read_secret(variable, env[variable]) if variable in env else ""
-            except SettingsError as exc:
-                problems.append(str(exc))
-                break
-            value = value or from_file.get(variable, "")
-            if value:
-                found[name] = value
-                break
-    return Secrets(**found)
-
-
-def register_settings_secrets(secrets: Secrets, tenant_id: str) -> None:
-    """Register every secret, the tenant token derived from them and the access key id.
-
-    From then on `sync_ci.redaction` masks each of them in every renderer and error line.
-    """
-    from sync_ci.contract import tenant_token
-
-    values = [getattr(secrets, name) for name in SECRET_ENV if name != "access_key_id"]
-    # A real access key id is 16 to 128 characters (AWS's limits); a shorter one is a local
-    # stand-in such as the sandbox store's "sandbox", and masking it would mask that word.
-    if len(secrets.access_key_id) >= ACCESS_KEY_ID_MIN_LEN:
-        values.append(secrets.access_key_id)
-    if secrets.tenant_secret and tenant_id:
-        values.append(tenant_token(secrets.tenant_secret, tenant_id))
-    register_secrets(value for value in values if value)
 
 
 def resolve_settings(
@@ -558,17 +195,7 @@ def resolve_settings(
     if path:
         data, file_problems = check_config_file(path)
         problems += file_problems
-    values: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for name, (table, key, env_name, default) in PLAIN_KEYS.items():
-        section = data.get(table, {}) if table else data
-        kind = "number" if name in NUMBER_KEYS else "string"
-        if env.get(env_name, "").strip():
-            values[name], sources[name] = env[env_name].strip(), f"env {env_name}"
-        elif isinstance(section, dict) and key in section and _is_kind(section[key], kind):
-            values[name], sources[name] = str(section[key]), f"file {path}"
-        else:
-            values[name], sources[name] = default, "default"
+    values, sources = plain_values(data, path, env)
     if target:
         values["target"], sources["target"] = target, "flag --target"
     chosen: Target = "sandbox"
@@ -580,7 +207,7 @@ def resolve_settings(
             f"use one of: {', '.join(TARGETS)}"
         )
 
-    secrets = _read_secrets(env, problems)
+    secrets = read_secrets(env, problems)
     register_settings_secrets(secrets, values["tenant_id"])
 
     roots = root_problems(values["ci_root"], values["live_root"])
@@ -631,7 +258,7 @@ def resolve_settings(
     runtime, project = _worker_runtime(values, sources, path, problems)
     regions = tuple(_parse_regions(data.get("regions", []), problems))
     state_dir = (
-        Path(values["state_dir"]).expanduser() if values["state_dir"] else _user_state_dir(env)
+        Path(values["state_dir"]).expanduser() if values["state_dir"] else user_state_dir(env)
     )
     mirror_dir = (
         Path(values["mirror_dir"]).expanduser() if values["mirror_dir"] else state_dir / "mirror"

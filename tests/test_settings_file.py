@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci.config import check_config_file, key_lines, load_settings, looks_secret
+from sync_ci.config import load_settings
+from sync_ci.config_file import check_config_file, key_lines, looks_secret
 from sync_ci.errors import SettingsError
 from tests.test_config import run_sync_ci
 

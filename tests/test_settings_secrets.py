@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci.config import SECRET_ENV, load_settings
+from sync_ci.config import load_settings
+from sync_ci.config_env import SECRET_ENV
 from sync_ci.contract import tenant_token
 from sync_ci.errors import SettingsError
 from sync_ci.redaction import redact

@@ -293,7 +293,7 @@ def test_settings_keep_the_secrets_file_and_doctor_checks_the_one_they_loaded(
 def test_a_tenant_presents_its_configured_token_else_one_derived_from_its_secret(
     tmp_path: Path,
 ) -> None:
-    from sync_ci.config import Secrets
+    from sync_ci.config_env import Secrets
     from sync_ci.contract import TENANT_HEADER
     from sync_ci.contract import tenant_token as derive
 

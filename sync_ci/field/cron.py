@@ -35,7 +35,8 @@ def resolve_paths(
     environment: the home is the password database's, the config is searched where the job will
     search it, and every path is checked with that user's permissions.
     """
-    from sync_ci.config import _user_config_dir, _user_state_dir, load_settings
+    from sync_ci.config import load_settings
+    from sync_ci.config_file import user_config_dir, user_state_dir
 
     account = account_for(user)
     own = account.uid == os.geteuid()
@@ -68,7 +69,7 @@ def resolve_paths(
     secrets = str(Path(secrets).expanduser().absolute()) if secrets else ""
     config_file = config or (env.get("SYNC_CI_CONFIG", "") if own else "")
     if not config_file:
-        candidates = (job_cwd / "sync-ci.toml", _user_config_dir(env) / "sync-ci.toml")
+        candidates = (job_cwd / "sync-ci.toml", user_config_dir(env) / "sync-ci.toml")
         config_file = next((str(c) for c in candidates if c.is_file()), "")
     config_file = str(Path(config_file).expanduser().absolute()) if config_file else ""
     if state_dir is None:
@@ -80,7 +81,7 @@ def resolve_paths(
         elif env.get("SYNC_CI_STATE_DIR"):
             state_dir = Path(env["SYNC_CI_STATE_DIR"])
         else:
-            state_dir = _user_state_dir(env)
+            state_dir = user_state_dir(env)
     state = state_dir.expanduser()
     paths = CronPaths(
         exe=str(chosen),

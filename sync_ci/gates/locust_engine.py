@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sync_ci.config import read_secret
+from sync_ci.config_env import read_secret
 from sync_ci.errors import ExitCode, SyncCIError, UsageError
 from sync_ci.gates.locust_plan import (
     ARM_BOUND_S,

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync_ci import contract
-from sync_ci.config import Region, Secrets, Settings, register_settings_secrets
+from sync_ci.config import Region, Settings
+from sync_ci.config_env import Secrets, register_settings_secrets
 from sync_ci.errors import SettingsError, UnreachableError, UsageError, WorkerError
 from sync_ci.sandbox.ready_file import STORE_REGION, SandboxInfo
 

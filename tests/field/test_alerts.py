@@ -210,7 +210,7 @@ def test_worker_down_loses_nothing_and_delivers_oldest_first_once(
 
 
 def test_bad_token_keeps_the_alert_spooled(tenant_settings: Settings) -> None:
-    from sync_ci.config import Secrets
+    from sync_ci.config_env import Secrets
 
     wrong = tenant_settings.with_values(secrets=Secrets(tenant_token="0" * 64))
     result = alerts.send_alert(wrong, "bad-token", budget_s=2.0)

@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from sync_ci.config import Secrets, Settings
+from sync_ci.config import Settings
+from sync_ci.config_env import Secrets
 from sync_ci.field import cron, cron_table, verify
 from tests.field.conftest import REPO, run_cli
 
