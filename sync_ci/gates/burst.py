@@ -1,9 +1,14 @@
-"""The burst client: hand-written HTTP/1.1 on asyncio protocols, every connection open before the start.
+"""The burst client: hand-written HTTP/1.1 on bare sockets, every connection open before the start.
 
 Each request's bytes are built (and checked against the target's write policy) before any
 connection opens; the connections open concurrently; at the start every request is written in one
-pass of the loop, pushes interleaved with installs, and a response is only timestamped and kept
-until the burst is over, when it is parsed and judged. One deadline covers the whole burst.
+tight pass, pushes interleaved with installs, and a response is only timestamped and kept until
+the burst is over, when it is parsed and judged. One deadline covers the whole burst.
+
+Over plain TCP on Linux the pass reads nothing: each answer is stamped with the time the kernel
+received its last byte (SO_TIMESTAMPNS), so answers read after the pass keep their exact latency
+and the pass is the writes alone. Over TLS (asyncio's SSL transports) the pass polls the loop
+every WRITES_BETWEEN_READS writes instead, so answers that came meanwhile are timestamped then.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import contextlib
 import gc
 import socket
 import ssl
+import struct
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from sync_ci.errors import GuardViolation, UsageError
@@ -30,6 +37,20 @@ LAST_CHUNK = b"0\r\n\r\n"
 # No body follows the headers of these answers (RFC 9112 section 6.3).
 BODYLESS = (b" 204", b" 304")
 WRITES_BETWEEN_READS = 64
+# The kernel's receive time of the data a recvmsg returns (a struct timespec of CLOCK_REALTIME);
+# Python names the option from 3.12 only, and Linux numbers it 35 on the common architectures.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else 0)
+STAMP = struct.Struct("@qq")
+READ_SIZE = 65536
+ANCILLARY_SIZE = socket.CMSG_SPACE(STAMP.size)
+
+
+class Writer(Protocol):
+    """Where the start pass writes a request: an asyncio transport or a bare `Link`."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +170,7 @@ class Exchange(asyncio.Protocol):
     """One connection, one request at a time: keep the answer's bytes and when its last byte came."""
 
     __slots__ = (
+        "arrived_ns",
         "body_at",
         "buffer",
         "closed",
@@ -165,6 +187,8 @@ class Exchange(asyncio.Protocol):
         self.body_at = -1
         self.framing = -2
         self.ended_ns = 0
+        # When the bytes being handed to data_received reached the kernel (0: unknown, use now).
+        self.arrived_ns = 0
         self.error = ""
         self.keep = True
         self.closed = False
@@ -216,7 +240,7 @@ class Exchange(asyncio.Protocol):
     def _finish(self, error: str) -> None:
         # Only the time and a count here: the connection is closed when the burst is over, so
         # no close (a syscall and a FIN) sits between one answer and the next one's timestamp.
-        self.ended_ns = time.perf_counter_ns()
+        self.ended_ns = self.arrived_ns or time.perf_counter_ns()
         self.error = error
         self.on_done()
 
@@ -225,9 +249,89 @@ class Exchange(asyncio.Protocol):
         return parse_answer(self.buffer, self.body_at, self.framing)
 
 
-def send(transport: asyncio.Transport, data: bytes) -> None:
+class Link:
+    """A plain-TCP burst connection on a bare nonblocking socket, feeding its `Exchange`.
+
+    A write goes straight to `send` (what the kernel does not take yet is queued for the loop to
+    finish); a read is a `recvmsg` that also returns when the kernel received those bytes, and the
+    exchange timestamps the answer's last byte with that time, however late the loop reads it.
+    """
+
+    __slots__ = ("exchange", "fd", "loop", "offset_ns", "rest", "sock")
+
+    def __init__(
+        self, sock: socket.socket, exchange: Exchange, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.sock, self.exchange, self.loop = sock, exchange, loop
+        self.fd = sock.fileno()
+        self.rest = memoryview(b"")
+        # CLOCK_REALTIME minus perf_counter: turns a kernel stamp into the burst's clock.
+        self.offset_ns = 0
+
+    def write(self, data: bytes) -> None:
+        try:
+            taken = self.sock.send(data)
+        except BlockingIOError:
+            taken = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if taken < len(data):
+            self.rest = memoryview(data)[taken:]
+            self.loop.add_writer(self.fd, self._flush)
+
+    def _flush(self) -> None:
+        try:
+            taken = self.sock.send(self.rest)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self.rest = self.rest[taken:]
+        if not self.rest:
+            self.loop.remove_writer(self.fd)
+
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self.exchange.arrived_ns = kernel_time(ancillary, self.offset_ns)
+        self.exchange.data_received(data)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.exchange.arrived_ns = 0
+        self.exchange.connection_lost(exc)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.fd)
+            self.loop.remove_writer(self.fd)
+            self.sock.close()
+        self.exchange.closed = True
+
+
+def kernel_time(ancillary: Sequence[tuple[int, int, bytes]], offset_ns: int) -> int:
+    """Return the kernel's receive time in a recvmsg's ancillary data (perf_counter ns), or 0."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
+            seconds, nanoseconds = STAMP.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds) - offset_ns
+    return 0
+
+
+def send(writer: Writer, data: bytes) -> None:
     """Hand one request's bytes to the kernel (the whole per-request cost of the start)."""
-    transport.write(data)
+    writer.write(data)
 
 
 def tls_context(origin: Origin) -> ssl.SSLContext | None:
@@ -249,6 +353,83 @@ async def connect(
     except (OSError, ssl.SSLError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:120]}"
     return exchange
+
+
+def bare_socket(address: str) -> socket.socket | None:
+    """Return a nonblocking TCP socket that stamps what it receives, or None where it cannot."""
+    if not SO_TIMESTAMPNS:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports do
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS) != 1:
+            raise OSError("no receive timestamps")
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How the burst opens its connections: bare sockets when `bare` collects them, else
+    asyncio transports (with `tls` when the origin is https)."""
+
+    origin: Origin
+    address: str
+    tls: ssl.SSLContext | None
+    on_done: Callable[[], None]
+    bare: list[Link] | None
+
+    async def bare_one(self, bare: list[Link]) -> Link | str:
+        """Open one plain-TCP connection on a bare socket (kept in `bare`, whose owner closes it)."""
+        loop = asyncio.get_running_loop()
+        sock = bare_socket(self.address)
+        if sock is None:
+            return "OSError: this platform gives no receive timestamps"
+        link = Link(sock, Exchange(self.on_done), loop)
+        bare.append(link)
+        try:
+            await loop.sock_connect(sock, (self.address, self.origin.port))
+        except OSError as exc:
+            return f"{type(exc).__name__}: {str(exc)[:120]}"
+        loop.add_reader(link.fd, link.readable)  # a server dropping it before the start is seen
+        return link
+
+    async def all(
+        self, count: int, deadline_s: float
+    ) -> tuple[list[Exchange | str], list[Writer | None]]:
+        """Open `count` connections at once; return each one's exchange (or why it did not
+        open) and what the start pass writes its request to."""
+        opening: list[Awaitable[Link | Exchange | str]] = [
+            self.bare_one(self.bare)
+            if self.bare is not None
+            else connect(self.origin, self.address, self.tls, self.on_done)
+            for _ in range(count)
+        ]
+        try:
+            opened = list(await asyncio.wait_for(asyncio.gather(*opening), deadline_s))
+        except TimeoutError:
+            return [f"TimeoutError: no connection within {deadline_s:g} s"] * count, [None] * count
+        links = [link.exchange if isinstance(link, Link) else link for link in opened]
+        writers: list[Writer | None] = [
+            link if isinstance(link, Link) else None if isinstance(link, str) else link.transport
+            for link in opened
+        ]
+        return links, writers
+
+
+def stamps_arrivals(origin: Origin, address: str) -> bool:
+    """True when the burst can go over bare sockets that stamp each answer's arrival."""
+    if origin.tls or not address:
+        return False
+    probe = bare_socket(address)
+    if probe is None:
+        return False
+    probe.close()
+    return True
 
 
 async def resolve(origin: Origin, deadline_s: float) -> tuple[str, str]:
@@ -291,48 +472,59 @@ async def fire(
         if pending[0] <= 0:
             all_done.set()
 
-    tls = tls_context(origin)
     address, unresolved = await resolve(origin, deadline_s)
-    if address:
-        opening = [connect(origin, address, tls, one_done) for _ in plan]
-        try:
-            links = list(await asyncio.wait_for(asyncio.gather(*opening), deadline_s))
-        except TimeoutError:
-            links = [f"TimeoutError: no connection within {deadline_s:g} s"] * len(plan)
-    else:
-        links = [unresolved] * len(plan)
-    if ready is not None:
-        ready()  # nothing is in flight: blocking the loop here delays nothing
+    bare = stamps_arrivals(origin, address)
+    tls = None if bare else tls_context(origin)
+    opened: list[Link] = []
+    links: list[Exchange | str] = [unresolved] * len(plan)
+    writers: list[Writer | None] = [None] * len(plan)
     sent = [0] * len(plan)
-    cpu0, wall0 = time.process_time(), time.perf_counter_ns()
-    released = time.perf_counter_ns()
-    for count, index in enumerate(order):
-        if count and count % WRITES_BETWEEN_READS == 0:
-            # Answers already in are timestamped now, not after the last write; when none has
-            # come yet (the spread is below the server's latency) this costs one empty poll.
-            await asyncio.sleep(0)
-        link = links[index]
-        if not isinstance(link, Exchange):
-            one_done()  # never connected
-        elif link.transport is not None and not link.ended_ns:
-            sent[index] = time.perf_counter_ns()
-            send(link.transport, wires[index])
-        # else: the connection ended before the start, and counted itself done then
-    ticker = asyncio.create_task(_tick(progress, pending, len(plan))) if progress else None
+    ticker: asyncio.Task[None] | None = None
     collecting = gc.isenabled()
-    gc.disable()  # a collection mid-burst would stall every answer waiting to be timestamped
     try:
+        if address:
+            connecting = Opening(origin, address, tls, one_done, opened if bare else None)
+            links, writers = await connecting.all(len(plan), deadline_s)
+        for link in links:
+            if not isinstance(link, Exchange):
+                one_done()  # never connected
+        # Bare sockets are read after the pass (their answers carry the kernel's time);
+        # transports are polled during it, so an answer that came meanwhile is timestamped then.
+        pause_every = 0 if bare else WRITES_BETWEEN_READS
+        if ready is not None:
+            ready()  # nothing is in flight: blocking the loop here delays nothing
+        gc.disable()  # a collection mid-burst would stall the writes and the answers' timestamps
+        cpu0, wall0 = time.process_time(), time.perf_counter_ns()
+        offset_ns = time.time_ns() - time.perf_counter_ns()
+        for bare_link in opened:
+            bare_link.offset_ns = offset_ns
+        write = send  # looked up once, after any test replaced it
+        released = time.perf_counter_ns()
+        for count, index in enumerate(order):
+            if pause_every and count and count % pause_every == 0:
+                # Answers already in are timestamped now, not after the last write; when none
+                # has come yet (the spread is below the server's latency) this is one empty poll.
+                await asyncio.sleep(0)
+            writer = writers[index]
+            if writer is not None and not cast("Exchange", links[index]).ended_ns:
+                sent[index] = time.perf_counter_ns()
+                write(writer, wires[index])
+            # else: never connected, or ended before the start and counted itself done then
+        if progress is not None:
+            ticker = asyncio.create_task(_tick(progress, pending, len(plan)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_done.wait(), deadline_s)
+        wall_ns, cpu_s = time.perf_counter_ns() - wall0, time.process_time() - cpu0
     finally:
         if collecting:
             gc.enable()
-    wall_ns, cpu_s = time.perf_counter_ns() - wall0, time.process_time() - cpu0
-    if ticker is not None:
-        ticker.cancel()
-    for link in links:
-        if isinstance(link, Exchange) and link.transport is not None:
-            link.transport.close()
+        if ticker is not None:
+            ticker.cancel()
+        for bare_link in opened:
+            bare_link.close()
+        for writer in writers:
+            if writer is not None:
+                writer.close()
     lag = histogram.new()
     for index, request in enumerate(plan):
         link = links[index]
@@ -349,7 +541,8 @@ async def fire(
         status, body, ray = link.answer()
         problem = tally.judge(request, status, body)
         error = f" ({ray})" if status >= 400 else ""
-        tally.record(request.operation, status, link.ended_ns - sent[index], error, problem)
+        latency = max(link.ended_ns - sent[index], 0)  # a kernel stamp is never before the write
+        tally.record(request.operation, status, latency, error, problem)
     offset = time.time_ns() - time.perf_counter_ns()
     starts = [s for s in sent if s]
     return PhaseOutcome(

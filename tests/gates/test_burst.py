@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -62,6 +63,21 @@ async def serve_raw(answer: Answer, plan: list[PlannedRequest], timeout_s: float
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def against(
+    handle: Handler, client: Callable[[str], Awaitable[PhaseOutcome]], backlog: int = 100
+) -> PhaseOutcome:
+    """Serve `handle` on 127.0.0.1 in this loop while `client(url)` runs; return its outcome."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=backlog)
+    try:
+        return await client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    finally:
+        server.close()
         await server.wait_closed()
 
 
@@ -213,13 +229,11 @@ def test_connections_the_server_drops_before_the_start_are_counted_once() -> Non
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        try:
-            return await burst.fire(installs(256), url, read_only_policy(), timeout_s=30)
-        finally:
-            server.close()
-            await server.wait_closed()
+        return await against(
+            handle,
+            lambda url: burst.fire(installs(256), url, read_only_policy(), timeout_s=30),
+            backlog=1024,
+        )
 
     install = asyncio.run(run()).ops[INSTALL]
     # Each dropped connection is one network error, and the burst still waits for every answer.
@@ -251,13 +265,9 @@ def test_the_open_model_reuses_a_connection_only_when_the_server_keeps_it(close:
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        try:
-            return await burst_open.offer(schedule, url, read_only_policy(), timeout_s=30)
-        finally:
-            server.close()
-            await server.wait_closed()
+        return await against(
+            handle, lambda url: burst_open.offer(schedule, url, read_only_policy(), timeout_s=30)
+        )
 
     phase = asyncio.run(run())
     install = phase.ops[INSTALL]
@@ -273,3 +283,66 @@ def test_the_open_model_refuses_a_push_on_a_read_only_target_before_sending_it()
         asyncio.run(
             burst_open.offer(schedule, "http://127.0.0.1:9", read_only_policy(), timeout_s=5)
         )
+
+
+def stalled_after_first_write(stall_s: float) -> object:
+    """A send hook that blocks the client for `stall_s` after its first write (a slow pass)."""
+    writes = [0]
+
+    def send(writer: burst.Writer, data: bytes) -> None:
+        writer.write(data)
+        writes[0] += 1
+        if writes[0] == 1:
+            time.sleep(stall_s)
+
+    return send
+
+
+@pytest.mark.parametrize("stamped", [True, False], ids=["kernel-stamped", "stamped-when-read"])
+def test_an_answer_read_after_a_slow_pass_keeps_the_time_it_arrived(
+    tiny_worker: TinyWorker, monkeypatch: pytest.MonkeyPatch, stamped: bool
+) -> None:
+    # The Worker answers in 20 ms; the client then does not read for 3 s. With the kernel's
+    # receive stamps the first answer still measures its real latency; without them (the fault
+    # injected: no SO_TIMESTAMPNS) the same run reports the client's own stall as latency.
+    url = str(tiny_worker("--latency-ms", "20")["url"])
+    monkeypatch.setattr(burst, "send", stalled_after_first_write(3.0))
+    if not stamped:
+        monkeypatch.setattr(burst, "SO_TIMESTAMPNS", 0)
+    assert burst.stamps_arrivals(burst.parse_origin(url), "127.0.0.1") is stamped
+    phase = asyncio.run(burst.fire(installs(4), url, read_only_policy(), timeout_s=30))
+    install = phase.ops[INSTALL]
+    assert (install.ok, install.network) == (4, 0), install.first_error
+    slowest_ms = histogram.decode(install.histogram).get_max_value() / 1000
+    assert phase.start_spread_ms >= 3000  # every later write waited for the stall
+    if stamped:
+        assert slowest_ms < 3000  # the first answer came long before the client looked
+    else:
+        assert slowest_ms >= 3000
+
+
+def test_a_request_the_kernel_cannot_take_at_once_is_finished_by_the_loop() -> None:
+    # 8 MB is more than a socket's send and receive buffers hold: the first send takes part of
+    # it and the loop writes the rest as the server reads, before the server answers.
+    body = b"x" * (8 << 20)
+    plan = [PlannedRequest(operation=INSTALL, method="GET", path="/install", headers={}, body=body)]
+    bodies: list[int] = []
+
+    async def run() -> PhaseOutcome:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            bodies.append(len(await reader.readexactly(length)))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(MANIFEST), MANIFEST)
+            )
+            await writer.drain()
+            writer.close()
+
+        return await against(
+            handle, lambda url: burst.fire(plan, url, read_only_policy(), timeout_s=30)
+        )
+
+    install = asyncio.run(run()).ops[INSTALL]
+    assert (install.ok, install.network) == (1, 0), install.first_error
+    assert bodies == [len(body)]
