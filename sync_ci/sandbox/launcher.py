@@ -129,6 +129,7 @@ class Sandbox:
             return
         self._stopped = True
         try:
+            self.store.begin_stop()
             stop_all_groups([self.worker, self.store.process])
         finally:
             try:

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from sync_ci.errors import SettingsError, UnreachableError
-from sync_ci.sandbox.processes import spawn, stop_process_group
+from sync_ci.sandbox.processes import kill_group, spawn, stop_process_group
 
 StoreKind = Literal["moto", "seaweedfs"]
 STORE_KINDS: tuple[StoreKind, ...] = ("moto", "seaweedfs")
@@ -44,9 +45,17 @@ class StoreProcess:
         """The store's process id."""
         return self.process.pid
 
+    def begin_stop(self) -> None:
+        """Signal the store to go, without waiting: moto's bucket lives in its memory only, so
+        there is nothing to flush and it is killed at once (its graceful exit, tearing down an
+        interpreter full of modules, took 0.3-1 s of every smoke); SeaweedFS gets SIGTERM."""
+        if self.process.poll() is None:
+            kill_group(self.process.pid, signal.SIGKILL if self.kind == "moto" else signal.SIGTERM)
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the store's process group (SIGTERM, then SIGKILL after `timeout_s`)."""
+        """Stop the store's process group (moto: SIGKILL; else SIGTERM, SIGKILL after `timeout_s`)."""
         try:
+            self.begin_stop()
             stop_process_group(self.process, timeout_s)
         finally:
             if self.drain is not None:

@@ -380,5 +380,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
 
 
+def exit_served(code: int) -> NoReturn:
+    """End the Worker process once `main` has returned: its listeners are closed and its ready
+    work done, so the interpreter's own tear-down (an interpreter full of aiohttp and botocore,
+    0.3-0.5 s of every sandbox stop) is skipped; only the standard streams are flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_served(main())

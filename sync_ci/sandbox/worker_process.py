@@ -178,7 +178,7 @@ def run_preloaded_worker() -> None:
         os.close(told)
 
     setattr(worker_main, "write_ready_file", write_and_tell)  # noqa: B010  (a module global)
-    sys.exit(worker_main.main(argv))
+    worker_main.exit_served(worker_main.main(argv))
 
 
 def start_worker(
