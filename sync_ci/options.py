@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypedDict
 
 from sync_ci.errors import ExitCode
 
@@ -72,8 +72,10 @@ def within(parse: Callable[[str], float], value: float, flag: str) -> float:
     """
     from sync_ci.errors import UsageError
 
+    # A whole float as argparse was given it ("0", not "0.0"), so the line reads the same.
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     try:
-        return parse(str(value))
+        return parse(text)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"argument {flag}: {exc}") from None
 
@@ -107,6 +109,25 @@ def add_common(parser: argparse.ArgumentParser, *, targets: Sequence[str] = TARG
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+# A run's bound in seconds, the same range for every command that takes `--budget`.
+MAX_BUDGET_S = 86_400
+BUDGET_S = number(float, minimum=0, above=True, maximum=MAX_BUDGET_S, unit="seconds")
+
+
+def add_budget(
+    parser: argparse.ArgumentParser, *, default: float, bounds: str = "run", note: str = ""
+) -> None:
+    """Add `--budget SECONDS` (range BUDGET_S): the bound on the whole `bounds`, then `note`."""
+    parser.add_argument(
+        "--budget",
+        type=BUDGET_S,
+        default=default,
+        metavar="SECONDS",
+        help=f"bound on the whole {bounds}, 0 < SECONDS <= {MAX_BUDGET_S}{note} "
+        "(default %(default)s)",
+    )
+
+
 def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
     """Parse repeated `KEY=VALUE` options; a bad one is a usage error naming the flag."""
     from sync_ci.errors import UsageError
@@ -130,6 +151,19 @@ def outputs(args: argparse.Namespace) -> Outputs:
         getattr(args, "junit_path", None),
         quiet=bool(getattr(args, "quiet", False)),
     )
+
+
+class Common(TypedDict):
+    """What `add_common` parsed, as the keywords every `command()` takes."""
+
+    target: str | None
+    config: str | None
+    outputs: Outputs
+
+
+def common(args: argparse.Namespace) -> Common:
+    """`--target`, `--config` and the report options, for `command(**common(args), ...)`."""
+    return Common(target=args.target, config=args.config, outputs=outputs(args))
 
 
 def report_outputs(

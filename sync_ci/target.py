@@ -3,8 +3,9 @@
 One rule for every suite and gate: on `ci` a preview URL (the PR's own deployment) wins over the
 configured Worker; the regions asked besides the main URL are the configured ones reached
 directly (sandbox: all of its listeners; ci: none, since a preview or local Worker is not the
-production one the regions name). A tenant presents its configured token, else one derived from
-the tenant secret. Which target a command attaches to is `sync_ci.attachment`'s decision.
+production one the regions name). The configured tenant presents its configured token; any other
+tenant a run speaks as (or one with no token configured) one derived from the tenant secret.
+Which target a command attaches to is `sync_ci.attachment`'s decision.
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ def colo_of(settings: Settings, url: str) -> str:
 
 
 def tenant_token(settings: Settings, tenant_id: str) -> str:
-    """The token `tenant_id` presents: the configured one, else derived from the tenant secret."""
-    if settings.secrets.tenant_token:
+    """The token `tenant_id` presents ('' when it has none).
+
+    The configured token belongs to the configured tenant alone; any tenant (a run's own when no
+    tenant id is configured, or the configured one without a token) derives its token from the
+    tenant secret.
+    """
+    if not tenant_id:
+        return ""
+    if tenant_id == settings.tenant_id and settings.secrets.tenant_token:
         return settings.secrets.tenant_token
     if settings.secrets.tenant_secret:
         return contract.tenant_token(settings.secrets.tenant_secret, tenant_id)

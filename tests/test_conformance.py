@@ -12,6 +12,8 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,26 +23,18 @@ import pytest
 from sync_ci import contract, guards
 from sync_ci.attachment import SUITE, open_target
 from sync_ci.config import Settings, load_settings
-from sync_ci.conformance import (
+from sync_ci.conformance import SPEC_PATH, run_conformance, run_smoke_phase
+from sync_ci.conformance_cases import exercise, load_contract
+from sync_ci.conformance_phase import smoke_seed, summarize_phase
+from sync_ci.conformance_probes import (
     CATCHES_MUTANTS,
     PROBE_CHECKS,
     SCHEMA_CHECKS,
-    SPEC_PATH,
-    Credentials,
-    exercise,
     line_fields,
-    load_contract,
-    open_run,
-    request_headers,
-    run_conformance,
-    run_smoke_phase,
     secured_by,
-    send,
-    smoke_seed,
-    summarize_phase,
-    summarize_run,
     wrong_credentials,
 )
+from sync_ci.conformance_run import Credentials, open_run, request_headers, send, summarize_run
 from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableError
 from sync_ci.report import Report, Result, exit_code, make_report
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
@@ -64,58 +58,49 @@ def failing_ids(report: Report) -> list[str]:
 # --- pure ------------------------------------------------------------------------------------------
 
 
+def headers_of(
+    method: str,
+    generated: object,
+    *,
+    secured: str = "",
+    read_root: str = "",
+    write_root: str = "ci/ab/",
+    keep_invalid_root: bool = False,
+) -> dict[str, Any]:
+    """The headers a case generated with `generated` is sent with, under CREDS."""
+    return request_headers(
+        method,
+        generated,
+        secured=secured,
+        credentials=CREDS,
+        read_root=read_root,
+        write_root=write_root,
+        keep_invalid_root=keep_invalid_root,
+    )
+
+
 def test_writes_carry_the_ci_root_and_reads_the_read_root_whatever_was_generated() -> None:
     generated = {contract.ROOT_HEADER: "snappy-os-ci/0000000/", "x-other": "1"}
-    write = request_headers(
-        "POST", generated, secured="tenant", credentials=CREDS, read_root="", write_root="ci/ab/"
-    )
-    assert write == {
+    assert headers_of("POST", generated, secured="tenant") == {
         "x-other": "1",
         contract.ROOT_HEADER: "ci/ab/",
         "x-sync-tenant": "acme",
         "authorization": f"Bearer {'t' * 64}",
     }
-    read = request_headers(
-        "GET", generated, secured="admin", credentials=CREDS, read_root="", write_root="ci/ab/"
-    )
+    read = headers_of("GET", generated, secured="admin")
     assert contract.ROOT_HEADER not in read and read["authorization"] == f"Bearer {'a' * 32}"
     # A read generated with an invalid root header keeps it; a write never does.
     bad = {contract.ROOT_HEADER: "../elsewhere"}
-    kept = request_headers(
-        "GET",
-        bad,
-        secured="",
-        credentials=CREDS,
-        read_root="",
-        write_root="ci/ab/",
-        keep_invalid_root=True,
-    )
+    kept = headers_of("GET", bad, keep_invalid_root=True)
     assert kept[contract.ROOT_HEADER] == "../elsewhere"
-    write = request_headers(
-        "POST",
-        bad,
-        secured="",
-        credentials=CREDS,
-        read_root="",
-        write_root="ci/ab/",
-        keep_invalid_root=True,
-    )
-    assert write[contract.ROOT_HEADER] == "ci/ab/"
+    assert headers_of("POST", bad, keep_invalid_root=True)[contract.ROOT_HEADER] == "ci/ab/"
     # An empty value never reaches the Worker as generated: the run's own root goes instead.
-    empty = request_headers(
-        "GET",
-        {contract.ROOT_HEADER: ""},
-        secured="",
-        credentials=CREDS,
-        read_root="ci/ab/",
-        write_root="ci/ab/",
-        keep_invalid_root=True,
+    empty = headers_of(
+        "GET", {contract.ROOT_HEADER: ""}, read_root="ci/ab/", keep_invalid_root=True
     )
     assert empty[contract.ROOT_HEADER] == "ci/ab/"
     # A negative case may bring no header mapping at all.
-    assert request_headers(
-        "GET", None, secured="", credentials=CREDS, read_root="r/", write_root="w/"
-    ) == {contract.ROOT_HEADER: "r/"}
+    assert headers_of("GET", None, read_root="r/", write_root="w/") == {contract.ROOT_HEADER: "r/"}
 
 
 def test_wrong_credentials_keep_a_valid_tenant_with_a_wrong_token() -> None:
@@ -161,12 +146,22 @@ def bucket_keys(sandbox: Sandbox) -> set[str]:
     return {item.key for item in store.list("")}
 
 
+@contextmanager
+def writes_only_under(sandbox: Sandbox, prefix: str) -> Iterator[set[str]]:
+    """Yield the set of keys written meanwhile (filled on exit): some, and each under `prefix`."""
+    before = bucket_keys(sandbox)
+    written: set[str] = set()
+    yield written
+    written.update(bucket_keys(sandbox) - before)
+    assert written and all(key.startswith(prefix) for key in written), written
+
+
 @pytest.mark.slow
 def test_the_reference_worker_conforms_and_writes_only_under_the_ci_prefix(
     sandbox: Sandbox, sandbox_settings: Settings
 ) -> None:
-    before = bucket_keys(sandbox)
-    report = run_conformance(sandbox_settings, max_examples=4, seed=11)
+    with writes_only_under(sandbox, sandbox_settings.ci_prefix):  # the pushes' and alerts' copies
+        report = run_conformance(sandbox_settings, max_examples=4, seed=11)
     assert report.ok, [(r.id, r.detail) for r in report.failing()]
     assert report.extra["seed"] == 11 and report.extra["cases"] > 50
     ids = {r.id for r in report.results}
@@ -174,9 +169,6 @@ def test_the_reference_worker_conforms_and_writes_only_under_the_ci_prefix(
         assert f"conformance:{label}" in ids
     pushes = next(r for r in report.results if r.id == "conformance:POST /_push")
     assert pushes.observed["statuses"].get("201"), pushes.detail  # real credentials were used
-    written = bucket_keys(sandbox) - before
-    assert written, "the pushes and alerts wrote their copies"
-    assert all(key.startswith(sandbox_settings.ci_prefix) for key in written), written
 
 
 @pytest.mark.slow
@@ -211,13 +203,10 @@ def test_on_ci_every_write_goes_under_the_ci_prefix(
     sandbox: Sandbox, sandbox_settings: Settings
 ) -> None:
     ci = sandbox_settings.with_values(target="ci", preview_url="")
-    before = bucket_keys(sandbox)
     # A reference Worker of its own over the CI prefix, as the PR workflow gets without a preview.
-    with open_target(ci, SUITE) as attached:
+    with writes_only_under(sandbox, ci.ci_prefix), open_target(ci, SUITE) as attached:
         report = run_conformance(attached, max_examples=3, seed=9)
     assert report.ok, [(r.id, r.detail) for r in report.failing()]
-    written = bucket_keys(sandbox) - before
-    assert written and all(key.startswith(ci.ci_prefix) for key in written), written
 
 
 @pytest.mark.slow
@@ -300,6 +289,35 @@ def test_bad_input_is_one_line_and_exit_2(
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sync-ci: error: ") and needle in lines[0]
+
+
+TYPED_LIMITS: dict[str, tuple[dict[str, Any], str]] = {
+    "--max-examples": ({"max_examples": 0}, "0"),
+    "--budget": ({"budget_s": 0.0}, "0"),
+    "--seed": ({"seed": 2**64}, str(2**64)),
+}
+
+
+@pytest.mark.parametrize("flag", TYPED_LIMITS)
+def test_a_typed_call_out_of_range_is_argparses_line_before_anything_attaches(
+    flag: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An invoke task's value is checked by the option's own range, before settings or a target."""
+    from sync_ci import cli
+    from sync_ci.conformance import command
+    from sync_ci.options import report_outputs
+
+    values, text = TYPED_LIMITS[flag]
+    assert cli.main(["conformance", flag, text]) == 2
+    expected = capsys.readouterr().err.strip()
+    # Settings that cannot load: the range is refused first, so nothing was resolved or started.
+    missing = str(tmp_path / "missing.toml")
+    code = cli.call(
+        lambda: command(target="ci", config=missing, outputs=report_outputs(), **values)
+    )
+    got = capsys.readouterr().err.strip()
+    assert code == 2 and got.startswith("sync-ci: error: argument ")
+    assert expected == f"{got} (see `sync-ci conformance --help`)"
 
 
 # --- each schema-visible mutant is caught by conformance alone --------------------------------------
@@ -511,16 +529,17 @@ def test_the_smokes_phase_on_ci_passes_and_writes_only_under_the_ci_prefix(
     sandbox: Sandbox, sandbox_settings: Settings
 ) -> None:
     ci = sandbox_settings.with_values(target="ci", preview_url="")
-    before = bucket_keys(sandbox)
-    with open_target(ci, SUITE) as attached, open_smoke(attached, mode="write") as smoke_run:
+    with (
+        writes_only_under(sandbox, ci.ci_prefix) as written,
+        open_target(ci, SUITE) as attached,
+        open_smoke(attached, mode="write") as smoke_run,
+    ):
         smoke_run.conformance_budget_s = 600.0
         seeded = [run_one(smoke_run, name)[0] for name in ("preflight", "seed")]
         row, _cells = run_one(smoke_run, "conformance")
     assert [r.status for r in seeded] == ["pass", "pass"], seeded
     assert row.status == "pass", row.detail
     assert row.observed["cases"] > 0 and row.observed["seed"] == smoke_seed(ci.sha)
-    written = bucket_keys(sandbox) - before
-    assert written and all(key.startswith(ci.ci_prefix) for key in written), written
     tenants = [k for k in written if "/tenants/" in k or "/_alerts/" in k]
     assert tenants, "the phase's generated pushes and alerts landed, under the CI prefix"
 

@@ -116,7 +116,7 @@ def test_the_prose_points_to_the_openapi_document() -> None:
 
 
 def test_the_document_is_valid_openapi_that_schemathesis_loads() -> None:
-    from sync_ci.conformance import load_contract, operations
+    from sync_ci.conformance_cases import load_contract, operations
 
     schema = load_contract(SPEC)
     labels = {operation.label for operation in operations(schema, read_only=False)}

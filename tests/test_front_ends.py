@@ -327,6 +327,8 @@ INVOKE_USAGE = [
         ["conformance", "--max-examples", "0"],
         "--max-examples",
     ),
+    (["conformance", "--budget", "0"], ["conformance", "--budget", "0"], "--budget"),
+    (["conformance", "--seed", "-5"], ["conformance", "--seed", "-5"], "--seed"),
     (["gates.load", "--target", "live"], ["gate", "load", "--target", "live"], "--target"),
     (
         ["gates.load", "--threshold", "load.5xx=-1"],

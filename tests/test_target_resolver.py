@@ -315,3 +315,53 @@ def test_a_tenant_presents_its_configured_token_else_one_derived_from_its_secret
     with pytest.raises(UsageError) as caught:
         target.tenant_headers(derived.with_values(tenant_id=""))
     assert str(caught.value) == "no tenant id: set [tenant] id in sync-ci.toml or SYNC_CI_TENANT_ID"
+
+
+SECRET, TOKEN = "s" * 64, "t" * 64
+DERIVED = "derived from the secret"
+# (configured tenant id, secrets, the tenant a run speaks as, the token it presents)
+TENANT_TOKENS = {
+    "the configured tenant with its token": ("acme", {"tenant_token": TOKEN}, "acme", TOKEN),
+    "the configured tenant's token wins over the secret": (
+        "acme",
+        {"tenant_token": TOKEN, "tenant_secret": SECRET},
+        "acme",
+        TOKEN,
+    ),
+    "the configured tenant with only a secret": (
+        "acme",
+        {"tenant_secret": SECRET},
+        "acme",
+        DERIVED,
+    ),
+    "another tenant with a secret": (
+        "acme",
+        {"tenant_token": TOKEN, "tenant_secret": SECRET},
+        "conformance",
+        DERIVED,
+    ),
+    "a run's own tenant when none is configured": (
+        "",
+        {"tenant_token": TOKEN, "tenant_secret": SECRET},
+        "conformance",
+        DERIVED,
+    ),
+    "another tenant with only a token": ("acme", {"tenant_token": TOKEN}, "other", ""),
+    "a run's own tenant with only a token": ("", {"tenant_token": TOKEN}, "smoke", ""),
+    "nothing configured": ("acme", {}, "acme", ""),
+    "no tenant asked": ("", {"tenant_token": TOKEN, "tenant_secret": SECRET}, "", ""),
+}
+
+
+@pytest.mark.parametrize("case", TENANT_TOKENS)
+def test_a_configured_token_is_the_configured_tenants_alone(case: str, tmp_path: Path) -> None:
+    """One rule for every run: the smoke's and conformance's own tenants derive, never borrow."""
+    from sync_ci.config_env import Secrets
+    from sync_ci.contract import tenant_token as derive
+
+    configured, secrets, asked, expected = TENANT_TOKENS[case]
+    base = load_settings(target="live", env=_remote_env(tmp_path))
+    settings = base.with_values(tenant_id=configured, secrets=Secrets(**secrets))
+    if expected == DERIVED:
+        expected = derive(SECRET, asked)
+    assert target.tenant_token(settings, asked) == expected
