@@ -1,4 +1,4 @@
-"""Burst benchmark: the gate's client beside hey, ab and wrk against ONE fixed-latency server.
+"""Burst benchmark: the gate's client beside hey, ab, wrk and the C floor against ONE fixed server.
 
 The server is a small C program (compiled here with the system's cc) that answers every request
 exactly `--latency-ms` after its last byte arrived, on one epoll loop with a timer, so it is never
@@ -7,6 +7,13 @@ GET /install + 100 POST /_push of 10 KB (and 10x that), as two concurrent stream
 mix methods; the table shows latency added over the fixed delay, p95, start spread, and each
 figure as a ratio to ab's in the same run, against the targets (<= 2x ab, spread < 50 ms).
 The stub answers a push with a fixed body, so push answers are not checked here, only timed.
+
+The "C floor" rows are the platform's limit for what the gate's client does, measured in the same
+run: a small C client (also compiled here) that sends the gate's own pre-encoded request bytes, in
+the gate's send order, over connections all opened before the start, one write per connection in
+one tight loop, P processes forked before connecting and released at one CLOCK_MONOTONIC instant.
+Its spread is the gate's: first to last request write, across every process. The gate's spread is
+shown as a ratio to the floor with the same number of processes.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import math
 import secrets
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,9 +35,9 @@ from functools import partial
 from pathlib import Path
 
 from sync_ci.contract import ROOT_HEADER
-from sync_ci.gates import histogram, load
+from sync_ci.gates import burst, histogram, load
 from sync_ci.gates.http import push_policy
-from sync_ci.gates.scenario import LoadScenario, push_request
+from sync_ci.gates.scenario import PUSH, LoadScenario, plan_burst, push_request
 
 HANG_S = 300
 SIGNING = "bench-tenant-signing"  # the stub checks no token
@@ -197,6 +205,223 @@ int main(int argc, char **argv) {
 """
 
 
+FLOOR_C = r"""
+/* The platform's floor for the burst: what the gate's client does, in C, at its physical limit.
+   usage: floor PORT PROCESSES WIRES OUT MODE   (MODE: write | send)
+   WIRES holds every request pre-encoded, in send order: u32 count, then per request u8 kind
+   (0 install, 1 push), u32 length, bytes. Process p (of P, forked before connecting) owns requests
+   p, p+P, ...: it opens all its connections (nonblocking, every one established before the
+   start), waits for the shared start deadline (CLOCK_MONOTONIC, sent by the parent once every
+   process is ready), then writes each request on its own socket in one tight loop, taking the
+   time just before each write (as the gate does), and then collects every answer's last byte.
+   OUT.p gets: "first_ns last_ns partial_writes unanswered pass_cpu_ns", then per request
+   "kind latency_us" (-1 when it failed). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct req { unsigned char kind; uint32_t len; char *data; int fd; size_t off; long long sent, done;
+             char *in; size_t got, cap; long need; int failed; };
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void die(const char *what) { perror(what); exit(3); }
+
+/* Return 1 when r->in holds one whole answer (headers and the content-length body). */
+static int complete(struct req *r) {
+    if (r->need < 0) {
+        r->in[r->got] = 0;
+        char *end = strstr(r->in, "\r\n\r\n");
+        if (!end) return 0;
+        char *cl = strcasestr(r->in, "\r\ncontent-length:");
+        r->need = (long)(end - r->in) + 4 + (cl && cl < end ? strtol(cl + 17, NULL, 10) : 0);
+    }
+    return (long)r->got >= r->need;
+}
+
+static int child(struct req *reqs, size_t n, int port, int ready, int start_fd, const char *out,
+                 int use_send) {
+    int ep = epoll_create1(0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    for (size_t i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (fd < 0) die("socket");
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as asyncio sets it */
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) die("connect");
+        reqs[i].fd = fd;
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    struct epoll_event evs[1024];
+    size_t open = 0;
+    long long give_up = now_ns() + 60000000000LL;
+    while (open < n) {
+        int k = epoll_wait(ep, evs, 1024, 1000);
+        for (int j = 0; j < k; j++) {
+            struct req *r = &reqs[evs[j].data.u64];
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            if (err) r->failed = 1;
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = evs[j].data.u64};
+            epoll_ctl(ep, EPOLL_CTL_MOD, r->fd, &ev);
+            open++;
+        }
+        if (now_ns() > give_up) { fprintf(stderr, "floor: connections not open in 60 s\n"); return 3; }
+    }
+    if (write(ready, "r", 1) != 1) die("ready");
+    long long start;
+    if (read(start_fd, &start, sizeof start) != sizeof start) die("start");
+    struct timespec at = {start / 1000000000LL, start % 1000000000LL};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR) {}
+    int partial = 0;
+    struct timespec cpu0, cpu1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
+    for (size_t i = 0; i < n; i++) {
+        struct req *r = &reqs[i];
+        if (r->failed) continue;
+        r->sent = now_ns();
+        ssize_t w = use_send ? send(r->fd, r->data, r->len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                             : write(r->fd, r->data, r->len);
+        if (w < 0 && errno != EAGAIN) { r->failed = 1; continue; }
+        r->off = w < 0 ? 0 : (size_t)w;
+        if (r->off < r->len) {
+            partial++;
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = i};
+            epoll_ctl(ep, EPOLL_CTL_MOD, r->fd, &ev);
+        }
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    long long pass_cpu = (cpu1.tv_sec - cpu0.tv_sec) * 1000000000LL + cpu1.tv_nsec - cpu0.tv_nsec;
+    long long first = 0, last = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!reqs[i].sent) continue;
+        if (!first || reqs[i].sent < first) first = reqs[i].sent;
+        if (reqs[i].sent > last) last = reqs[i].sent;
+    }
+    size_t waiting = 0;
+    for (size_t i = 0; i < n; i++) waiting += !reqs[i].failed;
+    give_up = now_ns() + 60000000000LL;
+    char chunk[65536];
+    while (waiting) {
+        int k = epoll_wait(ep, evs, 1024, 1000);
+        long long t = now_ns();
+        for (int j = 0; j < k; j++) {
+            struct req *r = &reqs[evs[j].data.u64];
+            if (r->done || r->failed) continue;
+            if ((evs[j].events & EPOLLOUT) && r->off < r->len) {
+                ssize_t w = send(r->fd, r->data + r->off, r->len - r->off, MSG_NOSIGNAL);
+                if (w > 0) r->off += (size_t)w;
+                if (r->off == r->len) {
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = evs[j].data.u64};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, r->fd, &ev);
+                }
+            }
+            if (!(evs[j].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+            ssize_t got = recv(r->fd, chunk, sizeof chunk, 0);
+            if (got <= 0) {
+                if (got < 0 && errno == EAGAIN) continue;
+                r->failed = 1;
+                waiting--;
+                continue;
+            }
+            if (r->got + (size_t)got + 1 > r->cap) {
+                r->cap = (r->got + (size_t)got + 1) * 2;
+                r->in = realloc(r->in, r->cap);
+            }
+            memcpy(r->in + r->got, chunk, (size_t)got);
+            r->got += (size_t)got;
+            if (complete(r)) { r->done = t; waiting--; }
+        }
+        if (t > give_up) break;
+    }
+    FILE *f = fopen(out, "w");
+    if (!f) die(out);
+    fprintf(f, "%lld %lld %d %zu %lld\n", first, last, partial, waiting, pass_cpu);
+    for (size_t i = 0; i < n; i++) {
+        struct req *r = &reqs[i];
+        fprintf(f, "%d %lld\n", r->kind, r->done && !r->failed ? (r->done - r->sent) / 1000 : -1LL);
+    }
+    fclose(f);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) { fprintf(stderr, "usage: floor PORT PROCESSES WIRES OUT write|send\n"); return 2; }
+    int port = atoi(argv[1]), procs = atoi(argv[2]), use_send = strcmp(argv[5], "send") == 0;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    FILE *f = fopen(argv[3], "rb");
+    if (!f) die(argv[3]);
+    uint32_t count;
+    if (fread(&count, 4, 1, f) != 1) die("wires");
+    struct req *all = calloc(count, sizeof *all);
+    for (uint32_t i = 0; i < count; i++) {
+        all[i].need = -1;
+        if (fread(&all[i].kind, 1, 1, f) != 1 || fread(&all[i].len, 4, 1, f) != 1) die("wires");
+        all[i].data = malloc(all[i].len);
+        if (fread(all[i].data, 1, all[i].len, f) != all[i].len) die("wires");
+    }
+    fclose(f);
+    if (procs < 1 || procs > 256) { fprintf(stderr, "floor: PROCESSES must be 1..256\n"); return 2; }
+    pid_t parent = getpid();
+    int ready[2], start[2];
+    if (pipe(ready) || pipe(start)) die("pipe");
+    for (int p = 0; p < procs; p++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            size_t n = 0;
+            for (uint32_t i = (uint32_t)p; i < count; i += (uint32_t)procs) all[n++] = all[i];
+            char out[4096];
+            snprintf(out, sizeof out, "%s.%d", argv[4], p);
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the bench that started it */
+            if (getppid() != parent) _exit(3);
+            _exit(child(all, n, port, ready[1], start[0], out, use_send));
+        }
+    }
+    for (int p = 0; p < procs; p++) {
+        char c;
+        if (read(ready[0], &c, 1) != 1) { fprintf(stderr, "floor: a process never got ready\n"); return 3; }
+    }
+    long long at = now_ns() + 5000000LL; /* every process sleeps to the same instant */
+    long long deadlines[256];
+    for (int p = 0; p < procs; p++) deadlines[p] = at;
+    if (write(start[1], deadlines, sizeof(long long) * (size_t)procs) < 0) die("go");
+    int worst = 0;
+    for (int p = 0; p < procs; p++) {
+        int status;
+        wait(&status);
+        if (!WIFEXITED(status) || WEXITSTATUS(status)) worst = 3;
+    }
+    return worst;
+}
+"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     """One burst as one client saw it (latencies in ms, spread NaN where the client cannot tell)."""
@@ -226,18 +451,26 @@ def _run(install_us: Sequence[int], push_us: Sequence[int], spread_ms: float, ba
     )
 
 
-def start_server(workdir: Path, latency_ms: int) -> tuple[subprocess.Popen[str], str] | str:
-    """Compile and start the fixed-latency server; return (process, url) or why it cannot run."""
+def compile_c(workdir: Path, name: str, source: str) -> Path | str:
+    """Compile one C program with the system's cc; return the binary or why it cannot be built."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        return "could not measure anything: cc not installed (apt-get install -y gcc)"
-    source, binary = workdir / "fixed_latency.c", workdir / "fixed_latency"
-    source.write_text(SERVER_C, encoding="utf-8")
+        return "cc not installed (apt-get install -y gcc)"
+    code, binary = workdir / f"{name}.c", workdir / name
+    code.write_text(source, encoding="utf-8")
     built = subprocess.run(
-        [cc, "-O2", "-o", str(binary), str(source)], capture_output=True, text=True, check=False
+        [cc, "-O2", "-o", str(binary), str(code)], capture_output=True, text=True, check=False
     )
     if built.returncode:
-        return f"could not measure anything: the server did not compile: {built.stderr[-300:]}"
+        return f"{name}.c did not compile: {built.stderr[-300:]}"
+    return binary
+
+
+def start_server(workdir: Path, latency_ms: int) -> tuple[subprocess.Popen[str], str] | str:
+    """Compile and start the fixed-latency server; return (process, url) or why it cannot run."""
+    binary = compile_c(workdir, "fixed_latency", SERVER_C)
+    if isinstance(binary, str):
+        return f"could not measure anything: {binary}"
     server = subprocess.Popen(
         [str(binary), str(latency_ms)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
     )
@@ -269,6 +502,57 @@ def run_sync_ci(url: str, size: int, processes: int) -> Run:
         spread_ms=phase.start_spread_ms,
         failures=bad,
     )
+
+
+def write_wires(url: str, size: int, path: Path) -> None:
+    """Write the gate's burst as the gate puts it on the wire (encoded and policy-checked by
+    `burst.encode_request`, in `burst.send_order`) for the C floor: u32 count, then per request
+    u8 kind (1 push), u32 length, bytes."""
+    plan = plan_burst(scenario(size), SIGNING)
+    policy = push_policy(f"{CI_ROOT}{secrets.token_hex(4)}/")
+    origin = burst.parse_origin(url)
+    out = bytearray(struct.pack("=I", len(plan)))
+    for index in burst.send_order(plan):
+        wire = burst.encode_request(plan[index], origin, policy)
+        out += struct.pack("=BI", plan[index].operation == PUSH, len(wire)) + wire
+    path.write_bytes(out)
+
+
+def run_floor(binary: Path, url: str, size: int, processes: int, workdir: Path, mode: str) -> Run:
+    """The C floor: the gate's bytes, written at the platform's limit by `processes` processes."""
+    wires, out = workdir / f"wires-{size}", workdir / "floor-out"
+    if not wires.exists():
+        write_wires(url, size, wires)
+    port = url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [str(binary), port, str(processes), str(wires), str(out), mode],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        check=False,
+    )
+    if done.returncode:
+        print(f"C floor failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    firsts, lasts, bad = [], [], 0
+    latency: dict[int, list[int]] = {0: [], 1: []}
+    for part in range(processes):
+        path = out.with_name(f"{out.name}.{part}")
+        if not path.exists():
+            bad += (1100 * size) // processes
+            continue
+        head, *rows = path.read_text(encoding="utf-8").splitlines()
+        first, last, _, _, _ = (int(v) for v in head.split())
+        firsts.append(first)
+        lasts.append(last)
+        for row in rows:
+            kind, micros = (int(v) for v in row.split())
+            if micros < 0:
+                bad += 1
+            else:
+                latency[kind].append(micros)
+        path.unlink()
+    spread = (max(lasts) - min(firsts)) / 1e6 if firsts else math.inf
+    return _run(latency[0], latency[1], spread, bad)
 
 
 def _push_files(workdir: Path) -> tuple[Path, dict[str, str]]:
@@ -518,7 +802,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1,10", help="burst multiples (1 = 1,100 requests)")
     parser.add_argument("--processes", type=int, default=2, help="the spread client's processes")
     parser.add_argument("--wrk-seconds", type=float, default=3.0)
-    parser.add_argument("--rates", default="500,1000,2000,4000", help="open-model steps (/s)")
+    parser.add_argument(
+        "--rates", default="500,1000,2000,4000", help="open-model steps (/s); '' skips them"
+    )
+    parser.add_argument(
+        "--floor-write",
+        choices=("write", "send"),
+        default="write",
+        help="the C floor's call: write(2), or send(2) with MSG_DONTWAIT",
+    )
     args = parser.parse_args([] if argv is None else argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     load.ensure_descriptors(1200 * max(sizes) + load.DESCRIPTOR_MARGIN)
@@ -530,15 +822,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(started)
             return 3
         server, url = started
+        floor = compile_c(Path(tmp), "floor", FLOOR_C)
+        if isinstance(floor, str):
+            print(f"could not measure the C floor: {floor}")
         try:
             for size in sizes:
+                work = Path(tmp)
                 clients: dict[str, Callable[[], Run]] = {
                     "sync-ci": partial(run_sync_ci, url, size, 1),
                     f"sync-ci --processes {args.processes}": partial(
                         run_sync_ci, url, size, args.processes
                     ),
                 }
-                work = Path(tmp)
+                if not isinstance(floor, str):
+                    for count in (1, args.processes):
+                        clients[floor_name(count)] = partial(
+                            run_floor, floor, url, size, count, work, args.floor_write
+                        )
                 if tools["hey"]:
                     clients["hey (2 processes)"] = partial(run_hey, tools["hey"], url, size, work)
                 if tools["ab"]:
@@ -553,11 +853,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name, client in clients.items():
                         runs[name].append(client())
                 failures += _print_table(size, args, runs, tools)
-            open_model_ceiling(url, [float(r) for r in args.rates.split(",")], 1.0)
+            if args.rates:
+                open_model_ceiling(url, [float(r) for r in args.rates.split(",")], 1.0)
         finally:
             server.terminate()
             server.wait(timeout=10)
     return 1 if failures else 0
+
+
+def floor_name(processes: int) -> str:
+    """The C floor's row name with `processes` processes."""
+    return f"C floor ({processes} process{'es' if processes > 1 else ''})"
 
 
 def _print_table(
@@ -579,6 +885,7 @@ def _print_table(
         "start spread",
         "p50 added / ab",
         "p95 added / ab",
+        "spread / C floor",
         "failed",
     )
     print("| " + " | ".join(header) + " |")
@@ -587,7 +894,12 @@ def _print_table(
     ab_p50 = _median(ab, "install_p50") - fixed if ab else math.nan
     ab_p95 = _median(ab, "install_p95") - fixed if ab else math.nan
     failed = 0
+    floors = {
+        "sync-ci": floor_name(1),
+        f"sync-ci --processes {args.processes}": floor_name(args.processes),
+    }
     for name, measured in runs.items():
+        c_floor = runs.get(floors.get(name, ""))
         p50 = _median(measured, "install_p50") - fixed
         p95 = _median(measured, "install_p95")
         bad = sum(r.failures for r in measured)
@@ -602,6 +914,9 @@ def _print_table(
             else "-",
             _ratio(p50, ab_p50),
             _ratio(p95 - fixed, ab_p95),
+            _ratio(_median(measured, "spread_ms"), _median(c_floor, "spread_ms"))
+            if c_floor
+            else "-",
             str(bad),
         )
         print("| " + " | ".join(cells) + " |")
@@ -624,6 +939,13 @@ def _print_table(
         p50 = _median(runs[name], "install_p50") - fixed
         p95 = _median(runs[name], "install_p95") - fixed
         spread = _median(runs[name], "spread_ms")
+        c_floor = runs.get(floors[name])
+        if c_floor:
+            least = _median(c_floor, "spread_ms")
+            print(
+                f"{name}: spread {spread:.0f} ms, {spread - least:+.0f} ms over the platform's "
+                f"floor ({floors[name]}: {least:.0f} ms)"
+            )
         verdicts = [
             ("added p50 <= 2x ab", p50 <= TARGET_RATIO * ab_p50),
             ("added p95 <= 2x ab", p95 <= TARGET_RATIO * ab_p95),

@@ -491,14 +491,15 @@ async def fire(
         # Bare sockets are read after the pass (their answers carry the kernel's time);
         # transports are polled during it, so an answer that came meanwhile is timestamped then.
         pause_every = 0 if bare else WRITES_BETWEEN_READS
-        if ready is not None:
-            ready()  # nothing is in flight: blocking the loop here delays nothing
-        gc.disable()  # a collection mid-burst would stall the writes and the answers' timestamps
-        cpu0, wall0 = time.process_time(), time.perf_counter_ns()
+        # Before the start signal, so nothing per connection runs between it and the first write.
         offset_ns = time.time_ns() - time.perf_counter_ns()
         for bare_link in opened:
             bare_link.offset_ns = offset_ns
         write = send  # looked up once, after any test replaced it
+        if ready is not None:
+            ready()  # nothing is in flight: blocking the loop here delays nothing
+        gc.disable()  # a collection mid-burst would stall the writes and the answers' timestamps
+        cpu0, wall0 = time.process_time(), time.perf_counter_ns()
         released = time.perf_counter_ns()
         for count, index in enumerate(order):
             if pause_every and count and count % pause_every == 0:
