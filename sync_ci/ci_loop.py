@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +16,11 @@ from sync_ci.alert_files import AlertDirError, AlertFile
 from sync_ci.config import Settings, load_settings
 from sync_ci.errors import ExitCode, LockBusy
 from sync_ci.locks import LockUnavailable, hold_lock, lock_path
+from sync_ci.options import BUDGET_S, within
 from sync_ci.redaction import clean
 from sync_ci.report import Report
 from sync_ci.report_emit import Outputs
 
-DEFAULT_ALERTS_DIR = alert_files.DEFAULT_DIR
 DEFAULT_BUDGET_S = 900.0
 NEXT_STEPS = (
     "Open the failing phase's detail above; a cf-ray id names the edge request for a support ticket.",
@@ -41,14 +40,6 @@ class PassOutcome:
     history_problem: str = ""
 
 
-timestamp = alert_files.timestamp
-
-
-def pass_lock(path: Path) -> AbstractContextManager[None]:
-    """Hold the ci-loop lock on `path` (the one lock, from sync_ci.locks)."""
-    return hold_lock(path, "ci-loop")
-
-
 def render_alert(report: Report, settings: Settings, now: datetime) -> str:
     """Return the markdown of a sync-degraded alert file."""
     from sync_ci.report_markdown import render_markdown
@@ -56,7 +47,7 @@ def render_alert(report: Report, settings: Settings, now: datetime) -> str:
     failing = ", ".join(r.id.removeprefix("phase:") for r in report.failing()) or "unknown"
     return render_markdown(
         report,
-        title=f"Sync degraded: {failing} ({timestamp(now)})",
+        title=f"Sync degraded: {failing} ({alert_files.timestamp(now)})",
         next_steps=(
             f"Target `{settings.target}`, root `{report.extra.get('root', settings.live_root)}`, "
             f"sync-ci {__version__}.",
@@ -68,17 +59,17 @@ def render_alert(report: Report, settings: Settings, now: datetime) -> str:
 def render_recovery(report: Report, previous: AlertFile, now: datetime) -> str:
     """Return the markdown of a recovery note."""
     return (
-        f"# Sync recovered ({timestamp(now)})\n\n"
+        f"# Sync recovered ({alert_files.timestamp(now)})\n\n"
         f"The read-only smoke against `{report.target}` passed again "
         f"({report.counts['pass']} phases in {report.duration_s:.2f} s).\n\n"
-        f"Last failure: {timestamp(previous.at)}, alert file `{previous.path.name}`.\n"
+        f"Last failure: {alert_files.timestamp(previous.at)}, alert file `{previous.path.name}`.\n"
     )
 
 
 def render_not_run(reason: str, now: datetime) -> str:
     """Return the markdown of the alert written when a pass could not run at all."""
     return (
-        f"# Sync degraded: ci-loop could not run ({timestamp(now)})\n\n"
+        f"# Sync degraded: ci-loop could not run ({alert_files.timestamp(now)})\n\n"
         f"{clean(reason)}\n\n"
         "Nothing was measured: fix the path named above; the next pass runs as usual.\n"
     )
@@ -168,6 +159,7 @@ def command(
     from sync_ci.report_emit import write_outputs
     from sync_ci.report_text import render_table
 
+    budget_s = within(BUDGET_S, budget_s, "--budget")  # as argparse checks it, for any caller
     settings = load_settings(config=config, target=target)
     now = now or datetime.now(UTC)
     preflight(alerts_dir)
@@ -212,7 +204,7 @@ def command(
 
 def add_parser(sub: Any) -> None:
     """Register `sync-ci ci-loop`."""
-    from sync_ci.options import add_common, number
+    from sync_ci.options import add_budget, add_common
 
     parser = sub.add_parser(
         "ci-loop",
@@ -226,24 +218,18 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--alerts-dir",
         type=Path,
-        default=DEFAULT_ALERTS_DIR,
+        default=alert_files.DEFAULT_DIR,
         metavar="DIR",
         help="where alert files and the pass history go (default %(default)s)",
     )
-    parser.add_argument(
-        "--budget",
-        type=number(float, minimum=0, above=True, maximum=86_400, unit="seconds"),
-        default=DEFAULT_BUDGET_S,
-        metavar="SECONDS",
-        help="bound on the whole pass, 0 < SECONDS <= 86400 (default %(default)s)",
-    )
+    add_budget(parser, default=DEFAULT_BUDGET_S, bounds="pass")
     parser.add_argument("--now", metavar="ISO8601", help="reference time for file names (tests)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from sync_ci.errors import UsageError
-    from sync_ci.options import outputs
+    from sync_ci.options import common
 
     now = None
     if args.now:
@@ -255,11 +241,4 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
-    return command(
-        target=args.target,
-        config=args.config,
-        alerts_dir=args.alerts_dir,
-        budget_s=args.budget,
-        now=now,
-        outputs=outputs(args),
-    )
+    return command(**common(args), alerts_dir=args.alerts_dir, budget_s=args.budget, now=now)

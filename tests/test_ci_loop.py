@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -172,3 +173,23 @@ def test_read_only_working_directory_exits_3(sandbox_env: dict[str, str], tmp_pa
     assert out.returncode == 3, (out.stdout, out.stderr)
     [line] = error_lines(out)
     assert str(work) in line
+
+
+def test_invoke_ci_loop_calls_the_command_with_its_values(
+    sandbox_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoke ci-loop` hands its typed values to the command: the alert directory, the outputs."""
+    from tests.test_smoke import invoke_in
+
+    alerts, result = tmp_path / "elsewhere" / "alerts", tmp_path / "r.json"
+    argv = ("ci-loop", "--alerts-dir", str(alerts), "--json", str(result))
+    code = invoke_in(sandbox_env, tmp_path, monkeypatch, *argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("ci-loop: ok") and captured.out.count("\n") == 1
+    assert alerts.is_dir() and not (tmp_path / "state/log/alerts").exists()
+    document = json.loads(result.read_text())
+    assert document["ok"] is True and document["mode"] == "read-only"

@@ -41,7 +41,7 @@ from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
 from sync_ci.sandbox.mutants import MUTANTS
 from sync_ci.sandbox.workerd import check_runtime
 from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_one, run_phases
-from sync_ci.smoke import open_run as open_smoke
+from sync_ci.smoke_run import open_run as open_smoke
 from sync_ci.store import Store, StoreEndpoint, open_store
 from tests.conftest import STORE_KIND, sandbox_env_for
 from tests.test_mutants import documented_conformance, mutant_sandbox

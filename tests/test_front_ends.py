@@ -322,6 +322,10 @@ def run_invoke(*argv: str) -> int:
 
 INVOKE_USAGE = [
     (["smoke", "--budget", "0"], ["smoke", "--budget", "0"], "--budget"),
+    (["smoke", "--sample", "-1"], ["smoke", "--sample", "-1"], "--sample"),
+    (["smoke", "--fault", "nonsense"], ["smoke", "--fault", "nonsense"], "--fault"),
+    (["ci-loop", "--budget", "0"], ["ci-loop", "--budget", "0"], "--budget"),
+    (["ci-loop", "--budget", "nan"], ["ci-loop", "--budget", "nan"], "--budget"),
     (
         ["conformance", "--max-examples", "0"],
         ["conformance", "--max-examples", "0"],

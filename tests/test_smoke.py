@@ -14,7 +14,8 @@ from sync_ci import guards
 from sync_ci.config import Settings
 from sync_ci.contract import catalog_key, object_key
 from sync_ci.errors import GuardViolation, UsageError
-from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, open_run, run_smoke
+from sync_ci.smoke import READ_ONLY_PHASES, WRITE_PHASES, run_smoke
+from sync_ci.smoke_run import open_run
 from sync_ci.store import Store, StoreEndpoint, endpoint_from_settings, open_store
 from tests.conftest import FaultySandbox
 
@@ -263,7 +264,8 @@ def test_regions_asked_are_the_configured_direct_ones(sandbox_settings: Settings
 
 
 def test_the_freshness_bound_is_never_looser_than_the_contract() -> None:
-    from sync_ci.smoke import FRESHNESS_BOUND_S, declared_bound
+    from sync_ci.smoke_catalog import declared_bound
+    from sync_ci.smoke_run import FRESHNESS_BOUND_S
 
     assert declared_bound(3) == 3.0
     assert declared_bound(600) == FRESHNESS_BOUND_S
@@ -302,17 +304,18 @@ def test_a_phase_passing_on_retry_keeps_what_the_retry_measured(
 ) -> None:
     """ci-loop retries a failing phase once; the row kept is the retry's, threshold included."""
     from sync_ci import smoke
+    from sync_ci.smoke_run import PhaseFailed, PhaseOutcome, SmokeRun
 
     real = smoke.PHASES["catalog"]
     tries: list[int] = []
 
-    def first_try_fails(run: smoke.SmokeRun) -> smoke.PhaseOutcome:
+    def first_try_fails(run: SmokeRun) -> PhaseOutcome:
         tries.append(len(tries))
         if len(tries) == 1:
-            raise smoke.PhaseFailed("a region answered late")
+            raise PhaseFailed("a region answered late")
         outcome = real(run)
-        assert isinstance(outcome, smoke.PhaseOutcome)
-        return smoke.PhaseOutcome(
+        assert isinstance(outcome, PhaseOutcome)
+        return PhaseOutcome(
             detail=outcome.detail, observed=outcome.observed, threshold={"regions_min": 1}
         )
 
@@ -325,3 +328,33 @@ def test_a_phase_passing_on_retry_keeps_what_the_retry_measured(
     assert row.detail.startswith("passed on retry (first try: a region answered late)")
     assert row.threshold == {"regions_min": 1}
     assert row.observed["regions"] >= 1
+
+
+def invoke_in(env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    """Run `invoke ARGV` in this process with `env` set and `cwd` as the working directory."""
+    from tests.test_front_ends import run_invoke
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(cwd)
+    return run_invoke(*argv)
+
+
+def test_invoke_smoke_calls_the_command_with_its_values(
+    sandbox_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoke smoke` hands its typed values to the command: the mode, the sample, the outputs."""
+    result = tmp_path / "r.json"
+    argv = ("smoke", "--read-only", "--sample", "2", "--json", str(result), "--quiet")
+    code = invoke_in(sandbox_env, tmp_path, monkeypatch, *argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == ""  # --quiet reached the command
+    document = json.loads(result.read_text())
+    assert document["ok"] is True and document["mode"] == "read-only"
+    rows = {r["id"]: r for r in document["results"]}
+    assert [r["id"].removeprefix("phase:") for r in document["results"]] == list(READ_ONLY_PHASES)
+    assert "; 2 sampled objects verified" in rows["phase:pull-dry"]["detail"]

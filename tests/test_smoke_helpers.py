@@ -10,18 +10,10 @@ import pytest
 
 from sync_ci.contract import Catalog, CatalogEntry
 from sync_ci.errors import ContractError, WorkerError
-from sync_ci.smoke import (
-    FRESHNESS_BOUND_S,
-    PhaseFailed,
-    canonical_catalog,
-    check_ray,
-    declared_bound,
-    plan_pull,
-    refused,
-    sample_entries,
-    served_catalog,
-    smoke_files,
-)
+from sync_ci.smoke_catalog import declared_bound, served_catalog, smoke_files
+from sync_ci.smoke_mirror import canonical_catalog, plan_pull, sample_entries
+from sync_ci.smoke_run import FRESHNESS_BOUND_S, PhaseFailed, check_ray
+from sync_ci.smoke_tenant import refused
 from sync_ci.worker import Answer
 
 SHA = "0123abc"
