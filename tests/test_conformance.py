@@ -34,7 +34,14 @@ from sync_ci.conformance_probes import (
     secured_by,
     wrong_credentials,
 )
-from sync_ci.conformance_run import Credentials, open_run, request_headers, send, summarize_run
+from sync_ci.conformance_run import (
+    Credentials,
+    Run,
+    open_run,
+    request_headers,
+    send,
+    summarize_run,
+)
 from sync_ci.errors import ExitCode, GuardViolation, SyncCIError, UnreachableError
 from sync_ci.report import Report, Result, exit_code, make_report
 from sync_ci.sandbox.launcher import Sandbox, start_sandbox, write_ready_file
@@ -445,19 +452,22 @@ def test_a_case_hypothesis_cannot_replay_is_a_note_and_the_run_goes_on(
 ) -> None:
     from schemathesis import GenerationMode
 
+    def valid_cases(run: Run, operation: Any) -> None:
+        exercise(
+            run,
+            operation,
+            mode=GenerationMode.POSITIVE,
+            base_url=run.base_url,
+            where="",
+            max_examples=3,
+        )
+
     schema = load_contract(SPEC_PATH)
     by_label = {op.label: op for r in schema.get_all_operations() if (op := r.ok())}
     flaky = FlakyOperation(by_label["GET /_health"])
     with open_run(sandbox_settings, max_examples=3, budget_s=600.0, seed=5) as (run, _client):
         for operation in (flaky, by_label["GET /install"]):
-            exercise(
-                run,
-                operation,
-                mode=GenerationMode.POSITIVE,
-                base_url=run.base_url,
-                where="",
-                max_examples=3,
-            )
+            valid_cases(run, operation)
     assert flaky.draws >= 3, "the failing draw was replayed"
     health, install = run.tallies[("", "GET /_health")], run.tallies[("", "GET /install")]
     assert health.cases >= 1 and "Hypothesis stopped early (FlakyFailure" in health.skipped
@@ -473,14 +483,7 @@ def test_a_case_hypothesis_cannot_replay_is_a_note_and_the_run_goes_on(
         open_run(sandbox_settings, max_examples=3, budget_s=600.0, seed=5) as (run, _client),
         pytest.raises(GuardViolation, match="not under the root"),
     ):
-        exercise(
-            run,
-            refused,
-            mode=GenerationMode.POSITIVE,
-            base_url=run.base_url,
-            where="",
-            max_examples=3,
-        )
+        valid_cases(run, refused)
 
 
 def test_a_spent_budget_still_sends_the_phases_first_case(sandbox_settings: Settings) -> None:
