@@ -341,6 +341,26 @@ INVOKE_USAGE = [
     ),
     (["gates.latency", "--timeout", "0"], ["gate", "latency", "--timeout", "0"], "--timeout"),
     (["gates.load", "--installs", "5"], ["gate", "load", "--installs", "5"], "--installs"),
+    (["gates.latency", "--samples", "10"], ["gate", "latency", "--samples", "10"], "--samples"),
+    (["gates.load", "--processes", "0"], ["gate", "load", "--processes", "0"], "--processes"),
+    (["gates.load", "--rate", "5"], ["gate", "load", "--rate", "5"], "--rate"),
+    (
+        ["gates.load", "--threshold", "load.push.p95_ms=6000"],
+        ["gate", "load", "--threshold", "load.push.p95_ms=6000"],
+        "cannot be loosened",
+    ),
+    (["gates.all", "--target", "live"], ["gate", "all", "--target", "live"], "--target"),
+    (
+        ["gates.all", "--threshold", "load.5xx=inf"],
+        ["gate", "all", "--threshold", "load.5xx=inf"],
+        "--threshold",
+    ),
+    (
+        ["record-cast", "--platform", "beos"],
+        ["gate", "record-cast", "--platform", "beos"],
+        "--platform",
+    ),
+    (["record-cast"], ["gate", "record-cast"], "--platform"),
     (
         ["gates.load", "--engine", "wrk"],
         ["gate", "load", "--engine", "wrk"],

@@ -1,16 +1,21 @@
-"""`sync-ci gate load|latency|platforms|all|record-cast`: wire settings, target, run and report."""
+"""`sync-ci gate load|latency|platforms|all|record-cast`: wire settings, target, run and report.
+
+Each gate runs from a typed `GateRequest` (`load`, `latency`, `platforms`, `every`, and `record`
+for record-cast): the parsed flags become one in `request_from`, and the invoke tasks build theirs
+from their parameters, so both front ends pass the same checks and give the same exit codes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sync_ci.config import Settings
-from sync_ci.errors import UnreachableError
+from sync_ci.errors import UnreachableError, UsageError
 from sync_ci.gates import thresholds as threshold_table
 from sync_ci.gates import verdict
 from sync_ci.gates.engine import (
@@ -22,162 +27,201 @@ from sync_ci.gates.engine import (
     run_load_gate,
     run_platforms_gate,
 )
-from sync_ci.gates.engine import worker_base_url as worker_base_url
 from sync_ci.gates.options import (
+    DEFAULTS,
+    REQUEST_FIELDS,
+    WRITE_TARGETS,
+    GateRequest,
+    LatencyOptions,
+    LoadOptions,
+    add_numbers,
     check_engine_options,
+    choice,
+    gate_request,
     latency_options,
     load_options,
     locust_mode,
     worker_options,
 )
-from sync_ci.gates.thresholds import MIN_COUNTS
-from sync_ci.options import number, parse_assignments
+from sync_ci.gates.platforms import PLATFORMS
+from sync_ci.options import parse_assignments
 from sync_ci.report import Report
 
-GATES = ("load", "latency", "platforms")
-PLATFORMS = ("ubuntu", "macos", "wsl2")
-# The load gate pushes, so it cannot run on live (read-only): only these are offered.
-WRITE_TARGETS = ("sandbox", "ci")
-# Upper ends of the numeric options: far above any real run, low enough to refuse a typo.
-MAX_BURST = 100_000
-MAX_PROCESSES = 256
-MAX_CONCURRENCY = 1_000
-MAX_RATE = 100_000.0
-MAX_DURATION_S = 86_400.0
-NEVER_SHRUNK = "the gate's scenario may be enlarged, never shrunk"
+GateOptions = TypeVar("GateOptions", LoadOptions, LatencyOptions)
 
 
 @contextlib.contextmanager
-def open_target(args: argparse.Namespace) -> Iterator[Settings]:
+def open_target(request: GateRequest) -> Iterator[Settings]:
     """Load settings and open what they target for a gate (an ephemeral sandbox by default)."""
     from sync_ci.attachment import SUITE
     from sync_ci.attachment import open_target as open_resolved
     from sync_ci.config import load_settings
 
-    settings = load_settings(config=args.config, target=args.target)
-    faults = parse_assignments(getattr(args, "fault", []) or [], "--fault")
+    settings = load_settings(config=request.config, target=request.target)
+    faults = parse_assignments(request.fault, "--fault")
     with open_resolved(settings, SUITE, faults=faults or None) as attached:
         yield attached
 
 
-def emit(report: Report, args: argparse.Namespace) -> int:
+def _emit(report: Report, request: GateRequest) -> int:
     """Render a gate's document (table, --json, --junit, --html...); return its exit code."""
-    from sync_ci.options import outputs
-    from sync_ci.report import emit as emit_report
+    from sync_ci.report_emit import emit
 
-    code = emit_report(report, outputs(args))
-    html_path = getattr(args, "html_path", "")
-    if html_path:
+    code = emit(report, request.outputs)
+    if request.html_path:
         import sys
 
         from sync_ci.gates.html_report import write_report
 
-        write_report(Path(html_path), report.to_json())
-        if not getattr(args, "quiet", False):
-            print(f"wrote {html_path}", file=sys.stderr)
+        write_report(Path(request.html_path), report.to_json())
+        if not request.outputs.quiet:
+            print(f"wrote {request.html_path}", file=sys.stderr)
     return code
 
 
-def _attached_gate(
-    args: argparse.Namespace, suite: str, gate: str, run: Callable[[Settings], Report]
-) -> Report:
+def _attached_gate(request: GateRequest, gate: str, run: Callable[[Settings], Report]) -> Report:
     started = time.monotonic()
     try:
-        with open_target(args) as settings:
+        with open_target(request) as settings:
             return run(settings)
     except UnreachableError as exc:
-        return verdict.unmeasured(suite, args.target or "settings", "", started, gate, str(exc))
+        target = request.target or "settings"
+        return verdict.unmeasured(f"gate.{gate}", target, "", started, gate, str(exc))
 
 
-def _engine(args: argparse.Namespace) -> Engine | None:
+def _engine(request: GateRequest) -> Engine | None:
     """The engine the flags ask for; None for a Locust worker, which runs no gate itself."""
-    if not check_engine_options(args):
-        return BuiltinEngine(processes=getattr(args, "processes", 1))
-    if args.worker:
+    if not check_engine_options(request):
+        return BuiltinEngine(processes=request.processes)
+    if request.worker:
         return None
     from sync_ci.gates.locust_engine import LocustEngine
 
-    return LocustEngine(mode=locust_mode(args), debug=args.debug)
+    return LocustEngine(mode=locust_mode(request), debug=request.debug)
 
 
-def _locust_worker(args: argparse.Namespace, gate: str) -> int:
+def _locust_worker(request: GateRequest, gate: str) -> int:
     from sync_ci.gates.locust_engine import worker_command
 
-    return worker_command(worker_options(args, gate))
+    return worker_command(worker_options(request, gate))
 
 
-def load_command(args: argparse.Namespace) -> int:
-    """`sync-ci gate load`."""
-    options = load_options(args)  # refuse a loosening flag before starting anything
-    if args.merge:
-        return emit(merge_load(args.merge, options), args)
-    engine = _engine(args)
+def _measured(
+    request: GateRequest,
+    gate: str,
+    options: GateOptions,
+    merge: Callable[[Sequence[str], GateOptions], Report],
+    run: Callable[[Settings, GateOptions, Engine], Report],
+) -> int:
+    """Judge the merged files, or run one Locust worker, or measure on the attached target."""
+    if request.merge:
+        return _emit(merge(request.merge, options), request)
+    engine = _engine(request)
     if engine is None:
-        return _locust_worker(args, "load")
-    return emit(
-        _attached_gate(args, "gate.load", "load", lambda s: run_load_gate(s, options, engine)),
-        args,
-    )
+        return _locust_worker(request, gate)
+    return _emit(_attached_gate(request, gate, lambda s: run(s, options, engine)), request)
 
 
-def latency_command(args: argparse.Namespace) -> int:
-    """`sync-ci gate latency`."""
-    options = latency_options(args)
-    if args.merge:
-        return emit(merge_latency(args.merge, options), args)
-    engine = _engine(args)
-    if engine is None:
-        return _locust_worker(args, "latency")
-    return emit(
-        _attached_gate(
-            args, "gate.latency", "latency", lambda s: run_latency_gate(s, options, engine)
-        ),
-        args,
-    )
+def load(request: GateRequest) -> int:
+    """Run `sync-ci gate load` as the request says; return its exit code."""
+    options = load_options(request)  # refuse a loosening flag before starting anything
+    return _measured(request, "load", options, merge_load, run_load_gate)
 
 
-def platforms_command(args: argparse.Namespace) -> int:
-    """`sync-ci gate platforms`."""
-    return emit(run_platforms_gate(args.casts, args.cast, args.launch_version), args)
+def latency(request: GateRequest) -> int:
+    """Run `sync-ci gate latency` as the request says; return its exit code."""
+    options = latency_options(request)
+    return _measured(request, "latency", options, merge_latency, run_latency_gate)
 
 
-def all_command(args: argparse.Namespace) -> int:
-    """`sync-ci gate all`: load, latency and platforms; one table; non-zero if any fails."""
+def platforms(request: GateRequest) -> int:
+    """Run `sync-ci gate platforms`: judge the recordings the request names."""
+    return _emit(run_platforms_gate(request.casts, request.cast, request.launch_version), request)
+
+
+def every(request: GateRequest) -> int:
+    """Run `sync-ci gate all`: load, latency and platforms; one table; non-zero if any fails."""
     started = time.monotonic()
-    load = load_options(args)
-    latency = latency_options(args)
-    engine = BuiltinEngine(processes=load.processes)
+    load_run = load_options(request, "all")
+    latency_run = latency_options(request, "all")
+    engine = BuiltinEngine(processes=load_run.processes)
     reports: list[Report] = []
-    target, sha = args.target or "settings", ""
+    target, sha = request.target or "settings", ""
     try:
-        with open_target(args) as settings:
+        with open_target(request) as settings:
             target, sha = settings.target, settings.sha
-            reports.append(run_load_gate(settings, load, engine))
-            reports.append(run_latency_gate(settings, latency, engine))
+            reports.append(run_load_gate(settings, load_run, engine))
+            reports.append(run_latency_gate(settings, latency_run, engine))
     except UnreachableError as exc:
         reports.append(verdict.unmeasured("gate.load", target, sha, started, "load", str(exc)))
     reports.append(
-        run_platforms_gate(args.casts, args.cast, args.launch_version, target=target, sha=sha)
+        run_platforms_gate(
+            request.casts, request.cast, request.launch_version, target=target, sha=sha
+        )
     )
-    return emit(
-        verdict.combine(reports, target=target, sha=sha, duration_s=time.monotonic() - started),
-        args,
+    combined = verdict.combine(
+        reports, target=target, sha=sha, duration_s=time.monotonic() - started
     )
+    return _emit(combined, request)
 
 
-def record_cast_command(args: argparse.Namespace) -> int:
-    """`sync-ci gate record-cast`: record the standard script on this machine."""
+# What each `sync-ci gate GATE` runs; the invoke tasks look their gate up here.
+RUNS: Mapping[str, Callable[[GateRequest], int]] = {
+    "load": load,
+    "latency": latency,
+    "platforms": platforms,
+    "all": every,
+}
+
+
+def record(
+    *,
+    platform: str,
+    output: str = "",
+    casts: str = "casts",
+    command: str = "",
+    launch_version: str | None = None,
+) -> int:
+    """Run `sync-ci gate record-cast`: record the standard script on this machine."""
     from sync_ci.gates.platforms import record_cast
 
-    out = args.output or str(Path(args.casts) / f"{args.platform.lower()}.cast")
-    code = record_cast(
-        args.platform, out, script_cmd=args.command or None, version=args.launch_version
-    )
+    try:
+        choice(platform, PLATFORMS, "--platform", required=True)
+    except UsageError as exc:
+        raise UsageError(f"{exc} (see `sync-ci gate record-cast --help`)") from None
+    out = output or str(Path(casts) / f"{platform.lower()}.cast")
+    code = record_cast(platform, out, script_cmd=command or None, version=launch_version)
     print(f"recorded {out}: {'passes' if code == 0 else 'FAILS'} the platforms gate")
     return code
 
 
+def request_from(args: argparse.Namespace) -> GateRequest:
+    """The request the parsed flags describe: the one place a gate reads argparse's Namespace."""
+    from sync_ci.options import outputs
+
+    parsed = {name: value for name, value in vars(args).items() if name in REQUEST_FIELDS}
+    return gate_request({**parsed, "outputs": outputs(args)})
+
+
+def _handler(run: Callable[[GateRequest], int]) -> Callable[[argparse.Namespace], int]:
+    return lambda args: run(request_from(args))
+
+
+def _record_handler(args: argparse.Namespace) -> int:
+    return record(
+        platform=args.platform,
+        output=args.output,
+        casts=args.casts,
+        command=args.command,
+        launch_version=args.launch_version,
+    )
+
+
 # --- parser -------------------------------------------------------------------------------------
+
+# The numeric options of each gate's own (options.GATE_NUMBERS names them all, for the checks).
+LOAD_NUMBERS = ("installs", "pushes", "processes", "rate", "duration")
+LATENCY_NUMBERS = ("samples", "concurrency")
 
 
 def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None:
@@ -196,14 +240,7 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
         help="tighten a threshold (loosening is refused, exit 2); ids: "
         + ", ".join(t.id for t in threshold_table.CANONICAL),
     )
-    parser.add_argument(
-        "--timeout",
-        type=number(float, minimum=0, above=True, maximum=600, unit="seconds"),
-        default=60.0,
-        metavar="SECONDS",
-        help="per-request bound, 0 < SECONDS <= 600; a request over it counts as an error "
-        "(default %(default)s)",
-    )
+    add_numbers(parser, "timeout")
     if merge:
         parser.add_argument(
             "--merge",
@@ -222,67 +259,24 @@ def _add_target_options(parser: argparse.ArgumentParser, *, merge: bool) -> None
     )
 
 
-def _add_load_options(parser: argparse.ArgumentParser) -> None:
+def _add_recording_options(parser: argparse.ArgumentParser, *, casts: str, version: str) -> None:
+    """Add --casts DIR and --version VERSION (the version the recordings show)."""
+    parser.add_argument("--casts", default=DEFAULTS.casts, metavar="DIR", help=casts)
     parser.add_argument(
-        "--installs",
-        type=number(int, minimum=MIN_COUNTS["installs"], maximum=MAX_BURST, why=NEVER_SHRUNK),
-        default=MIN_COUNTS["installs"],
-        metavar="N",
-        help=f"concurrent GET /install, {MIN_COUNTS['installs']} to {MAX_BURST} "
-        "(default %(default)s)",
-    )
-    parser.add_argument(
-        "--pushes",
-        type=number(int, minimum=MIN_COUNTS["pushes"], maximum=MAX_BURST, why=NEVER_SHRUNK),
-        default=MIN_COUNTS["pushes"],
-        metavar="N",
-        help=f"concurrent POST /_push, {MIN_COUNTS['pushes']} to {MAX_BURST} (default %(default)s)",
-    )
-    parser.add_argument(
-        "--processes",
-        type=number(int, minimum=1, maximum=MAX_PROCESSES),
-        default=1,
-        metavar="N",
-        help=f"client processes to spread the burst over, 1 to {MAX_PROCESSES} (with --engine "
-        "locust: local workers; default %(default)s)",
-    )
-    parser.add_argument(
-        "--rate",
-        type=number(float, minimum=0, maximum=MAX_RATE, unit="requests/s"),
-        default=0.0,
-        metavar="PER_SECOND",
-        help="open-model phase after the burst: requests per second (0: no such phase; "
-        "with --duration)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=number(float, minimum=0, maximum=MAX_DURATION_S, unit="seconds"),
-        default=0.0,
-        metavar="SECONDS",
-        help="open-model phase: how long (0: no such phase; with --rate)",
-    )
-
-
-def _add_latency_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--samples",
-        type=number(int, minimum=MIN_COUNTS["samples"], maximum=MAX_BURST, why=NEVER_SHRUNK),
-        default=MIN_COUNTS["samples"],
-        metavar="N",
-        help=f"cold reads per region, {MIN_COUNTS['samples']} to {MAX_BURST} (default %(default)s)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=number(int, minimum=1, maximum=MAX_CONCURRENCY),
-        default=8,
-        metavar="N",
-        help=f"probes in flight per region, 1 to {MAX_CONCURRENCY} (default %(default)s)",
+        "--version",
+        dest="launch_version",
+        default=DEFAULTS.launch_version,
+        metavar="VERSION",
+        help=version,
     )
 
 
 def _add_platform_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--casts", default="casts", metavar="DIR", help="where NAME.cast recordings live"
+    _add_recording_options(
+        parser,
+        casts="where NAME.cast recordings live",
+        version="the version being launched, which every recording must show (default: this "
+        "sync-ci's)",
     )
     parser.add_argument(
         "--cast",
@@ -290,14 +284,6 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PLATFORM=PATH",
         help="a recording for one platform (ubuntu, macos, wsl2)",
-    )
-    parser.add_argument(
-        "--version",
-        dest="launch_version",
-        default=None,
-        metavar="VERSION",
-        help="the version being launched, which every recording must show (default: this "
-        "sync-ci's)",
     )
 
 
@@ -314,83 +300,76 @@ def add_parser(sub: Any) -> None:
     )
     gates = gate.add_subparsers(dest="gate", metavar="GATE", required=True)
 
-    load = gates.add_parser(
+    load_parser = gates.add_parser(
         "load",
         help="1,000 installs + 100 pushes in one burst; exact p95s",
         description="1,000 GET /install and 100 POST /_push in one burst against the Worker, "
         "judged on exact p95s, 5xx and errors. It pushes, so it runs on sandbox or ci only "
         "(pushes go under snappy-os-ci/<sha>/); live is read-only.",
     )
-    add_common(load, targets=WRITE_TARGETS)
-    _add_target_options(load, merge=True)
-    _add_load_options(load)
-    add_engine_options(load)
-    load.set_defaults(func=load_command)
+    add_common(load_parser, targets=WRITE_TARGETS)
+    _add_target_options(load_parser, merge=True)
+    add_numbers(load_parser, *LOAD_NUMBERS)
+    add_engine_options(load_parser)
+    load_parser.set_defaults(func=_handler(load))
 
-    latency = gates.add_parser(
+    latency_parser = gates.add_parser(
         "latency",
         help="cold-KV reads in every region; p95/p99 per region",
         description="Cold KV-miss reads (GET /_probe/kv/<nonce>) in every configured region, "
         "judged on p95 and p99 per region. GETs only, so live is allowed.",
     )
-    add_common(latency)
-    _add_target_options(latency, merge=True)
-    _add_latency_options(latency)
-    add_engine_options(latency, processes=True)
-    latency.set_defaults(func=latency_command)
+    add_common(latency_parser)
+    _add_target_options(latency_parser, merge=True)
+    add_numbers(latency_parser, *LATENCY_NUMBERS)
+    add_engine_options(latency_parser, processes=True)
+    latency_parser.set_defaults(func=_handler(latency))
 
-    platforms = gates.add_parser(
+    platforms_parser = gates.add_parser(
         "platforms",
         help="judge the ubuntu, macos and wsl2 recordings",
         description="Judge the three asciinema recordings of the standard launch script: each "
         "must exist, show the version being launched and end green. A missing or unreadable "
         "recording is exit 3 (nothing to judge).",
     )
-    add_common(platforms)
-    _add_platform_options(platforms)
-    platforms.set_defaults(func=platforms_command)
+    add_common(platforms_parser)
+    _add_platform_options(platforms_parser)
+    platforms_parser.set_defaults(func=_handler(platforms))
 
-    every = gates.add_parser(
+    every_parser = gates.add_parser(
         "all",
         help="run the three gates; one table; non-zero if any fails",
         description="Run load, latency and platforms and print one table. The load gate pushes, "
         "so this runs on sandbox or ci only.",
     )
-    add_common(every, targets=WRITE_TARGETS)
-    _add_target_options(every, merge=False)
-    _add_load_options(every)
-    _add_latency_options(every)
-    _add_platform_options(every)
-    every.set_defaults(merge=[])
-    every.set_defaults(func=all_command)
+    add_common(every_parser, targets=WRITE_TARGETS)
+    _add_target_options(every_parser, merge=False)
+    add_numbers(every_parser, *LOAD_NUMBERS, *LATENCY_NUMBERS)
+    _add_platform_options(every_parser)
+    every_parser.set_defaults(func=_handler(every))
 
-    record = gates.add_parser(
+    record_parser = gates.add_parser(
         "record-cast",
         help="record the standard script with asciinema",
         description="Record the standard launch script on this machine with asciinema, for the "
         "platforms gate.",
     )
-    record.add_argument(
+    record_parser.add_argument(
         "--platform", required=True, choices=PLATFORMS, help="which recording this is"
     )
-    record.add_argument(
+    record_parser.add_argument(
         "--output",
         default="",
         metavar="PATH",
         help="recording path (default: CASTS/PLATFORM.cast)",
     )
-    record.add_argument(
-        "--casts", default="casts", metavar="DIR", help="where recordings live (default casts)"
-    )
-    record.add_argument(
+    record_parser.add_argument(
         "--command", default="", help="record this command instead of the standard script"
     )
-    record.add_argument(
-        "--version",
-        dest="launch_version",
-        default=None,
-        metavar="VERSION",
-        help="the version the script installs (default: this sync-ci's)",
+    _add_recording_options(
+        record_parser,
+        casts="where recordings live (default casts)",
+        version="the version the script installs (default: this sync-ci's)",
     )
-    record.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    record.set_defaults(func=record_cast_command)
+    record_parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    record_parser.set_defaults(func=_record_handler)
