@@ -1,6 +1,7 @@
 """`sync-ci smoke`, the phase-mirror smoke: which phases each mode runs and in what order, the
-runner (retry, a blocked run's skipped rows), and the command. The phases live in
-`smoke_catalog`, `smoke_tenant` and `smoke_mirror`; the run's state in `smoke_run`.
+runner (retry, a blocked run's skipped rows) and the command. The phases live in `smoke_catalog`,
+`smoke_tenant` and `smoke_mirror` (the conformance phase here hands over to `sync_ci.conformance`);
+the run's state in `smoke_run`.
 """
 
 from __future__ import annotations
@@ -68,11 +69,7 @@ WRITE_PHASES = (
     # Last, so a mutant's first failing row is the targeted phase's, never a generated case.
     "conformance",
 )
-
-
 READ_ONLY_PHASES = ("preflight", "install", "catalog", "pull-dry", "parity", "status")
-
-
 # The range of --sample: argparse's `type=`, and the check of a typed caller's value.
 SAMPLE = number(int, minimum=0, maximum=1_000_000)
 
