@@ -213,7 +213,8 @@ FLOOR_C = r"""
    p, p+P, ...: it opens all its connections (nonblocking, every one established before the
    start), waits for the shared start deadline (CLOCK_MONOTONIC, sent by the parent once every
    process is ready), then writes each request on its own socket in one tight loop, taking the
-   time just before each write (as the gate does), and then collects every answer's last byte.
+   time just before each write (as the gate does), and then collects every answer, timed (as the
+   gate times it) by the kernel's receive time of its last byte (SO_TIMESTAMPNS).
    OUT.p gets: "first_ns last_ns partial_writes unanswered pass_cpu_ns", then per request
    "kind latency_us" (-1 when it failed). */
 #define _GNU_SOURCE
@@ -268,6 +269,7 @@ static int child(struct req *reqs, size_t n, int port, int ready, int start_fd, 
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         if (fd < 0) die("socket");
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as asyncio sets it */
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one); /* as the gate stamps */
         if (connect(fd, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) die("connect");
         reqs[i].fd = fd;
         struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = i};
@@ -295,6 +297,10 @@ static int child(struct req *reqs, size_t n, int port, int ready, int start_fd, 
     if (read(start_fd, &start, sizeof start) != sizeof start) die("start");
     struct timespec at = {start / 1000000000LL, start % 1000000000LL};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR) {}
+    struct timespec real, mono;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    long long offset = (real.tv_sec - mono.tv_sec) * 1000000000LL + real.tv_nsec - mono.tv_nsec;
     int partial = 0;
     struct timespec cpu0, cpu1;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
@@ -339,7 +345,11 @@ static int child(struct req *reqs, size_t n, int port, int ready, int start_fd, 
                 }
             }
             if (!(evs[j].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
-            ssize_t got = recv(r->fd, chunk, sizeof chunk, 0);
+            char control[CMSG_SPACE(sizeof(struct timespec))];
+            struct iovec iov = {chunk, sizeof chunk};
+            struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                                 .msg_controllen = sizeof control};
+            ssize_t got = recvmsg(r->fd, &msg, 0);
             if (got <= 0) {
                 if (got < 0 && errno == EAGAIN) continue;
                 r->failed = 1;
@@ -352,7 +362,18 @@ static int child(struct req *reqs, size_t n, int port, int ready, int start_fd, 
             }
             memcpy(r->in + r->got, chunk, (size_t)got);
             r->got += (size_t)got;
-            if (complete(r)) { r->done = t; waiting--; }
+            if (complete(r)) {
+                /* the kernel's receive time of these bytes, as the gate reads it */
+                r->done = t;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+                    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                        struct timespec ts;
+                        memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                        r->done = ts.tv_sec * 1000000000LL + ts.tv_nsec - offset;
+                    }
+                }
+                waiting--;
+            }
         }
         if (t > give_up) break;
     }
@@ -848,17 +869,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         run_wrk, tools["wrk"], url, size, work, args.wrk_seconds
                     )
                 runs: dict[str, list[Run]] = {name: [] for name in clients}
+                load_before = _load_average()
                 run_sync_ci(url, size, 1)  # warm imports and the server's pages
                 for _ in range(args.runs):
                     for name, client in clients.items():
                         runs[name].append(client())
                 failures += _print_table(size, args, runs, tools)
+                print(f"load average (1 min): {load_before} before, {_load_average()} after")
             if args.rates:
                 open_model_ceiling(url, [float(r) for r in args.rates.split(",")], 1.0)
         finally:
             server.terminate()
             server.wait(timeout=10)
     return 1 if failures else 0
+
+
+def _load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
+    except OSError:
+        return "unknown"
 
 
 def floor_name(processes: int) -> str:
