@@ -31,6 +31,8 @@ from sync_ci.gates.scenario import (
 # Descriptors a process keeps beyond one socket per in-flight request (stdio, loop, pipes, imports).
 DESCRIPTOR_MARGIN = 64
 DEFAULT_TIMEOUT_S = 60.0
+# How far ahead of the start signal the shared start instant lies: room for every child to wake.
+START_LEAD_NS = 10_000_000
 ProgressFn = Callable[[str], None]
 
 
@@ -271,13 +273,22 @@ async def _run_job(
     return phases
 
 
-def _child(job: LoadJob, ready: Any, go: Any, results: Any) -> None:
+def sleep_until(instant_ns: int) -> None:
+    """Sleep until `time.monotonic_ns()` reaches `instant_ns` (at once if it has)."""
+    while (left_ns := instant_ns - time.monotonic_ns()) > 0:
+        time.sleep(left_ns / 1e9)
+
+
+def _child(job: LoadJob, ready: Any, go: Any, start_at: Any, results: Any) -> None:
     """Entry point of one client process: fire its slice when every process is ready."""
 
     def wait_for_start() -> None:
         ready.put("ready")
         if not go.wait(timeout=120):
             raise HostLimitError("the parent never gave the start signal")
+        # The Event wakes the children one after another; each then waits for one shared
+        # instant, so under load they start together instead of in the order they woke.
+        sleep_until(start_at.value)
 
     try:
         plan = job.plan()
@@ -339,6 +350,7 @@ def run_load(
     # spawn (re-importing everything) only where fork is unsafe.
     context: Any = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ready, go, results = context.Queue(), context.Event(), context.Queue()
+    start_at = context.Value("q", 0)  # the shared start instant, CLOCK_MONOTONIC nanoseconds
     children = [
         context.Process(
             target=_child,
@@ -346,6 +358,7 @@ def run_load(
                 replace(job, rate=job.rate / processes, part=part, parts=processes),
                 ready,
                 go,
+                start_at,
                 results,
             ),
             daemon=True,
@@ -361,6 +374,7 @@ def run_load(
         if problem:
             errors.append(problem)
         else:
+            start_at.value = time.monotonic_ns() + START_LEAD_NS
             go.set()
             if progress:
                 progress(f"burst: fired by {processes} processes")

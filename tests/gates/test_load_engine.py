@@ -92,6 +92,17 @@ def test_processes_merge_to_the_planned_counts(tiny_worker: TinyWorker) -> None:
     assert histogram.decode(phase.ops["install"].histogram).get_total_count() == 1000
 
 
+def test_client_processes_wait_for_one_shared_start_instant() -> None:
+    """`sleep_until` returns no earlier than the instant, and at once for one already past."""
+    import time
+
+    instant = time.monotonic_ns() + 20_000_000
+    load.sleep_until(instant)
+    assert time.monotonic_ns() >= instant
+    load.sleep_until(instant - 1_000_000_000)  # in the past: returns without sleeping
+    assert load.START_LEAD_NS > 0
+
+
 def test_open_model_measures_from_the_intended_send_time(
     tiny_worker: TinyWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
