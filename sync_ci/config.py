@@ -3,8 +3,8 @@
 Every invariant on settings is checked here, once, when they load: every command and target
 passes through `load_settings`, so no caller has to remember a check. What the settings file may
 hold is `config_file`'s, what the environment supplies (overrides, secrets) `config_env`'s; both
-only report problems, which `resolve_settings` gathers. About 430 lines, because the model and
-every check made at load stay together: the one place to read what makes settings valid.
+only report problems, which `resolve_settings` gathers. The rows `config show` prints are
+`config_cli`'s.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sync_ci.config_env import (
-    REDACTED,
-    SECRET_ENV,
     Secrets,
     plain_values,
     read_secrets,
@@ -392,40 +390,3 @@ def require_remote(settings: Settings) -> None:
     problems = remote_problems(settings)
     if problems:
         raise SettingsError(problems[0])
-
-
-def _missing(settings: Settings) -> set[str]:
-    """The settings this target needs that have no value."""
-    if settings.target == "sandbox":
-        return set()
-    needed = {"bucket", "access_key_id", "secret_access_key"}
-    needed |= {"worker_url"} if settings.target == "live" else {"sha"}
-    present = {name for name in needed if getattr(settings, name, "")}
-    present |= {name for name in needed if getattr(settings.secrets, name, "")}
-    return needed - present
-
-
-def describe(settings: Settings) -> list[tuple[str, str, str]]:
-    """Return (setting, value, source) rows: secrets and URL user info redacted, gaps marked."""
-    missing = _missing(settings)
-    rows: list[tuple[str, str, str]] = []
-    for name in PLAIN_KEYS:
-        value = str(getattr(settings, name))
-        if name in URL_KEYS:
-            value = display_url(value)
-        if name in missing:
-            value = "(missing)"
-        rows.append((name, value or "(unset)", settings.sources.get(name, "derived")))
-    prefix = settings.ci_prefix if settings.target != "live" and settings.sha else "-"
-    rows.append(("ci_prefix", prefix, "derived"))
-    rows.append(("read_only", str(settings.read_only).lower(), "derived from target"))
-    for region in settings.regions:
-        rows.append((f"region {region.name}", f"{display_url(region.url)} ({region.colo})", "file"))
-    for name, env_names in SECRET_ENV.items():
-        present = bool(getattr(settings.secrets, name))
-        shown = REDACTED if present else "(missing)" if name in missing else "(unset)"
-        rows.append((name, shown, " or ".join(env_names)))
-    if settings.sandbox_file:
-        rows.append(("sandbox", settings.sandbox_file, "env SYNC_CI_SANDBOX"))
-    rows.append(("config_file", settings.config_path or "(none)", "search order"))
-    return rows

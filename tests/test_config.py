@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sync_ci.config import describe, load_settings
+from sync_ci.config import load_settings
+from sync_ci.config_cli import describe
 from sync_ci.errors import SettingsError
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
