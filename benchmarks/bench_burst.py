@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 
 from sync_ci.contract import ROOT_HEADER
-from sync_ci.gates import burst, histogram, load
+from sync_ci.gates import burst_wire, histogram, load
 from sync_ci.gates.http import push_policy
 from sync_ci.gates.scenario import PUSH, LoadScenario, plan_burst, push_request
 
@@ -527,14 +527,14 @@ def run_sync_ci(url: str, size: int, processes: int) -> Run:
 
 def write_wires(url: str, size: int, path: Path) -> None:
     """Write the gate's burst as the gate puts it on the wire (encoded and policy-checked by
-    `burst.encode_request`, in `burst.send_order`) for the C floor: u32 count, then per request
+    `burst_wire.encode_request`, in `burst_wire.send_order`) for the C floor: u32 count, then per request
     u8 kind (1 push), u32 length, bytes."""
     plan = plan_burst(scenario(size), SIGNING)
     policy = push_policy(f"{CI_ROOT}{secrets.token_hex(4)}/")
-    origin = burst.parse_origin(url)
+    origin = burst_wire.parse_origin(url)
     out = bytearray(struct.pack("=I", len(plan)))
-    for index in burst.send_order(plan):
-        wire = burst.encode_request(plan[index], origin, policy)
+    for index in burst_wire.send_order(plan):
+        wire = burst_wire.encode_request(plan[index], origin, policy)
         out += struct.pack("=BI", plan[index].operation == PUSH, len(wire)) + wire
     path.write_bytes(out)
 

@@ -15,16 +15,8 @@ import time
 from collections.abc import Callable
 
 from sync_ci.gates import histogram
-from sync_ci.gates.burst import (
-    Exchange,
-    connect,
-    encode_request,
-    parse_answer,
-    parse_origin,
-    resolve,
-    send,
-    tls_context,
-)
+from sync_ci.gates.burst import Exchange, connect, resolve, send, tls_context
+from sync_ci.gates.burst_wire import encode_request, parse_answer, parse_origin
 from sync_ci.gates.http import HttpPolicy, check_timeout
 from sync_ci.gates.outcome import OPEN, PhaseOutcome, Tally
 from sync_ci.gates.scenario import OpenSchedule, PlannedRequest

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from sync_ci.errors import GuardViolation
-from sync_ci.gates import burst, burst_open, histogram, load
+from sync_ci.gates import burst, burst_open, burst_wire, histogram, load
 from sync_ci.gates.http import push_policy, read_only_policy
 from sync_ci.gates.outcome import PhaseOutcome
 from sync_ci.gates.scenario import (
@@ -157,7 +157,7 @@ def test_a_refused_request_stops_the_burst_before_any_connection_opens() -> None
 
 
 def test_a_header_cannot_smuggle_a_second_request() -> None:
-    origin = burst.parse_origin("http://127.0.0.1:1")
+    origin = burst_wire.parse_origin("http://127.0.0.1:1")
     smuggled = PlannedRequest(
         operation=INSTALL,
         method="GET",
@@ -165,15 +165,15 @@ def test_a_header_cannot_smuggle_a_second_request() -> None:
         headers={"x-a": "1\r\n\r\nPOST /_push HTTP/1.1"},
     )
     with pytest.raises(GuardViolation, match="control characters"):
-        burst.encode_request(smuggled, origin, read_only_policy())
+        burst_wire.encode_request(smuggled, origin, read_only_policy())
 
 
 def test_a_push_on_the_wire_names_the_ci_root_and_nothing_else() -> None:
-    origin = burst.parse_origin("http://127.0.0.1:1/base")
+    origin = burst_wire.parse_origin("http://127.0.0.1:1/base")
     (push,) = [
         r for r in plan_burst(LoadScenario(installs=0, pushes=1), "s") if r.operation == PUSH
     ]
-    wire = burst.encode_request(push, origin, push_policy(CI_ROOT))
+    wire = burst_wire.encode_request(push, origin, push_policy(CI_ROOT))
     head, _, body = wire.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /base/_push HTTP/1.1\r\n")
     assert f"\r\nx-sync-ci-root: {CI_ROOT}".encode() in head
@@ -187,12 +187,12 @@ def test_a_push_on_the_wire_names_the_ci_root_and_nothing_else() -> None:
         body=b"{}",
     )
     with pytest.raises(GuardViolation, match="naming root"):
-        burst.encode_request(wrong, origin, push_policy(CI_ROOT))
+        burst_wire.encode_request(wrong, origin, push_policy(CI_ROOT))
 
 
 def test_installs_and_pushes_are_interleaved_in_the_send_order() -> None:
     plan = plan_burst(LoadScenario(), "s")
-    order = burst.send_order(plan)
+    order = burst_wire.send_order(plan)
     assert sorted(order) == list(range(len(plan)))
     operations = [plan[i].operation for i in order]
     # Every tenth-or-so write is a push: none waits behind all the installs.
@@ -309,7 +309,7 @@ def test_an_answer_read_after_a_slow_pass_keeps_the_time_it_arrived(
     monkeypatch.setattr(burst, "send", stalled_after_first_write(3.0))
     if not stamped:
         monkeypatch.setattr(burst, "SO_TIMESTAMPNS", 0)
-    assert burst.stamps_arrivals(burst.parse_origin(url), "127.0.0.1") is stamped
+    assert burst.stamps_arrivals(burst_wire.parse_origin(url), "127.0.0.1") is stamped
     phase = asyncio.run(burst.fire(installs(4), url, read_only_policy(), timeout_s=30))
     install = phase.ops[INSTALL]
     assert (install.ok, install.network) == (4, 0), install.first_error
