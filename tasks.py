@@ -1,9 +1,11 @@
 """invoke tasks for sync-ci: each one is an index entry over the functions behind `sync-ci`.
 
 A task takes the options of its `sync-ci` subcommand under the same names and defaults, and exits
-with the code `sync-ci` would. Where a command function takes typed values the task calls it
-through `sync_ci.cli.call` (report options as `options.report_outputs`); the rest,
-whose values argparse still checks (number ranges, choices), go through `sync_ci.cli.main`.
+with the code `sync-ci` would: it calls the command function with typed values through
+`sync_ci.cli.call` (report options as `options.report_outputs`), and that function checks the
+ranges and choices argparse checks for `sync-ci`, with the same `number(...)` and choice lists.
+No argv is rebuilt. Over 400 lines because invoke reads each task's options from its signature
+and its help from a table beside it: every option of every command is spelled out here once.
 """
 
 from __future__ import annotations
@@ -18,14 +20,35 @@ from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
 from sync_ci import cli
+from sync_ci.errors import ExitCode
 from sync_ci.options import report_outputs
 
 
 class _Task(Task[Any]):
-    """A task whose parameters never take `-h`: that stays `invoke TASK -h`, the task's help."""
+    """A task whose parameters never take `-h` (that stays `invoke TASK -h`, the task's help),
+    and whose number parameters refuse text that is no number as one usage line, exit 2."""
 
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        return super().arg_opts(name, default, {*taken_names, "h"})
+        opts = super().arg_opts(name, default, {*taken_names, "h"})
+        if opts.get("kind") in (int, float):
+            opts["kind"] = _number_kind(opts["kind"], name.replace("_", "-"))
+        return opts
+
+
+def _number_kind(kind: type[int] | type[float], flag: str) -> Callable[[str], float]:
+    """invoke's cast for a number parameter: its own cast raises ValueError, a traceback."""
+
+    def cast(text: str) -> float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise Exit(
+                f"sync-ci: error: argument --{flag}: invalid {kind.__name__} value: {text!r}",
+                code=int(ExitCode.USAGE),
+            ) from None
+
+    cast.__name__ = kind.__name__
+    return cast
 
 
 def task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
@@ -41,18 +64,6 @@ def _exit(code: int) -> None:
 
 def _call(work: Callable[[], int]) -> None:
     _exit(cli.call(work))
-
-
-def _run(*words: str, **options: str | bool | int | float) -> None:
-    """Run `sync-ci WORDS --option value...`; an empty string or False leaves an option out."""
-    argv = list(words)
-    for name, value in options.items():
-        flag = f"--{name.replace('_', '-')}"
-        if value is True:
-            argv.append(flag)
-        elif value is not False and value != "":
-            argv += [flag, str(value)]
-    _exit(cli.main(argv))
 
 
 TARGET = "sandbox, ci or live (default: settings, else sandbox)"
@@ -86,14 +97,20 @@ def ci_loop(
     quiet: bool = False,
 ) -> None:
     """Run one schedule-time pass: read-only smoke, alert file on failure."""
-    _run(
-        "ci-loop",
-        target=target,
-        alerts_dir=alerts_dir,
-        budget=budget,
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    from pathlib import Path
+
+    from sync_ci.alert_files import DEFAULT_DIR
+    from sync_ci.ci_loop import command
+
+    _call(
+        lambda: command(
+            target=target or None,
+            config=None,
+            alerts_dir=Path(alerts_dir) if alerts_dir else DEFAULT_DIR,
+            budget_s=budget,
+            now=None,
+            outputs=report_outputs(json, junit, quiet=quiet),
+        )
     )
 
 
@@ -119,16 +136,18 @@ def smoke(
     quiet: bool = False,
 ) -> None:
     """Run the phase-mirror smoke (writes only under snappy-os-ci/<sha>/, or --read-only)."""
-    _run(
-        "smoke",
-        target=target,
-        read_only=read_only,
-        sample=sample,
-        fault=fault,
-        budget=budget,
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    from sync_ci.smoke import command
+
+    _call(
+        lambda: command(
+            target=target or None,
+            config=None,
+            read_only=read_only,
+            sample=sample,
+            faults=[fault] if fault else [],
+            budget_s=budget,
+            outputs=report_outputs(json, junit, quiet=quiet),
+        )
     )
 
 
@@ -152,15 +171,17 @@ def conformance(
     quiet: bool = False,
 ) -> None:
     """Check the target's Worker against the contract's OpenAPI document."""
-    _run(
-        "conformance",
-        target=target,
-        max_examples=max_examples,
-        budget=budget,
-        seed=seed if seed != -1 else "",
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    from sync_ci.conformance import command
+
+    _call(
+        lambda: command(
+            target=target or None,
+            max_examples=max_examples,
+            budget_s=budget,
+            # invoke options cannot be absent: -1 spells sync-ci's "not given" (a new random seed).
+            seed=None if seed == -1 else seed,
+            outputs=report_outputs(json, junit, quiet=quiet),
+        )
     )
 
 
@@ -424,18 +445,19 @@ def lint(
     quiet: bool = False,
 ) -> None:
     """Run the section-A lint catalogue."""
+    from checks.cli import command
+
     targets = [p.strip() for p in paths.split(",") if p.strip()] or ["."]
-    _run(
-        "lint",
-        *targets,
-        scope=scope,
-        select=select,
-        list=list,
-        explain=explain,
-        format=format,
-        json=json,
-        junit=junit,
-        quiet=quiet,
+    _call(
+        lambda: command(
+            paths=targets,
+            scope=scope,
+            select=select,
+            list_rules=list,
+            explain_rule=explain,
+            output_format=format,
+            outputs=report_outputs(json, junit, quiet=quiet),
+        )
     )
 
 
@@ -461,15 +483,18 @@ def sandbox(
     quiet: bool = False,
 ) -> None:
     """Run the embedded sandbox (object store + reference Worker) until interrupted."""
-    _run(
-        "sandbox",
-        store=store,
-        ready_file=ready_file,
-        fault=fault,
-        kv_miss_ms=kv_miss_ms,
-        mutant=mutant,
-        worker=worker,
-        quiet=quiet,
+    from sync_ci.sandbox.cli import sandbox_command
+
+    _call(
+        lambda: sandbox_command(
+            store=store,
+            faults=[fault] if fault else [],
+            kv_miss_ms=[kv_miss_ms] if kv_miss_ms else [],
+            ready_file=ready_file,
+            quiet=quiet,
+            mutant=mutant,
+            worker=worker,
+        )
     )
 
 
@@ -505,21 +530,27 @@ def record_cast(
     c: Context, platform: str = "", output: str = "", casts: str = "casts", version: str = ""
 ) -> None:
     """Record the standard launch script with asciinema for one platform."""
-    _run("gate", "record-cast", platform=platform, output=output, casts=casts, version=version)
+    from sync_ci.gates.cli import record
+
+    _call(
+        lambda: record(
+            platform=platform, output=output, casts=casts, launch_version=version or None
+        )
+    )
 
 
 GATE_HTML = "also write the gates report page (percentile curves, thresholds, verdicts) here"
 GATE_HELP = {
     "target": "sandbox or ci (the load gate pushes, so not live)",
-    "fault": FAULT,
-    "threshold": "tighten a threshold ID=VALUE (loosening is refused, exit 2)",
+    "fault": FAULT + "; comma-separated for several",
+    "threshold": "tighten thresholds ID=VALUE, comma-separated (loosening is refused, exit 2)",
     "timeout": "per-request bound in seconds, 0 < SECONDS <= 600",
     "json": JSON,
     "junit": JUNIT,
     "html": GATE_HTML,
     "quiet": QUIET,
     "processes": "client processes, 1 to 256 (with --engine locust: local workers; default 1)",
-    "engine": "builtin (aiohttp in this process, the default) or locust (master and workers)",
+    "engine": "builtin (this process, or --processes forked children; the default) or locust",
     "merge": "comma-separated result files from several machines: judge them, measure nothing",
 }
 LOAD_HELP = {
@@ -529,12 +560,19 @@ LOAD_HELP = {
     "rate": "open-model phase after the burst: requests per second (with --duration)",
     "duration": "open-model phase: seconds (with --rate)",
 }
+# A gate task's parameters named apart from its command's option (the option's dest).
+GATE_DESTS = {"html": "html_path", "version": "launch_version"}
 
 
-def _merged(merge: str) -> list[str]:
-    """`--merge a.json,b.json` as the command takes it: one option, then each file."""
-    files = [part.strip() for part in merge.split(",") if part.strip()]
-    return ["--merge", *files] if files else []
+def _gate(name: str, given: dict[str, Any]) -> None:
+    """Run `sync-ci gate NAME` on a gate task's parameters (its `locals()`): they are the
+    command's options by name and type, "" is "not given" and a repeatable one a comma list."""
+    from sync_ci.gates.cli import RUNS
+    from sync_ci.gates.options import gate_request
+
+    values = {GATE_DESTS.get(key, key): value for key, value in given.items() if key != "c"}
+    outputs = report_outputs(values.pop("json"), values.pop("junit"), quiet=values.pop("quiet"))
+    _call(lambda: RUNS[name](gate_request({**values, "outputs": outputs})))
 
 
 @task(help=LOAD_HELP)
@@ -544,12 +582,12 @@ def load(
     fault: str = "",
     threshold: str = "",
     timeout: float = 60.0,
-    installs: str = "",
-    pushes: str = "",
-    processes: str = "",
-    rate: str = "",
-    duration: str = "",
-    engine: str = "",
+    installs: int = 1000,
+    pushes: int = 100,
+    processes: int = 1,
+    rate: float = 0.0,
+    duration: float = 0.0,
+    engine: str = "builtin",
     merge: str = "",
     json: str = "",
     junit: str = "",
@@ -557,25 +595,7 @@ def load(
     quiet: bool = False,
 ) -> None:
     """Gate: 1,000 installs + 100 pushes in one burst (p95 < 2 s / < 5 s, zero 5xx)."""
-    _run(
-        "gate",
-        "load",
-        *_merged(merge),
-        target=target,
-        fault=fault,
-        threshold=threshold,
-        timeout=timeout,
-        installs=installs,
-        pushes=pushes,
-        processes=processes,
-        rate=rate,
-        duration=duration,
-        engine=engine,
-        json=json,
-        junit=junit,
-        html=html,
-        quiet=quiet,
-    )
+    _gate("load", locals())
 
 
 @task(
@@ -592,10 +612,10 @@ def latency(
     fault: str = "",
     threshold: str = "",
     timeout: float = 60.0,
-    samples: str = "",
-    concurrency: str = "",
-    processes: str = "",
-    engine: str = "",
+    samples: int = 200,
+    concurrency: int = 8,
+    processes: int = 1,
+    engine: str = "builtin",
     merge: str = "",
     json: str = "",
     junit: str = "",
@@ -603,23 +623,7 @@ def latency(
     quiet: bool = False,
 ) -> None:
     """Gate: cold KV-miss probe across 5 regions (p95 < 500 ms, p99 < 1,500 ms)."""
-    _run(
-        "gate",
-        "latency",
-        *_merged(merge),
-        target=target,
-        fault=fault,
-        threshold=threshold,
-        timeout=timeout,
-        samples=samples,
-        concurrency=concurrency,
-        processes=processes,
-        engine=engine,
-        json=json,
-        junit=junit,
-        html=html,
-        quiet=quiet,
-    )
+    _gate("latency", locals())
 
 
 @task(
@@ -638,7 +642,7 @@ def platforms(
     quiet: bool = False,
 ) -> None:
     """Gate: three platform recordings, all green."""
-    _run("gate", "platforms", casts=casts, version=version, json=json, junit=junit, quiet=quiet)
+    _gate("platforms", locals())
 
 
 @task(
@@ -664,17 +668,7 @@ def all_gates(
     quiet: bool = False,
 ) -> None:
     """Run every gate and print one table."""
-    _run(
-        "gate",
-        "all",
-        target=target,
-        casts=casts,
-        threshold=threshold,
-        json=json,
-        junit=junit,
-        html=html,
-        quiet=quiet,
-    )
+    _gate("all", locals())
 
 
 gates = Collection("gates", load, latency, platforms, all_gates)

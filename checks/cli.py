@@ -26,13 +26,14 @@ from checks.catalogue import (
 )
 from sync_ci.errors import ExitCode, UsageError
 from sync_ci.report import exit_code, make_report
-from sync_ci.report_emit import emit, write_outputs
+from sync_ci.report_emit import Outputs, emit, write_outputs
 from sync_ci.report_github import render_annotations
 from sync_ci.report_json import to_json_text
 from sync_ci.report_markdown import render_step_summary
 from sync_ci.report_text import render_table
 
 FORMATS = ("table", "json", "github")
+SCOPES = ("repo", "field", "all")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scope",
-        choices=("repo", "field", "all"),
+        choices=SCOPES,
         default="repo",
         help="repo: the tree (PR time); field: this machine (doctor); all: both",
     )
@@ -65,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.set_defaults(func=command)
+    parser.set_defaults(func=_run)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,52 +104,66 @@ def _field() -> Subject:
     return field_subject(crontab=read_user_crontab(), files=files, secret_files=secrets)
 
 
-def collect(args: argparse.Namespace) -> list[RuleOutcome]:
+def collect(scope: str, paths: Sequence[str], select: Sequence[str]) -> list[RuleOutcome]:
     """Run the chosen scopes over the chosen paths and return every rule's outcome."""
-    select = [s for s in args.select.split(",") if s.strip()]
     outcomes: list[RuleOutcome] = []
-    if args.scope in ("repo", "all"):
-        paths = [Path(p) for p in args.paths]
-        for path in paths:
+    if scope in ("repo", "all"):
+        for path in map(Path, paths):
             if not path.exists():
                 raise UsageError(f"{path} does not exist")
         try:
-            subjects = load_paths(paths)
+            subjects = load_paths([Path(p) for p in paths])
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
         for subject in subjects:
             for outcome in run_rules(scope="repo", subject=subject, select=select):
                 outcomes.append(outcome)
-    if args.scope in ("field", "all"):
+    if scope in ("field", "all"):
         outcomes.extend(run_rules(scope="field", subject=_field(), select=select))
     return outcomes
 
 
-def command(args: argparse.Namespace) -> int:
-    """Run `sync-ci lint`: list, explain, or lint and report."""
+def command(
+    *,
+    paths: Sequence[str] = (".",),
+    scope: str = "repo",
+    select: str = "",
+    list_rules: bool = False,
+    explain_rule: str = "",
+    output_format: str = "table",
+    outputs: Outputs | None = None,
+) -> int:
+    """Run `sync-ci lint`: list, explain, or lint `paths` and report.
+
+    The scope and format are checked here, as argparse checks them, so a typed caller (the
+    invoke task) meets the same refusals.
+    """
+    from sync_ci.options import choice
+
+    choice(scope, SCOPES, "--scope", command="lint")
+    choice(output_format, FORMATS, "--format", command="lint")
     rules = discover()
-    if args.list:
+    if list_rules:
         print(render_list(rules))
         return int(ExitCode.OK)
-    if args.explain:
-        wanted = args.explain.strip().upper()
+    if explain_rule:
+        wanted = explain_rule.strip().upper()
         match = next((r for r in rules if r.id == wanted), None)
         if match is None:
-            raise UsageError(f"no rule {args.explain!r}; see --list")
+            raise UsageError(f"no rule {explain_rule!r}; see --list")
         print(explain(match))
         return int(ExitCode.OK)
-    select = [s for s in args.select.split(",") if s.strip()]
-    scopes = ("repo", "field") if args.scope == "all" else (args.scope,)
-    if select and not any(select_rules(rules, scope=s, select=select) for s in scopes):  # type: ignore[arg-type]
-        raise UsageError(f"--select {args.select!r} matches no {args.scope} rule; see --list")
-    from sync_ci.options import outputs
-
+    selected = [s for s in select.split(",") if s.strip()]
+    scopes = ("repo", "field") if scope == "all" else (scope,)
+    if selected and not any(select_rules(rules, scope=s, select=selected) for s in scopes):  # type: ignore[arg-type]
+        raise UsageError(f"--select {select!r} matches no {scope} rule; see --list")
+    outputs = outputs or Outputs()
     started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
-    outcomes = collect(args)
+    outcomes = collect(scope, paths or ["."], selected)
     report = make_report(
         suite="lint",
-        target=args.scope,
+        target=scope,
         mode="static",
         sha=os.environ.get("GITHUB_SHA", ""),
         started_at=started_at,
@@ -160,12 +175,12 @@ def command(args: argparse.Namespace) -> int:
         },
     )
     # The json and github formats print their own rendering: the files, without GitHub's outputs.
-    files_only = dataclasses.replace(outputs(args), github=False)
-    if args.output_format == "json":
+    files_only = dataclasses.replace(outputs, github=False)
+    if output_format == "json":
         print(to_json_text(report))
         write_outputs(report, files_only)
         return int(exit_code(report))
-    if args.output_format == "github":
+    if output_format == "github":
         for line in render_annotations(report):
             print(line)
         summary = render_step_summary(report)
@@ -179,7 +194,21 @@ def command(args: argparse.Namespace) -> int:
             print(render_table(report, only_failing=True))
         write_outputs(report, files_only)
         return int(exit_code(report))
-    return emit(report, outputs(args))
+    return emit(report, outputs)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sync_ci.options import outputs
+
+    return command(
+        paths=args.paths,
+        scope=args.scope,
+        select=args.select,
+        list_rules=args.list,
+        explain_rule=args.explain or "",
+        output_format=args.output_format,
+        outputs=outputs(args),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="python -m checks", description="Run the section-A lint catalogue.")
     configure(parser)
     args = parser.parse_args(argv)
-    return run_handler(command, args)
+    return run_handler(_run, args)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,9 @@ def command(
     from sync_ci.report_emit import write_outputs
     from sync_ci.report_text import render_table
 
-    budget_s = within(BUDGET_S, budget_s, "--budget")  # as argparse checks it, for any caller
+    budget_s = within(
+        BUDGET_S, budget_s, "--budget", "ci-loop"
+    )  # as argparse checks it, for any caller
     settings = load_settings(config=config, target=target)
     now = now or datetime.now(UTC)
     preflight(alerts_dir)

@@ -43,10 +43,10 @@ SMOKE_BUDGET_S = 6.0
 
 def check_limits(*, max_examples: int, budget_s: float, seed: int | None) -> None:
     """Refuse a value outside its option's range as a usage error worded as argparse words it."""
-    within(MAX_EXAMPLES, max_examples, "--max-examples")
-    within(BUDGET_S, budget_s, "--budget")
+    within(MAX_EXAMPLES, max_examples, "--max-examples", "conformance")
+    within(BUDGET_S, budget_s, "--budget", "conformance")
     if seed is not None:
-        within(SEED, seed, "--seed")
+        within(SEED, seed, "--seed", "conformance")
 
 
 def hypothesis_cache_dir() -> Path:

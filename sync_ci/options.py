@@ -64,11 +64,12 @@ def number(
     return parse
 
 
-def within(parse: Callable[[str], float], value: float, flag: str) -> float:
+def within(parse: Callable[[str], float], value: float, flag: str, command: str = "") -> float:
     """Check a value a front end other than argparse typed (an invoke task) against `parse`,
     the same `number(...)` argparse uses for `flag`, so a range has one owner.
 
-    Out of range is a usage error worded as argparse words it: `argument --flag: ...`.
+    Out of range is a usage error worded as argparse words it: `argument --flag: ...`, ending,
+    when `command` is given, with the same "(see `sync-ci COMMAND --help`)" its parser adds.
     """
     from sync_ci.errors import UsageError
 
@@ -77,7 +78,31 @@ def within(parse: Callable[[str], float], value: float, flag: str) -> float:
     try:
         return parse(text)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"argument {flag}: {exc}") from None
+        see = f" (see `sync-ci {command} --help`)" if command else ""
+        raise UsageError(f"argument {flag}: {exc}{see}") from None
+
+
+def choice(
+    value: str | None,
+    choices: Sequence[str],
+    flag: str,
+    *,
+    required: bool = False,
+    command: str = "",
+) -> None:
+    """Refuse a value outside `choices` (None: not given) as argparse's `choices=` would, for
+    a front end that typed it (an invoke task), in argparse's words (and, given `command`, with
+    the "(see `sync-ci COMMAND --help`)" its parser adds)."""
+    from sync_ci.errors import UsageError
+
+    see = f" (see `sync-ci {command} --help`)" if command else ""
+    if value is None or (value == "" and required):
+        if required:
+            raise UsageError(f"the following arguments are required: {flag}{see}")
+        return
+    if value not in choices:
+        offered = ", ".join(repr(c) for c in choices)
+        raise UsageError(f"argument {flag}: invalid choice: {value!r} (choose from {offered}){see}")
 
 
 def _plain(value: float) -> str:
@@ -126,19 +151,6 @@ def add_budget(
         help=f"bound on the whole {bounds}, 0 < SECONDS <= {MAX_BUDGET_S}{note} "
         "(default %(default)s)",
     )
-
-
-def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
-    """Parse repeated `KEY=VALUE` options; a bad one is a usage error naming the flag."""
-    from sync_ci.errors import UsageError
-
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UsageError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} 5xx_rate=0.1)")
-        parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def outputs(args: argparse.Namespace) -> Outputs:

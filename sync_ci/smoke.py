@@ -265,8 +265,8 @@ def command(
     from sync_ci.attachment import SUITE, open_target
     from sync_ci.report_emit import emit
 
-    sample = int(within(SAMPLE, sample, "--sample"))
-    budget_s = within(BUDGET_S, budget_s, "--budget")
+    sample = int(within(SAMPLE, sample, "--sample", "smoke"))
+    budget_s = within(BUDGET_S, budget_s, "--budget", "smoke")
     settings = load_settings(config=config, target=target)
     if faults and settings.target != "sandbox":
         raise UsageError("--fault only applies to the sandbox target")

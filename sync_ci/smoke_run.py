@@ -19,13 +19,12 @@ from sync_ci.errors import SettingsError, SyncCIError, UsageError
 from sync_ci.parity import Observation
 from sync_ci.report import Result
 from sync_ci.store import Store
-from sync_ci.target import colo_of, regions_to_ask
+from sync_ci.target import SMOKE_TENANT, colo_of, regions_to_ask
 from sync_ci.target import tenant_token as tenant_credential
 from sync_ci.target import worker_url as main_worker_url
 from sync_ci.worker import Answer, WorkerClient, WorkerTarget
 
 Mode = Literal["write", "read-only"]
-SMOKE_TENANT = "ci-smoke"
 DEFAULT_SAMPLE = 5
 # The bound on a whole run when its caller names none (ci-loop names its own).
 DEFAULT_BUDGET_S = 600.0

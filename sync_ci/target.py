@@ -14,6 +14,10 @@ from sync_ci import contract
 from sync_ci.config import Region, Settings
 from sync_ci.errors import SettingsError, UsageError
 
+# The tenant the smoke speaks as when the settings name none; the local CI Worker that
+# `sandbox.attach` starts over the bucket is set up for the same one.
+SMOKE_TENANT = "ci-smoke"
+
 
 def worker_url(settings: Settings) -> str:
     """Return the main Worker URL of `settings` (no trailing slash), or raise SettingsError."""

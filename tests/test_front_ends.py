@@ -320,6 +320,7 @@ def run_invoke(*argv: str) -> int:
     return 0
 
 
+NUMBER_FLAGS = ("--timeout", "--installs", "--samples", "--processes")
 INVOKE_USAGE = [
     (["smoke", "--budget", "0"], ["smoke", "--budget", "0"], "--budget"),
     (["smoke", "--sample", "-1"], ["smoke", "--sample", "-1"], "--sample"),
@@ -371,6 +372,10 @@ INVOKE_USAGE = [
         ["gate", "latency", "--merge", "a.json", "/nonexistent/b.json"],
         "a.json",
     ),
+    (["lint", "--scope", "bogus"], ["lint", "--scope", "bogus"], "--scope"),
+    (["lint", "--format", "xml"], ["lint", "--format", "xml"], "--format"),
+    (["sandbox", "--store", "nope"], ["sandbox", "--store", "nope"], "--store"),
+    (["sandbox", "--worker", "nope"], ["sandbox", "--worker", "nope"], "--worker"),
     (["verify"], ["verify"], "--role"),
     (["install-cron"], ["cron", "install"], "--role"),
     (["install-cron", "--role", "admin"], ["cron", "install", "--role", "admin"], "admin"),
@@ -391,6 +396,49 @@ def test_a_task_exits_with_the_code_and_line_of_its_command(
         assert code == 2, (front_end, err)
         assert len(err) == 1 and err[0].startswith("sync-ci: error: "), (front_end, err)
         assert named in err[0], (front_end, err)
+
+
+RANGE_USAGE = [
+    case
+    for case in INVOKE_USAGE
+    if case[2] in ("--budget", "--sample", "--max-examples", "--seed", "--scope", "--format")
+    or (case[0][0] == "sandbox")
+    or (case[0][0].startswith("gates.") and case[2] in NUMBER_FLAGS)
+]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "argv", "named"), RANGE_USAGE, ids=[" ".join(t) for t, _, _ in RANGE_USAGE]
+)
+def test_a_range_or_choice_the_task_checks_reads_exactly_as_argparse_words_it(
+    tasks: list[str], argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One owner per range and choice list: `options.within` and `options.choice` on the typed
+    path give argparse's very line."""
+    assert cli.main(argv) == 2
+    expected = capsys.readouterr().err
+    assert run_invoke(*tasks) == 2
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize(
+    ("tasks", "flag"),
+    [
+        (["gates.load", "--installs", "many"], "--installs"),
+        (["gates.load", "--rate", "1e"], "--rate"),
+        (["smoke", "--sample", "x"], "--sample"),
+        (["cleanup", "--max-delete", "lots"], "--max-delete"),
+    ],
+)
+def test_a_task_number_that_is_no_number_is_one_usage_line(
+    tasks: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """invoke casts a number parameter before the task runs; its own cast raised a traceback."""
+    assert run_invoke(*tasks) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sync-ci: error: argument {flag}: invalid ")
+    assert "Traceback" not in captured.err and captured.out == ""
 
 
 def test_a_typed_task_error_is_one_line_not_a_traceback(

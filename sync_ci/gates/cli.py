@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sync_ci.assignments import parse_assignments
 from sync_ci.config import Settings
-from sync_ci.errors import UnreachableError, UsageError
+from sync_ci.errors import UnreachableError
 from sync_ci.gates import thresholds as threshold_table
 from sync_ci.gates import verdict
 from sync_ci.gates.engine import (
@@ -36,7 +37,6 @@ from sync_ci.gates.options import (
     LoadOptions,
     add_numbers,
     check_engine_options,
-    choice,
     gate_request,
     latency_options,
     load_options,
@@ -44,7 +44,6 @@ from sync_ci.gates.options import (
     worker_options,
 )
 from sync_ci.gates.platforms import PLATFORMS
-from sync_ci.options import parse_assignments
 from sync_ci.report import Report
 
 GateOptions = TypeVar("GateOptions", LoadOptions, LatencyOptions)
@@ -58,7 +57,7 @@ def open_target(request: GateRequest) -> Iterator[Settings]:
     from sync_ci.config import load_settings
 
     settings = load_settings(config=request.config, target=request.target)
-    faults = parse_assignments(request.fault, "--fault")
+    faults = parse_assignments(request.fault, "--fault", example="5xx_rate=0.1")
     with open_resolved(settings, SUITE, faults=faults or None) as attached:
         yield attached
 
@@ -184,11 +183,9 @@ def record(
 ) -> int:
     """Run `sync-ci gate record-cast`: record the standard script on this machine."""
     from sync_ci.gates.platforms import record_cast
+    from sync_ci.options import choice
 
-    try:
-        choice(platform, PLATFORMS, "--platform", required=True)
-    except UsageError as exc:
-        raise UsageError(f"{exc} (see `sync-ci gate record-cast --help`)") from None
+    choice(platform, PLATFORMS, "--platform", required=True, command="gate record-cast")
     out = output or str(Path(casts) / f"{platform.lower()}.cast")
     code = record_cast(platform, out, script_cmd=command or None, version=launch_version)
     print(f"recorded {out}: {'passes' if code == 0 else 'FAILS'} the platforms gate")

@@ -16,7 +16,7 @@ from sync_ci.gates import thresholds as threshold_table
 from sync_ci.gates.locust_plan import DEFAULT_EXPECT_WAIT_S, DEFAULT_MASTER_PORT
 from sync_ci.gates.scenario import LatencyScenario, LoadScenario
 from sync_ci.gates.thresholds import MIN_COUNTS, Threshold
-from sync_ci.options import TARGETS, number, report_outputs, within
+from sync_ci.options import TARGETS, choice, number, report_outputs, within
 
 if TYPE_CHECKING:
     import argparse
@@ -220,31 +220,17 @@ class WorkerOptions:
     quiet: bool = False
 
 
-def choice(value: str | None, choices: Sequence[str], flag: str, *, required: bool = False) -> None:
-    """Refuse a value outside `choices` (None: not given) as argparse's `choices=` would."""
-    if value is None or (value == "" and required):
-        if required:
-            raise UsageError(f"the following arguments are required: {flag}")
-        return
-    if value not in choices:
-        offered = ", ".join(repr(c) for c in choices)
-        raise UsageError(f"argument {flag}: invalid choice: {value!r} (choose from {offered})")
-
-
 def check_request(request: GateRequest, gate: str) -> GateRequest:
     """Refuse what `sync-ci gate GATE` refuses, worded as it words it, from either front end.
 
     Choices and ranges are argparse's own checks (so from the CLI they have passed already);
     the rules across options follow, and then the thresholds, which may only tighten.
     """
-    try:
-        choice(request.target, GATE_TARGETS.get(gate, TARGETS), "--target")
-        if gate in ENGINE_GATES:
-            choice(request.engine, ENGINES, "--engine")
-        for name in GATE_NUMBERS[gate]:
-            within(NUMBERS[name].parse, getattr(request, name), f"--{name}")
-    except UsageError as exc:
-        raise UsageError(f"{exc} (see `sync-ci gate {gate} --help`)") from None
+    choice(request.target, GATE_TARGETS.get(gate, TARGETS), "--target", command=f"gate {gate}")
+    if gate in ENGINE_GATES:
+        choice(request.engine, ENGINES, "--engine", command=f"gate {gate}")
+    for name in GATE_NUMBERS[gate]:
+        within(NUMBERS[name].parse, getattr(request, name), f"--{name}", f"gate {gate}")
     if (request.rate > 0) != (request.duration > 0):
         raise UsageError("--rate and --duration go together (the open-model phase needs both)")
     return request
@@ -418,7 +404,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, processes: bool = Fal
         "--engine",
         choices=ENGINES,
         default=DEFAULTS.engine,
-        help="builtin: aiohttp in this process (default); locust: Locust master and workers, "
+        help="builtin: this process, or --processes N forked children (default); locust: Locust "
+        "master and workers, "
         "with --processes N local workers unless --master or --worker",
     )
     group.add_argument(

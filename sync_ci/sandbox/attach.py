@@ -15,6 +15,7 @@ from sync_ci.config import Region, Settings
 from sync_ci.config_env import Secrets, register_settings_secrets
 from sync_ci.errors import SettingsError, UnreachableError, UsageError, WorkerError
 from sync_ci.sandbox.ready_file import STORE_REGION, SandboxInfo
+from sync_ci.target import SMOKE_TENANT
 
 if TYPE_CHECKING:
     from sync_ci.worker import WorkerClient
@@ -105,7 +106,7 @@ def local_ci_worker(settings: Settings) -> Iterator[Settings]:
         raise SettingsError(
             f"refusing to start a Worker over {prefix!r}: not a full {settings.ci_root}<sha>/"
         )
-    tenant_id = settings.tenant_id or "ci-smoke"
+    tenant_id = settings.tenant_id or SMOKE_TENANT
     tenant_secret = settings.secrets.tenant_secret or _secrets.token_hex(32)
     admin_token = settings.secrets.admin_token or _secrets.token_hex(32)
     with tempfile.TemporaryDirectory(prefix="sync-ci-worker-") as workdir:

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
+from sync_ci.assignments import parse_assignments
 from sync_ci.errors import ExitCode, UnreachableError, UsageError
-from sync_ci.options import parse_assignments
 from sync_ci.sandbox.ready_file import SandboxInfo
 from sync_ci.sandbox.store_server import STORE_KINDS, StoreKind
 from sync_ci.sandbox.workerd import RUNTIMES, Runtime, check_runtime
@@ -25,7 +25,9 @@ POLL_S = 0.5
 def parse_kv_miss(items: Sequence[str]) -> dict[str, int]:
     """Parse `--kv-miss-ms COLO=MS` options into whole milliseconds per colo."""
     parsed: dict[str, int] = {}
-    for colo, value in parse_assignments(items, "--kv-miss-ms").items():
+    for colo, value in parse_assignments(
+        items, "--kv-miss-ms", form="COLO=MS", example="SJC=30"
+    ).items():
         if not value.isdigit():
             raise UsageError(f"--kv-miss-ms {colo}={value}: MS must be a whole number")
         parsed[colo.upper()] = int(value)
@@ -35,7 +37,7 @@ def parse_kv_miss(items: Sequence[str]) -> dict[str, int]:
 def parse_fault_updates(items: Sequence[str]) -> dict[str, float | None]:
     """Parse `--set KEY=VALUE` (VALUE a number, or `null` to remove the fault)."""
     updates: dict[str, float | None] = {}
-    for key, value in parse_assignments(items, "--set").items():
+    for key, value in parse_assignments(items, "--set", example="5xx_rate=0.1").items():
         if value.lower() in ("null", "none"):
             updates[key] = None
             continue
@@ -255,19 +257,46 @@ def add_parser(sub: Any) -> None:
     fault.set_defaults(func=_run_fault)
 
 
-def _run_sandbox(args: argparse.Namespace) -> int:
-    faults = parse_assignments(args.fault, "--fault")
-    kv_miss_ms = parse_kv_miss(args.kv_miss_ms)
-    ready_file = Path(args.ready_file) if args.ready_file else default_ready_file()
+def sandbox_command(
+    *,
+    store: str = "moto",
+    faults: Sequence[str] = (),
+    kv_miss_ms: Sequence[str] = (),
+    ready_file: str = "",
+    quiet: bool = False,
+    mutant: str = "",
+    worker: str = "python",
+    worker_project: str = "",
+) -> int:
+    """Run `sync-ci sandbox` from option values as typed: KEY=VALUE items, paths as given;
+    the store and Worker names are refused as argparse's `choices=` refuses them."""
+    from sync_ci.options import choice
+
+    choice(store, STORE_KINDS, "--store", command="sandbox")
+    choice(worker, RUNTIMES, "--worker", command="sandbox")
+    ready = Path(ready_file) if ready_file else default_ready_file()
     return run_sandbox(
+        store=cast("StoreKind", store),
+        faults=parse_assignments(faults, "--fault", example="5xx_rate=0.1"),
+        kv_miss_ms=parse_kv_miss(kv_miss_ms),
+        ready_file=ready.expanduser().absolute(),
+        quiet=quiet,
+        mutant=mutant,
+        runtime=cast("Runtime", worker),
+        project=str(Path(worker_project).resolve()) if worker_project else "",
+    )
+
+
+def _run_sandbox(args: argparse.Namespace) -> int:
+    return sandbox_command(
         store=args.store,
-        faults=faults,
-        kv_miss_ms=kv_miss_ms,
-        ready_file=ready_file.expanduser().absolute(),
+        faults=args.fault,
+        kv_miss_ms=args.kv_miss_ms,
+        ready_file=args.ready_file or "",
         quiet=args.quiet,
-        mutant=args.mutant,
-        runtime=args.worker,
-        project=str(Path(args.worker_project).resolve()) if args.worker_project else "",
+        mutant=args.mutant or "",
+        worker=args.worker,
+        worker_project=args.worker_project or "",
     )
 
 
