@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sync_ci import alert_files
 from sync_ci.alert_files import AlertDirError
+from sync_ci.clock import parse_utc_stamp, utc_stamp
 
 if TYPE_CHECKING:
     from sync_ci.report import Report
@@ -24,7 +25,6 @@ Outcome = Literal["pass", "fail", "unmeasured", "not-run"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "unmeasured", "not-run")
 SCHEMA = "sync-ci/pass@1"
 FILE_NAME = "ci-loop-passes.jsonl"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_AGE = timedelta(days=30)
 MAX_RECORDS = 2000
 MAX_BYTES = 4 * 1024 * 1024  # read at most this much of the file's end
@@ -63,11 +63,6 @@ def path_for(alerts_dir: Path) -> Path:
     return alerts_dir / FILE_NAME
 
 
-def format_time(at: datetime) -> str:
-    """Render `at` as the history's UTC time (2026-11-27T06:00:00Z)."""
-    return at.astimezone(UTC).strftime(TIME_FORMAT)
-
-
 # --- pure ------------------------------------------------------------------------------------
 
 
@@ -94,7 +89,7 @@ def to_line(record: PassRecord) -> str:
     """Render one record as its JSON line (with the newline)."""
     document = {
         "schema": SCHEMA,
-        "at": format_time(record.at),
+        "at": utc_stamp(record.at),
         "outcome": record.outcome,
         "recovered": record.recovered,
         "failing": list(record.failing),
@@ -109,7 +104,7 @@ def from_json(document: Mapping[str, Any]) -> PassRecord | None:
     if document.get("schema") != SCHEMA or document.get("outcome") not in OUTCOMES:
         return None
     try:
-        at = datetime.strptime(str(document["at"]), TIME_FORMAT).replace(tzinfo=UTC)
+        at = parse_utc_stamp(str(document["at"]))
         failing = document.get("failing") or []
         if not isinstance(failing, list):
             return None

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sync_ci import charts, pass_history
+from sync_ci.clock import parse_utc_stamp, utc_stamp
 from sync_ci.pass_history import History
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _row_class(row: StatusRow) -> str:
 
 def _parse_time(value: object) -> datetime | None:
     try:
-        return datetime.strptime(str(value), pass_history.TIME_FORMAT).replace(tzinfo=UTC)
+        return parse_utc_stamp(str(value))
     except ValueError:
         return None
 
@@ -64,7 +65,7 @@ def _cell_for(record: pass_history.PassRecord) -> charts.Cell:
         "unmeasured": "could not measure: " + (", ".join(record.failing) or "unreachable"),
         "not-run": "could not run",
     }[state]
-    title = f"{pass_history.format_time(record.at)} {what}"
+    title = f"{utc_stamp(record.at)} {what}"
     return charts.Cell(at=record.at, state=state, title=title, marked=record.recovered)
 
 
@@ -130,7 +131,7 @@ def alert_lanes(picture: Picture) -> list[charts.Lane]:
     by_phase: dict[str, list[charts.Cell]] = {}
     for record in picture.history.records if picture.history else ():
         for phase in record.failing:
-            title = f"{pass_history.format_time(record.at)} ci-loop {phase} {record.outcome}"
+            title = f"{utc_stamp(record.at)} ci-loop {phase} {record.outcome}"
             by_phase.setdefault(phase, []).append(
                 charts.Cell(at=record.at, state="fail", title=title)
             )

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sync_ci import alert_files
 from sync_ci.alert_files import AlertFile
+from sync_ci.clock import parse_utc_stamp, utc_stamp
 from sync_ci.errors import ExitCode
 from sync_ci.pass_history import History
 from sync_ci.redaction import clean
@@ -108,7 +109,7 @@ def file_rows(files: Sequence[tuple[AlertFile, str]]) -> list[StatusRow]:
             failing=item == current,
             count=1,
             tenants=0,
-            last_seen=item.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            last_seen=utc_stamp(item.at),
             detail=title[item],
         )
         for item in ordered
@@ -136,7 +137,7 @@ def _worker_rows(summary: Mapping[str, Any], now: datetime) -> list[StatusRow]:
             raise TypeError(f"check {name!r} is not an object")
         last = str(stats.get("last_seen", ""))
         try:
-            seen = datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            seen = parse_utc_stamp(last)
             recent = now - seen <= RECENT
         except ValueError:
             recent = True

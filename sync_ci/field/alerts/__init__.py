@@ -34,7 +34,6 @@ from sync_ci.field.alerts.model import (
     classify,
     failing_rows,
     fit_alert,
-    iso,
     make_key,
     new_alert,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "fit_alert",
     "flush",
     "flush_spool",
-    "iso",
     "make_key",
     "new_alert",
     "read_last_doctor",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sync_ci.clock import utc_stamp
 from sync_ci.contract import ALERT_LIMIT_BYTES
 from sync_ci.errors import UsageError
 from sync_ci.redaction import escape_controls, first_control
@@ -60,11 +61,6 @@ class Delivery:
     keys: tuple[str, ...] = field(default=())
 
 
-def iso(now: datetime) -> str:
-    """Render a UTC time as 2024-01-01T00:00:00Z."""
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def make_key(tenant: str, check: str, now: datetime, nonce: str) -> str:
     """Return an idempotency key: readable, unique, and inside the Worker's allowed alphabet."""
     slug = KEY_UNSAFE.sub("-", check).strip("-")[:40] or "check"
@@ -99,7 +95,7 @@ def new_alert(
             message=_one_line(message) or f"{check} failed",
             host=_one_line(host)[:100] or "unknown-host",
             version=version,
-            ts=iso(now),
+            ts=utc_stamp(now),
             idempotency_key=make_key(tenant, check, now, nonce),
             rows=tuple(rows[:MAX_ROWS]),
         )
