@@ -22,7 +22,8 @@ def tenant_headers(run: SmokeRun) -> dict[str, str]:
     """Tenant auth headers of contract v1."""
     if not run.tenant_token:
         raise Skipped(
-            "no tenant secret or token (SYNC_CI_TENANT_SECRET): push and alert not checked"
+            f"no token for tenant {run.tenant_id}: set SYNC_CI_TENANT_SECRET (a SYNC_CI_TENANT_TOKEN "
+            "serves only the tenant named by SYNC_CI_TENANT_ID): push and alert not checked"
         )
     return contract_tenant_headers(run.tenant_id, run.tenant_token)
 
