@@ -7,6 +7,8 @@ Beside the wall it prints, from the same run, the parts sync-ci does not choose:
 - the freshness wait: the freshness phase publishes a new generation and must see every region
   serve it; the reference Worker keeps a catalog for its declared `catalog_ttl_s` (3 s), so that
   phase lasts about as long as the TTL whatever the client does;
+- the conformance phase: Schemathesis generating and judging its cases against the Worker (its
+  import alone is printed as a floor too);
 - the sandbox's dependency floor: the CPU of importing what its children and this process must
   import (moto's server, aiohttp's web, boto3), spread over the machine's cores.
 
@@ -36,6 +38,10 @@ SMOKE_TIMEOUT_S = 600
 IMPORT_TIMEOUT_S = 120
 # What the sandbox's start must import: the store's child, the Worker's child, this process.
 SANDBOX_IMPORTS = ("import moto.server", "import aiohttp.web", "import boto3")
+CONFORMANCE_IMPORT = "import schemathesis, hypothesis"
+# The floors are measured with the smoke session's own interpreter (the bench session's lacks
+# Schemathesis); the first `nox -R -s smoke_sync` of the run has made it.
+SMOKE_PYTHON = REPO / ".nox" / "smoke_sync" / "bin" / "python"
 
 
 def _children_cpu_s() -> float:
@@ -52,6 +58,7 @@ class SmokeRun:
     code: int
     phases_s: float  # the sum of the phases' own durations, as the result document has them
     freshness_s: float  # the freshness phase alone
+    conformance_s: float  # the conformance phase alone (0 when it was skipped)
 
 
 def measure_smoke(nox: Sequence[str]) -> SmokeRun:
@@ -69,19 +76,23 @@ def measure_smoke(nox: Sequence[str]) -> SmokeRun:
             check=False,
         )
         wall, cpu = time.perf_counter() - started, _children_cpu_s() - cpu_before
-        phases, freshness = phase_times(result)
-    return SmokeRun(wall, cpu, done.returncode, phases, freshness)
+        phases, freshness, conformance = phase_times(result)
+    return SmokeRun(wall, cpu, done.returncode, phases, freshness, conformance)
 
 
-def phase_times(result: Path) -> tuple[float, float]:
-    """(sum of every phase's duration, the freshness phase's) from a smoke result document."""
+def phase_times(result: Path) -> tuple[float, float, float]:
+    """(every phase's duration summed, the freshness phase's, the conformance phase's)."""
     try:
         document = json.loads(result.read_text(encoding="utf-8"))
         rows = document["results"]
         durations = {str(row["id"]): float(row["duration_s"]) for row in rows}
     except (OSError, ValueError, KeyError, TypeError):
-        return float("nan"), float("nan")
-    return sum(durations.values()), durations.get("phase:freshness", 0.0)
+        return float("nan"), float("nan"), float("nan")
+    return (
+        sum(durations.values()),
+        durations.get("phase:freshness", 0.0),
+        durations.get("phase:conformance", 0.0),
+    )
 
 
 def measure_sandbox_start() -> tuple[float, float]:
@@ -99,8 +110,9 @@ def measure_sandbox_start() -> tuple[float, float]:
 def import_cpu_s(statement: str) -> float:
     """The CPU a fresh interpreter spends on `statement` (interpreter start-up included)."""
     before = _children_cpu_s()
+    python = SMOKE_PYTHON if SMOKE_PYTHON.exists() else Path(sys.executable)
     subprocess.run(
-        [sys.executable, "-c", statement],
+        [str(python), "-c", statement],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=IMPORT_TIMEOUT_S,
@@ -149,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = statistics.median(run.wall_s for run in runs)
     phases = statistics.median(run.phases_s for run in runs)
     freshness = statistics.median(run.freshness_s for run in runs)
+    conformance = statistics.median(run.conformance_s for run in runs)
+    conformance_import = min(import_cpu_s(CONFORMANCE_IMPORT) for _ in range(2))
     print(
         f"nox -R -s smoke_sync: wall median {wall:.2f} s (min {min(r.wall_s for r in runs):.2f}), "
         f"CPU median {statistics.median(r.cpu_s for r in runs):.2f} s over {args.runs} runs; "
@@ -156,9 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for statement, cpu in floors.items():
         print(f"  floor: python -c {statement!r}: {cpu:.2f} s CPU")
-    own = wall - freshness - dependency_floor
+    print(f"  floor: python -c {CONFORMANCE_IMPORT!r}: {conformance_import:.2f} s CPU")
+    own = wall - freshness - conformance - dependency_floor
     print(
         f"of the wall: freshness phase {freshness:.2f} s (the Worker's declared catalog TTL), "
+        f"conformance phase {conformance:.2f} s (Schemathesis; its import {conformance_import:.2f} s), "
         f"sandbox dependency imports {dependency_floor:.2f} s (their CPU over {cores} cores), "
         f"the rest {own:.2f} s ({own / wall:.0%})"
     )
